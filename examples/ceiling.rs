@@ -1,0 +1,199 @@
+//! The ceiling: the fastest a hyper 1.x server on this runtime can answer one
+//! static response. `scripts/bench-replay` measures `ouli replay` against it in
+//! the same run and prints the ratio (rfcs/0003-performance.md).
+//!
+//! It serves the same bytes and headers as ouli's replayed response: the script
+//! captures one replayed response (`curl -D`) and hands its headers and body in
+//! (`--headers-file`, `--body-file`). It sets up tokio the way ouli's server
+//! does (`--runtime`, `--workers`), so the only difference left is the work
+//! ouli does per request: session, fingerprint, chain, lookup, response build.
+//!
+//! Used only for comparison; never part of ouli.
+//!
+//! ```text
+//! cargo run --release --example ceiling -- --port 0 --body-bytes 1024
+//! ceiling listening addr=127.0.0.1:40123
+//! ```
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Response headers hyper computes itself: a captured value would be wrong
+/// (length) or stale (date), so they are not copied from `--headers-file`.
+const HEADERS_HYPER_SETS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "date",
+    "connection",
+    "keep-alive",
+];
+
+#[derive(clap::Parser, Debug)]
+#[command(about = "Minimal static-response hyper server (the benchmark ceiling)")]
+struct Args {
+    /// Port on 127.0.0.1; 0 takes a free one (printed on stdout).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// Body: this file's bytes.
+    #[arg(long, conflicts_with = "body_bytes")]
+    body_file: Option<PathBuf>,
+    /// Body: this many bytes of JSON (used when no --body-file).
+    #[arg(long, default_value_t = 1024)]
+    body_bytes: usize,
+    /// Response headers, one `name: value` a line (e.g. `curl -D` output; the
+    /// status line and the headers hyper sets itself are skipped).
+    #[arg(long)]
+    headers_file: Option<PathBuf>,
+    /// Extra header `name: value` (repeatable).
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// `multi` (tokio multi-thread scheduler) or `current` (one current-thread
+    /// runtime per worker thread, each accepting on its own SO_REUSEPORT socket).
+    #[arg(long, default_value = "multi")]
+    runtime: String,
+    /// Worker threads; 0 = one per CPU (tokio's default).
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
+}
+
+/// What every request gets.
+struct StaticResponse {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = <Args as clap::Parser>::parse();
+    let body = match &args.body_file {
+        Some(path) => Bytes::from(std::fs::read(path)?),
+        None => json_body(args.body_bytes),
+    };
+    let mut headers = HeaderMap::new();
+    let mut lines: Vec<String> = args.headers.clone();
+    if let Some(path) = &args.headers_file {
+        lines.extend(std::fs::read_to_string(path)?.lines().map(str::to_owned));
+    }
+    for line in &lines {
+        let Some((name, value)) = line.split_once(':') else {
+            continue; // the status line, or the blank line that ends the head
+        };
+        let name = name.trim().to_ascii_lowercase();
+        if HEADERS_HYPER_SETS.contains(&name.as_str()) {
+            continue;
+        }
+        headers.append(
+            HeaderName::from_bytes(name.as_bytes())?,
+            HeaderValue::from_str(value.trim())?,
+        );
+    }
+    let response = Arc::new(StaticResponse { headers, body });
+    let workers = if args.workers == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        args.workers
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], args.port));
+    match args.runtime.as_str() {
+        "multi" => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(addr).await?;
+                announce(listener.local_addr()?);
+                accept_loop(listener, response).await
+            })?;
+        }
+        "current" => {
+            // One socket per thread with SO_REUSEPORT: the kernel spreads
+            // connections, no work stealing between threads. The first thread
+            // binds (maybe port 0) and tells the others which port it got.
+            let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+            let mut threads = Vec::new();
+            for worker in 0..workers {
+                let response = response.clone();
+                let bind_addr = if worker == 0 { addr } else { bound_rx.recv()? };
+                let bound_tx = bound_tx.clone();
+                threads.push(std::thread::spawn(move || -> std::io::Result<()> {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    runtime.block_on(async move {
+                        let listener = reuseport_listener(bind_addr)?;
+                        let bound = listener.local_addr()?;
+                        if worker == 0 {
+                            announce(bound);
+                        }
+                        let _ = bound_tx.send(bound);
+                        accept_loop(listener, response).await
+                    })
+                }));
+            }
+            for thread in threads {
+                thread.join().expect("ceiling worker panicked")?;
+            }
+        }
+        other => return Err(format!("--runtime {other}: expected multi or current").into()),
+    }
+    Ok(())
+}
+
+fn announce(addr: SocketAddr) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "ceiling listening addr={addr}");
+    let _ = out.flush();
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    response: Arc<StaticResponse>,
+) -> std::io::Result<()> {
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let response = response.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |_request: Request<Incoming>| {
+                let response = response.clone();
+                async move {
+                    let mut reply = Response::new(Full::new(response.body.clone()));
+                    *reply.status_mut() = StatusCode::OK;
+                    *reply.headers_mut() = response.headers.clone();
+                    Ok::<_, Infallible>(reply)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// A JSON object of exactly `len` bytes (at least 16): `{"data":"xxx…"}`.
+fn json_body(len: usize) -> Bytes {
+    let len = len.max(16);
+    let mut body = Vec::with_capacity(len);
+    body.extend_from_slice(b"{\"data\":\"");
+    body.resize(len - 2, b'x');
+    body.extend_from_slice(b"\"}");
+    Bytes::from(body)
+}
