@@ -16,6 +16,7 @@ pub mod config;
 pub mod decode;
 pub mod fingerprint;
 pub mod interaction;
+pub mod profile;
 pub mod recording;
 pub mod redact;
 pub mod server;
