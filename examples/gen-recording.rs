@@ -195,8 +195,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Case::Many { count } => {
             let mut session = open_session(&args.dir, DEFAULT_SESSION)?;
             for i in 1..=*count {
-                let interaction =
-                    generator.interaction(&mut session, &format!("/items/{i}"), None);
+                let interaction = generator.interaction(&mut session, &format!("/items/{i}"), None);
                 session.writer.append(&interaction)?;
             }
             written += session.writer.len();
@@ -228,7 +227,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    println!("gen-recording wrote {written} interactions to {}", args.dir.display());
+    println!(
+        "gen-recording wrote {written} interactions to {}",
+        args.dir.display()
+    );
     Ok(())
 }
 
