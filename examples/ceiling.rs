@@ -15,6 +15,11 @@
 //! ceiling listening addr=127.0.0.1:40123
 //! ```
 
+// The allocator ouli's binary uses (src/main.rs): same allocator, same runtime.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
