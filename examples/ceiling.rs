@@ -67,12 +67,18 @@ struct Args {
     /// Worker threads; 0 = one per CPU (tokio's default).
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// `http1` (hyper's HTTP/1 connection) or `auto` (hyper-util's builder,
+    /// which sniffs for an HTTP/2 preface first), as ouli's listener does.
+    #[arg(long, default_value = "http1")]
+    protocol: String,
 }
 
 /// What every request gets.
 struct StaticResponse {
     headers: HeaderMap,
     body: Bytes,
+    /// Serve with hyper-util's auto (HTTP/1 or HTTP/2) builder.
+    auto: bool,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -99,7 +105,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             HeaderValue::from_str(value.trim())?,
         );
     }
-    let response = Arc::new(StaticResponse { headers, body });
+    let auto = match args.protocol.as_str() {
+        "http1" => false,
+        "auto" => true,
+        other => return Err(format!("--protocol {other}: expected http1 or auto").into()),
+    };
+    let response = Arc::new(StaticResponse {
+        headers,
+        body,
+        auto,
+    });
     let workers = if args.workers == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     } else {
@@ -167,6 +182,7 @@ async fn accept_loop(
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         let response = response.clone();
+        let auto = response.auto;
         tokio::spawn(async move {
             let service = service_fn(move |_request: Request<Incoming>| {
                 let response = response.clone();
@@ -177,10 +193,18 @@ async fn accept_loop(
                     Ok::<_, Infallible>(reply)
                 }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
+            if auto {
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
+            } else {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            }
         });
     }
 }
