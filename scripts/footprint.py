@@ -6,6 +6,13 @@
       first complete 200 answer on 127.0.0.1:P (polling connect every 0.2 ms),
       then stops CMD (SIGTERM). Prints "startup_ms median=… min=… max=…".
 
+      --evict PATH (file or directory, repeatable) drops PATH's pages from the
+      page cache before each spawn (posix_fadvise DONTNEED): a cold start.
+
+  footprint.py evict PATH...
+      Drops the files' pages from the page cache; prints how many pages of
+      them were resident before and after (mincore through mmap).
+
   footprint.py connections --pid PID --port P --path /x --count N
       RSS of PID after one request, then with N idle keep-alive connections
       open (each has made one request). Prints
@@ -62,10 +69,63 @@ def rss_kib(pid):
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def files_under(paths):
+    for path in paths:
+        if os.path.isdir(path):
+            for root, _, names in os.walk(path):
+                for name in names:
+                    yield os.path.join(root, name)
+        else:
+            yield path
+
+
+def resident_pages(path):
+    """Pages of `path` in the page cache: mincore(2) on a private mapping."""
+    import ctypes
+    import mmap
+
+    size = os.path.getsize(path)
+    if size == 0:
+        return 0
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, fd, 0)
+        if address in (None, ctypes.c_void_p(-1).value):
+            raise OSError(ctypes.get_errno(), f"mmap {path} failed")
+        try:
+            vec = (ctypes.c_ubyte * pages)()
+            if libc.mincore(address, size, vec) != 0:
+                raise OSError(ctypes.get_errno(), f"mincore {path} failed")
+            return sum(v & 1 for v in vec)
+        finally:
+            libc.munmap(address, size)
+    finally:
+        os.close(fd)
+
+
+def evict(paths):
+    """Drops the files' clean pages from the page cache (pages another process
+    has mapped stay: stop the server first)."""
+    for path in files_under(paths):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def startup(args):
     request = request_bytes(args.port, args.path, args.header)
     samples = []
     for _ in range(args.runs):
+        if args.evict:
+            evict(args.evict)
         start = time.perf_counter()
         proc = subprocess.Popen(args.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -148,7 +208,10 @@ def main():
     s.add_argument("--path", required=True)
     s.add_argument("--header", action="append", default=[])
     s.add_argument("--timeout", type=float, default=10.0)
+    s.add_argument("--evict", action="append", default=[])
     s.add_argument("cmd", nargs=argparse.REMAINDER)
+    e = sub.add_parser("evict")
+    e.add_argument("paths", nargs="+")
     c = sub.add_parser("connections")
     c.add_argument("--pid", type=int, required=True)
     c.add_argument("--port", type=int, required=True)
@@ -162,6 +225,12 @@ def main():
         if not args.cmd:
             parser.error("startup needs a command after --")
         startup(args)
+    elif args.what == "evict":
+        files = list(files_under(args.paths))
+        before = sum(resident_pages(f) for f in files)
+        evict(files)
+        after = sum(resident_pages(f) for f in files)
+        print("evict files=%d resident_pages_before=%d resident_pages_after=%d" % (len(files), before, after))
     else:
         connections(args)
 

@@ -233,6 +233,14 @@ median() {
         if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'
 }
 
+# median_field FIELD TEXT: median of the FIELD-th column of TEXT's non-empty lines.
+median_field() {
+    local values
+    mapfile -t values < <(awk -v f="$1" 'NF {print $f}' <<<"$2")
+    ((${#values[@]})) || { echo -; return; }
+    median "${values[@]}"
+}
+
 # ratio A B: A/B with 2 decimals ("-" when B is 0 or missing).
 ratio() {
     awk -v a="$1" -v b="$2" 'BEGIN {if (b+0 == 0 || a == "-" || b == "-") print "-"; else printf "%.2f", a/b}'
