@@ -254,7 +254,7 @@ row() {
     local label=$1
     shift
     printf '%-26s' "$label"
-    printf '%12s' "$@"
+    printf '%14s' "$@"
     printf '\n'
 }
 
