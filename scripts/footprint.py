@@ -13,6 +13,11 @@
       Drops the files' pages from the page cache; prints how many pages of
       them were resident before and after (mincore through mmap).
 
+  footprint.py drive --port P --count N --path TEMPLATE [--header 'K: V']
+      Sends N requests in order on one keep-alive connection, exactly as wrk
+      would (GET, Host, the given headers); `{i}` in TEMPLATE and headers is
+      the request's index (0-based). For recording through `ouli record`.
+
   footprint.py connections --pid PID --port P --path /x --count N
       RSS of PID after one request, then with N idle keep-alive connections
       open (each has made one request). Prints
@@ -169,6 +174,21 @@ def startup(args):
     )
 
 
+def drive(args):
+    sock = socket.create_connection(("127.0.0.1", args.port))
+    try:
+        for i in range(args.count):
+            path = args.path.replace("{i}", str(i)).replace("{i1}", str(i + 1))
+            headers = [h.replace("{i}", str(i)).replace("{i1}", str(i + 1)) for h in args.header]
+            sock.sendall(request_bytes(args.port, path, headers))
+            status = read_response(sock)
+            if status != 200:
+                raise RuntimeError(f"request {i} ({path}) was answered with {status}")
+    finally:
+        sock.close()
+    print("drive requests=%d" % args.count)
+
+
 def connections(args):
     request = request_bytes(args.port, args.path, args.header)
     warm = socket.create_connection(("127.0.0.1", args.port))
@@ -212,6 +232,11 @@ def main():
     s.add_argument("cmd", nargs=argparse.REMAINDER)
     e = sub.add_parser("evict")
     e.add_argument("paths", nargs="+")
+    d = sub.add_parser("drive")
+    d.add_argument("--port", type=int, required=True)
+    d.add_argument("--count", type=int, required=True)
+    d.add_argument("--path", required=True)
+    d.add_argument("--header", action="append", default=[])
     c = sub.add_parser("connections")
     c.add_argument("--pid", type=int, required=True)
     c.add_argument("--port", type=int, required=True)
@@ -225,6 +250,8 @@ def main():
         if not args.cmd:
             parser.error("startup needs a command after --")
         startup(args)
+    elif args.what == "drive":
+        drive(args)
     elif args.what == "evict":
         files = list(files_under(args.paths))
         before = sum(resident_pages(f) for f in files)
