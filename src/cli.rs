@@ -20,8 +20,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Config file names looked for in the current directory when `--config` is
-/// not given, in this order.
-pub const DEFAULT_CONFIG_NAMES: &[&str] = &["ouli.yaml", "ouli.yml", "ouli.toml"];
+/// not given, in this order (test-server has no working default; its users'
+/// files are often named `test-server.yml`).
+pub const DEFAULT_CONFIG_NAMES: &[&str] = &[
+    "ouli.yaml",
+    "ouli.yml",
+    "ouli.toml",
+    "test-server.yml",
+    "test-server.yaml",
+];
 
 /// Recording directory when `--recording-dir` is not given (test-server's).
 pub const DEFAULT_RECORDING_DIR: &str = "recordings";
@@ -75,7 +82,8 @@ pub enum LogFormat {
 #[derive(Debug, Args, Clone)]
 pub struct ServeArgs {
     /// Config file (YAML, or TOML by the `.toml` extension). Default: the
-    /// first of ouli.yaml, ouli.yml, ouli.toml in the current directory.
+    /// first of ouli.yaml, ouli.yml, ouli.toml, test-server.yml,
+    /// test-server.yaml in the current directory.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Directory of recordings, one `<session>.ouli` file per test.
