@@ -48,6 +48,8 @@ pub const EXIT_USAGE: u8 = 2;
 #[derive(Debug, Parser)]
 #[command(
     name = "ouli",
+    // Fixed, so that help reads the same when run as `test-server`.
+    bin_name = "ouli",
     version,
     propagate_version = true,
     after_help = "Start here:\n    ouli replay --config recordings/ouli.yaml --recording-dir recordings\n\n\

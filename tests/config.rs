@@ -389,3 +389,25 @@ fn missing_file_names_the_path() {
     assert!(matches!(error, ConfigError::Read { .. }), "{error:?}");
     assert!(error.to_string().contains("absent.yaml"), "{error}");
 }
+
+#[test]
+fn toml_unknown_keys_and_invalid_values_are_reported_too() {
+    let text =
+        "colour = \"blue\"\n[[endpoints]]\ntarget_host = \"a.example\"\nsource_port = 70000\n";
+    let message = refusal("ouli.toml", text);
+    assert!(
+        message.contains("ouli.toml: endpoints[0].source_port:"),
+        "{message}"
+    );
+    let text = "colour = \"blue\"\n[[endpoints]]\ntarget_host = \"a.example\"\ntls = true\n";
+    let (_, warnings) = load_text("ouli.toml", text).unwrap();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(
+        warnings[0].contains("`colour`") || warnings[1].contains("`colour`"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("`endpoints[0].tls`")),
+        "{warnings:?}"
+    );
+}
