@@ -156,7 +156,7 @@ pub struct Config {
 /// A config that cannot be used; names the file, the key and what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: {source}")]
+    #[error("config file {path}: {source}")]
     Read {
         path: PathBuf,
         #[source]
