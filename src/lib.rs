@@ -12,6 +12,7 @@
 //! The file format is rfcs/0001, request identity rfcs/0002.
 
 pub mod chain;
+pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod fingerprint;

@@ -1,8 +1,110 @@
+//! The `ouli` binary (also installed as `test-server`): parse → validate →
+//! run; errors become exit codes (0 ok, 1 runtime, 2 usage or config). The
+//! only place `anyhow` is used.
+
 #[cfg(not(target_env = "msvc"))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-fn main() {
-    eprintln!("ouli: not wired yet");
-    std::process::exit(2);
+use anyhow::Context as _;
+use clap::Parser as _;
+use ouli::cli::{Cli, CliError, Command, EXIT_RUNTIME, EXIT_USAGE, LogArgs, LogFormat};
+use std::io::Write as _;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    // clap prints --help/--version (exit 0) and usage errors (exit 2) itself.
+    let cli = Cli::parse();
+    if let Err(error) = init_logging(&cli.log) {
+        eprintln!("ouli: {error:#}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let (command, warnings) = match cli.validate() {
+        Ok(validated) => validated,
+        Err(error) => {
+            eprintln!("ouli: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    for warning in &warnings {
+        tracing::warn!("{warning}");
+    }
+    match run(command) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("ouli: {error:#}");
+            let usage = error.downcast_ref::<CliError>().is_some();
+            ExitCode::from(if usage { EXIT_USAGE } else { EXIT_RUNTIME })
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(options) => {
+            ouli::server::run(options)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ImportTestServer { src, dst, config } => {
+            let report = ouli::testserver::import_dir(&src, &dst, &config)
+                .with_context(|| format!("importing {} into {}", src.display(), dst.display()))?;
+            let mut stdout = std::io::stdout().lock();
+            for (file, interactions) in &report.converted {
+                writeln!(
+                    stdout,
+                    "converted {} ({interactions} interactions)",
+                    file.display()
+                )?;
+            }
+            for (file, why) in &report.problems {
+                writeln!(stdout, "skipped {}: {why}", file.display())?;
+            }
+            writeln!(
+                stdout,
+                "{} file(s) converted, {} skipped",
+                report.converted.len(),
+                report.problems.len()
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { file, json } => {
+            let mut stdout = std::io::stdout().lock();
+            ouli::cli::inspect(&file, json, &mut stdout)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { path } => {
+            let report = ouli::cli::verify(&path)?;
+            let mut stdout = std::io::stdout().lock();
+            for (file, records) in &report.files {
+                writeln!(stdout, "{}: {records} record(s)", file.display())?;
+            }
+            for damage in &report.damaged {
+                writeln!(stdout, "DAMAGED {damage}")?;
+            }
+            if report.damaged.is_empty() {
+                writeln!(stdout, "ok: {} file(s) intact", report.files.len())?;
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Ok(ExitCode::from(EXIT_RUNTIME))
+            }
+        }
+    }
+}
+
+/// Logs to stderr: stdout carries only the machine-readable ready lines.
+fn init_logging(log: &LogArgs) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match &log.log_level {
+        Some(level) => EnvFilter::try_new(level)
+            .with_context(|| format!("--log-level {level:?} is not a log filter"))?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
 }

@@ -1,0 +1,482 @@
+//! The command line: raw arguments ([`Cli`], clap) → validated [`Command`]
+//! ([`Cli::validate`]) → run. Nothing starts before validation has passed:
+//! the config is loaded and checked, the recording dir is created (record
+//! modes) or found (replay), so that a mistake is reported before a port is
+//! bound.
+//!
+//! The binary also runs under the name `test-server` (test-server's SDKs start
+//! `<package>/bin/test-server record --config C --recording-dir D`); nothing
+//! here depends on `argv[0]`.
+//!
+//! Exit codes: 0 ok, 1 runtime error (upstream, recording, I/O while serving,
+//! damaged records found by `verify`), 2 usage or config error.
+
+use crate::config::{Config, ConfigError};
+use crate::interaction::Fingerprint;
+use crate::recording::{ReadBackend, Recording, RecordingError};
+use crate::server::{Mode, ServeOptions};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Config file names looked for in the current directory when `--config` is
+/// not given, in this order (test-server has no working default; its users'
+/// files are often named `test-server.yml`).
+pub const DEFAULT_CONFIG_NAMES: &[&str] = &[
+    "ouli.yaml",
+    "ouli.yml",
+    "ouli.toml",
+    "test-server.yml",
+    "test-server.yaml",
+];
+
+/// Recording directory when `--recording-dir` is not given (test-server's).
+pub const DEFAULT_RECORDING_DIR: &str = "recordings";
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: something failed while running (upstream, recording, I/O).
+pub const EXIT_RUNTIME: u8 = 1;
+/// Exit code: the command line or the config is wrong; nothing was started.
+pub const EXIT_USAGE: u8 = 2;
+
+/// A record/replay HTTP proxy for tests.
+///
+/// Record real API traffic once, replay it offline in every test run after.
+/// A drop-in replacement for Google's test-server: same config file, same
+/// flags, same Test-Name header.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ouli",
+    // Fixed, so that help reads the same when run as `test-server`.
+    bin_name = "ouli",
+    version,
+    propagate_version = true,
+    after_help = "Start here:\n    ouli replay --config recordings/ouli.yaml --recording-dir recordings\n\n\
+                  Exit codes: 0 ok, 1 runtime error, 2 usage or config error."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: RawCommand,
+}
+
+/// Logging flags (every subcommand).
+#[derive(Debug, Args, Clone)]
+pub struct LogArgs {
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive
+    /// such as `ouli=debug`. Without it RUST_LOG is used, else `info`.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Log line format (logs go to stderr).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Flags of the serving subcommands.
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Config file (YAML, or TOML by the `.toml` extension). Default: the
+    /// first of ouli.yaml, ouli.yml, ouli.toml, test-server.yml,
+    /// test-server.yaml in the current directory.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory of recordings, one `<session>.ouli` file per test.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_RECORDING_DIR)]
+    pub recording_dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RawCommand {
+    /// Proxy every request upstream and record it.
+    ///
+    /// Each session (the Test-Name header; requests without one go to the
+    /// `default` session) is written to <recording-dir>/<session>.ouli; a
+    /// session's new recording replaces the old one only once complete.
+    /// The recording dir is created if missing.
+    #[command(after_help = concat!(
+        "Example:\n    ouli record --config ouli.yaml --recording-dir recordings\n\n",
+        "Ready: once every endpoint listens, one line per endpoint goes to stdout:\n",
+        "    ouli listening endpoint=<i> addr=<ip:port> mode=<mode>\n",
+        "Logs go to stderr. SIGINT or SIGTERM stops it after closing every recording.\n\n",
+        "Exit codes: 0 stopped cleanly, 1 runtime error, 2 usage or config error."
+    ))]
+    Record(ServeArgs),
+    /// Answer every request from the recordings; never touch the network.
+    ///
+    /// A request that was not recorded gets a JSON "miss" answer naming the
+    /// session, the fingerprint, the closest recorded requests and what
+    /// differs. The recording dir must exist.
+    #[command(after_help = concat!(
+        "Example:\n    ouli replay --config recordings/ouli.yaml --recording-dir recordings\n",
+        "    curl http://127.0.0.1:8080/get\n\n",
+        "Ready: once every endpoint listens, one line per endpoint goes to stdout:\n",
+        "    ouli listening endpoint=<i> addr=<ip:port> mode=<mode>\n",
+        "Logs go to stderr. SIGINT or SIGTERM stops it.\n\n",
+        "Exit codes: 0 stopped cleanly, 1 runtime error, 2 usage or config error."
+    ))]
+    Replay(ServeArgs),
+    /// Replay what is recorded; proxy and append what is not.
+    ///
+    /// For growing a recording as tests are added. The recording dir is
+    /// created if missing.
+    #[command(after_help = concat!(
+        "Example:\n    ouli record-missing --config ouli.yaml --recording-dir recordings\n\n",
+        "Ready: once every endpoint listens, one line per endpoint goes to stdout:\n",
+        "    ouli listening endpoint=<i> addr=<ip:port> mode=<mode>\n",
+        "Logs go to stderr. SIGINT or SIGTERM stops it after closing every recording.\n\n",
+        "Exit codes: 0 stopped cleanly, 1 runtime error, 2 usage or config error."
+    ))]
+    RecordMissing(ServeArgs),
+    /// Proxy every request upstream; record nothing.
+    #[command(after_help = concat!(
+        "Example:\n    ouli passthrough --config ouli.yaml\n\n",
+        "Ready: once every endpoint listens, one line per endpoint goes to stdout:\n",
+        "    ouli listening endpoint=<i> addr=<ip:port> mode=<mode>\n",
+        "Logs go to stderr. SIGINT or SIGTERM stops it.\n\n",
+        "Exit codes: 0 stopped cleanly, 1 runtime error, 2 usage or config error."
+    ))]
+    Passthrough(ServeArgs),
+    /// Convert recordings made by another tool into ouli recordings.
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// List the interactions of a recording, one line each.
+    ///
+    /// Columns: ordinal, method, target, status, response body bytes,
+    /// fingerprint (first 12 hex digits).
+    #[command(
+        after_help = "Example:\n    ouli inspect recordings/default.ouli\n    \
+                            ouli inspect --json recordings/default.ouli | jq .\n\n\
+                            Exit codes: 0 ok, 1 unreadable or damaged recording, 2 usage error."
+    )]
+    Inspect {
+        /// The recording (`<session>.ouli`).
+        file: PathBuf,
+        /// One JSON object per interaction (JSON Lines) instead of columns.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every record's checksum (CRC32C) in a recording or a directory.
+    #[command(after_help = "Example:\n    ouli verify recordings\n\n\
+                            Exit codes: 0 every record intact, 1 a damaged record or unreadable \
+                            file (named with its offset), 2 usage error.")]
+    Verify {
+        /// A `.ouli` file, or a directory searched recursively for them.
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Convert a google/test-server recording directory (`<name>.json`,
+    /// `<name>.websocket.log`) into `<name>.ouli` files.
+    #[command(
+        after_help = "Example:\n    ouli import test-server old-recordings recordings --config ouli.yaml\n\n\
+                            Files that cannot be converted are listed with the reason; \
+                            the others are converted.\n\
+                            Exit codes: 0 imported (problems listed), 1 I/O error, 2 usage or config error."
+    )]
+    TestServer {
+        /// test-server's recording directory.
+        src: PathBuf,
+        /// Where the `.ouli` files go (created if missing).
+        dst: PathBuf,
+        /// The config the recordings were made with (fingerprints depend on
+        /// its matching rules). Default: as for `record`.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// A validated command: everything `run` needs, checked.
+#[derive(Debug)]
+pub enum Command {
+    Serve(ServeOptions),
+    ImportTestServer {
+        src: PathBuf,
+        dst: PathBuf,
+        config: Config,
+    },
+    Inspect {
+        file: PathBuf,
+        json: bool,
+    },
+    Verify {
+        path: PathBuf,
+    },
+}
+
+/// Why a command could not start: always the user's to fix (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(
+        "no config file: none of {} in {}; pass --config FILE",
+        DEFAULT_CONFIG_NAMES.join(", "),
+        dir.display()
+    )]
+    NoConfig { dir: PathBuf },
+    #[error("recording dir {path}: {why}")]
+    RecordingDir { path: PathBuf, why: String },
+    #[error("{path}: {why}")]
+    Input { path: PathBuf, why: String },
+}
+
+impl Cli {
+    /// Validates the raw arguments; returns the command and the config
+    /// warnings (unknown keys, ignored values) to log.
+    pub fn validate(self) -> Result<(Command, Vec<String>), CliError> {
+        match self.command {
+            RawCommand::Record(args) => serve(args, Mode::Record),
+            RawCommand::Replay(args) => serve(args, Mode::Replay),
+            RawCommand::RecordMissing(args) => serve(args, Mode::RecordMissing),
+            RawCommand::Passthrough(args) => serve(args, Mode::Passthrough),
+            RawCommand::Import(ImportCommand::TestServer { src, dst, config }) => {
+                if !src.is_dir() {
+                    return Err(CliError::Input {
+                        path: src,
+                        why: "not a directory (expected test-server's recording dir)".into(),
+                    });
+                }
+                let (config, warnings) = load_config(config)?;
+                let dst = prepare_writable_dir(&dst)?;
+                Ok((Command::ImportTestServer { src, dst, config }, warnings))
+            }
+            RawCommand::Inspect { file, json } => {
+                if !file.is_file() {
+                    return Err(CliError::Input {
+                        path: file,
+                        why: "no such recording file".into(),
+                    });
+                }
+                Ok((Command::Inspect { file, json }, Vec::new()))
+            }
+            RawCommand::Verify { path } => {
+                if !path.exists() {
+                    return Err(CliError::Input {
+                        path,
+                        why: "no such file or directory".into(),
+                    });
+                }
+                Ok((Command::Verify { path }, Vec::new()))
+            }
+        }
+    }
+}
+
+fn serve(args: ServeArgs, mode: Mode) -> Result<(Command, Vec<String>), CliError> {
+    let (config, warnings) = load_config(args.config)?;
+    let recording_dir = match mode {
+        Mode::Record | Mode::RecordMissing => prepare_writable_dir(&args.recording_dir)?,
+        Mode::Replay => existing_dir(&args.recording_dir)?,
+        // Records nothing: the dir is neither needed nor created.
+        Mode::Passthrough => args.recording_dir,
+    };
+    let options = ServeOptions {
+        config,
+        mode,
+        recording_dir,
+    };
+    Ok((Command::Serve(options), warnings))
+}
+
+/// `--config` as given, else the first default name present in the current dir.
+fn load_config(path: Option<PathBuf>) -> Result<(Config, Vec<String>), CliError> {
+    let path = match path {
+        Some(path) => path,
+        None => DEFAULT_CONFIG_NAMES
+            .iter()
+            .map(PathBuf::from)
+            .find(|candidate| candidate.is_file())
+            .ok_or_else(|| CliError::NoConfig {
+                dir: std::env::current_dir().unwrap_or_else(|_| PathBuf::from(".")),
+            })?,
+    };
+    Ok(Config::load(&path)?)
+}
+
+/// Record modes: the dir is created if missing, then proved writable by
+/// creating and removing a probe file, so that a read-only mount is reported
+/// now rather than at the first recorded request.
+fn prepare_writable_dir(dir: &Path) -> Result<PathBuf, CliError> {
+    let fail = |why: String| CliError::RecordingDir {
+        path: dir.to_path_buf(),
+        why,
+    };
+    if let Err(error) = std::fs::create_dir_all(dir) {
+        let why = match first_non_dir_ancestor(dir) {
+            Some(blocker) => format!(
+                "cannot be created: {} exists and is not a directory ({error})",
+                blocker.display()
+            ),
+            None => format!("cannot be created: {error}"),
+        };
+        return Err(fail(why));
+    }
+    let probe = dir.join(format!(".ouli-write-probe-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(dir.to_path_buf())
+        }
+        Err(error) => Err(fail(format!("is not writable: {error}"))),
+    }
+}
+
+/// The path component that is a file where a directory was wanted.
+fn first_non_dir_ancestor(dir: &Path) -> Option<PathBuf> {
+    let mut ancestors: Vec<&Path> = dir.ancestors().collect();
+    ancestors.reverse();
+    ancestors
+        .into_iter()
+        .find(|p| !p.as_os_str().is_empty() && p.exists() && !p.is_dir())
+        .map(Path::to_path_buf)
+}
+
+fn existing_dir(dir: &Path) -> Result<PathBuf, CliError> {
+    match std::fs::metadata(dir) {
+        Ok(metadata) if metadata.is_dir() => Ok(dir.to_path_buf()),
+        Ok(_) => Err(CliError::RecordingDir {
+            path: dir.to_path_buf(),
+            why: "is not a directory".into(),
+        }),
+        Err(error) => Err(CliError::RecordingDir {
+            path: dir.to_path_buf(),
+            why: format!(
+                "does not exist or cannot be read ({error}); replay serves an existing recording dir \
+                 (record one first with `ouli record`)"
+            ),
+        }),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Inspection tools.
+
+/// Number of fingerprint hex digits `inspect` prints.
+pub const FINGERPRINT_PREFIX_HEX_DIGITS: usize = 12;
+
+/// `ouli inspect FILE`: one line (or JSON object) per interaction.
+pub fn inspect(file: &Path, json: bool, out: &mut dyn Write) -> Result<(), ToolError> {
+    let recording = Recording::open(file, ReadBackend::Mmap)?;
+    for (ordinal, record) in recording.iter().enumerate() {
+        let record = record?;
+        let interaction = record.to_interaction()?;
+        let method = String::from_utf8_lossy(&interaction.request.method);
+        let target = String::from_utf8_lossy(&interaction.request.target);
+        let status = record.response_status();
+        let body_bytes = record.response_body_len();
+        let fingerprint = record.fingerprint().to_hex();
+        let websocket = record.is_websocket();
+        if json {
+            let line = serde_json::json!({
+                "ordinal": ordinal,
+                "method": method,
+                "target": target,
+                "status": status,
+                "body_bytes": body_bytes,
+                "fingerprint": fingerprint,
+                "chain_link": record.chain_link().to_hex(),
+                "websocket": websocket,
+                "endpoint": interaction.endpoint,
+                "offset": record.location().offset,
+            });
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(
+                out,
+                "{ordinal:>5}  {method:<7} {target}  {status}{}  {body_bytes} B  {}",
+                if websocket { " ws" } else { "" },
+                fingerprint_prefix(&record.fingerprint()),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn fingerprint_prefix(fingerprint: &Fingerprint) -> String {
+    let mut hex = fingerprint.to_hex();
+    hex.truncate(FINGERPRINT_PREFIX_HEX_DIGITS);
+    hex
+}
+
+/// What `verify` found.
+#[derive(Debug, Default)]
+pub struct VerifyReport {
+    /// Files checked and their record counts.
+    pub files: Vec<(PathBuf, usize)>,
+    /// Damaged records or unreadable files, each message naming file and offset.
+    pub damaged: Vec<String>,
+}
+
+/// `ouli verify FILE|DIR`: reads every record of every `.ouli` file (a
+/// record's CRC is checked when it is read).
+pub fn verify(path: &Path) -> Result<VerifyReport, ToolError> {
+    let mut files = Vec::new();
+    if path.is_dir() {
+        collect_recordings(path, &mut files)?;
+        files.sort();
+    } else {
+        files.push(path.to_path_buf());
+    }
+    let mut report = VerifyReport::default();
+    for file in files {
+        let recording = match Recording::open(&file, ReadBackend::Mmap) {
+            Ok(recording) => recording,
+            Err(error) => {
+                report.damaged.push(error.to_string());
+                continue;
+            }
+        };
+        let mut count = 0;
+        for record in recording.iter() {
+            match record {
+                Ok(_) => count += 1,
+                Err(error) => report.damaged.push(error.to_string()),
+            }
+        }
+        report.files.push((file, count));
+    }
+    Ok(report)
+}
+
+fn collect_recordings(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ToolError> {
+    let io = |source| ToolError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let path = entry.path();
+        let file_type = entry.file_type().map_err(io)?;
+        if file_type.is_dir() {
+            collect_recordings(&path, out)?;
+        } else if path.extension().is_some_and(|ext| ext == "ouli") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Why an inspection tool failed (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error(transparent)]
+    Recording(#[from] RecordingError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing output: {0}")]
+    Output(#[from] std::io::Error),
+}
