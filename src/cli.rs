@@ -58,6 +58,11 @@ pub const EXIT_USAGE: u8 = 2;
 pub struct Cli {
     #[command(flatten)]
     pub log: LogArgs,
+    /// Sample the CPU from start to shutdown and write the profile to FILE:
+    /// a flamegraph when FILE ends in `.svg`, else pprof protobuf (read by
+    /// `pprof` / `go tool pprof`). See rfcs/0003-performance.md.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
     #[command(subcommand)]
     pub command: RawCommand,
 }

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         eprintln!("ouli: {error:#}");
         return ExitCode::from(EXIT_USAGE);
     }
+    let profile = cli.profile.clone();
     let (command, warnings) = match cli.validate() {
         Ok(validated) => validated,
         Err(error) => {
@@ -29,7 +30,22 @@ fn main() -> ExitCode {
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
-    match run(command) {
+    let profiler = match profile.as_deref().map(ouli::profile::Profiler::start) {
+        None => None,
+        Some(Ok(profiler)) => Some(profiler),
+        Some(Err(error)) => {
+            eprintln!("ouli: --profile: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let outcome = run(command);
+    if let Some(profiler) = profiler {
+        match profiler.finish() {
+            Ok(path) => tracing::info!("CPU profile written to {}", path.display()),
+            Err(error) => eprintln!("ouli: --profile: {error}"),
+        }
+    }
+    match outcome {
         Ok(code) => code,
         Err(error) => {
             eprintln!("ouli: {error:#}");
