@@ -59,6 +59,9 @@ pub enum ProfileError {
     AlreadyRunning,
     #[error("profile of {asked} s asked; at most {max} s (PROFILE_SECONDS_MAX)")]
     TooLong { asked: u64, max: u64 },
+    /// The process did too little for the sampler to see (nothing written).
+    #[error("no CPU samples were taken (the run was shorter than one sample period)")]
+    NoSamples,
     #[error("CPU profiler: {0}")]
     Profiler(String),
     #[error("{path}: {source}")]
@@ -89,6 +92,9 @@ fn encode(
         .report()
         .build()
         .map_err(|e| ProfileError::Profiler(e.to_string()))?;
+    if report.data.is_empty() {
+        return Err(ProfileError::NoSamples);
+    }
     let mut out = Vec::new();
     match format {
         ProfileFormat::Flamegraph => report
@@ -135,10 +141,19 @@ impl Profiler {
         &self.output
     }
 
-    /// Stops sampling and writes the profile; returns its path.
+    /// Stops sampling and writes the profile; returns its path. With no
+    /// sample taken, removes the file created by [`Profiler::start`] and
+    /// says so ([`ProfileError::NoSamples`]) rather than leave an empty file.
     pub fn finish(self) -> Result<PathBuf, ProfileError> {
-        let bytes = encode(&self.guard, self.format)?;
+        let encoded = encode(&self.guard, self.format);
         drop(self.guard);
+        let bytes = match encoded {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                let _ = std::fs::remove_file(&self.output);
+                return Err(error);
+            }
+        };
         let write = |path: &Path| -> std::io::Result<()> {
             let mut file = std::fs::File::create(path)?;
             file.write_all(&bytes)?;
