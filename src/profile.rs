@@ -224,6 +224,59 @@ pub fn parse_debug_query(query: Option<&str>) -> Result<(u64, ProfileFormat), St
     Ok((seconds, format))
 }
 
+/// The whole `GET /__ouli/debug/pprof?seconds=N[&format=svg]` answer, for the
+/// control endpoint to return as is: 403 to a non-loopback peer, 400 for a bad
+/// query, 409 while another profile runs, else 200 with the profile (pprof
+/// protobuf by default, what `go tool pprof http://…/__ouli/debug/pprof`
+/// expects). Errors are JSON `{"error": …}` marked with `x-ouli-error`.
+/// Samples on a blocking thread: the runtime keeps serving meanwhile.
+pub async fn debug_pprof_response(
+    peer: std::net::IpAddr,
+    query: Option<&str>,
+) -> http::Response<bytes::Bytes> {
+    fn error(status: http::StatusCode, message: &str) -> http::Response<bytes::Bytes> {
+        let body = serde_json::json!({ "error": message }).to_string();
+        let mut response = http::Response::new(bytes::Bytes::from(body));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        headers.insert("x-ouli-error", http::HeaderValue::from_static("1"));
+        response
+    }
+    if !debug_peer_allowed(peer) {
+        return error(
+            http::StatusCode::FORBIDDEN,
+            "profiles are served to loopback clients only",
+        );
+    }
+    let (seconds, format) = match parse_debug_query(query) {
+        Ok(parsed) => parsed,
+        Err(why) => return error(http::StatusCode::BAD_REQUEST, &why),
+    };
+    match tokio::task::spawn_blocking(move || capture(seconds, format)).await {
+        Ok(Ok(bytes)) => {
+            let mut response = http::Response::new(bytes::Bytes::from(bytes));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(format.content_type()),
+            );
+            response
+        }
+        Ok(Err(ProfileError::AlreadyRunning)) => error(
+            http::StatusCode::CONFLICT,
+            "a CPU profile is already being taken in this process",
+        ),
+        Ok(Err(other)) => error(http::StatusCode::INTERNAL_SERVER_ERROR, &other.to_string()),
+        Err(join) => error(
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("profiler thread failed: {join}"),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +308,23 @@ mod tests {
         assert!(debug_peer_allowed("::ffff:127.0.0.1".parse().unwrap()));
         assert!(!debug_peer_allowed("10.0.0.1".parse().unwrap()));
         assert!(!debug_peer_allowed("::ffff:10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn debug_endpoint_refuses_remote_peers_and_bad_queries() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let remote = debug_pprof_response("192.0.2.7".parse().unwrap(), None).await;
+            assert_eq!(remote.status(), http::StatusCode::FORBIDDEN);
+            assert!(remote.headers().contains_key("x-ouli-error"));
+            let bad = debug_pprof_response("127.0.0.1".parse().unwrap(), Some("seconds=0")).await;
+            assert_eq!(bad.status(), http::StatusCode::BAD_REQUEST);
+            let body: serde_json::Value = serde_json::from_slice(bad.body()).unwrap();
+            assert!(body["error"].as_str().unwrap().contains("seconds=0"));
+        });
     }
 
     #[test]
