@@ -181,7 +181,13 @@ http {
 EOF
     bg_start "$dir/logs/stdout.log" "$NGINX_BIN" -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;'
     NGINX_PID=$BG_PID
-    wait_http "http://127.0.0.1:$NGINX_PORT/__ready_probe" 10
+    local i
+    for ((i = 0; i < 200; i++)); do
+        if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$NGINX_PORT/__ready_probe"; then return 0; fi
+        kill -0 "$NGINX_PID" 2>/dev/null || die "nginx did not start: $(cat "$dir/logs/error.log" "$dir/logs/stdout.log" 2>/dev/null)"
+        sleep 0.05
+    done
+    die "nginx did not answer within 10s: $(cat "$dir/logs/error.log" 2>/dev/null)"
 }
 
 # ---------------------------------------------------------------- load
