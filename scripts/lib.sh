@@ -30,8 +30,13 @@ bench_init() {
     chmod 755 "$BENCH_TMP"
     trap bench_cleanup EXIT
     trap 'exit 130' INT TERM
-    # 1,000 idle connections plus the load generator's sockets.
-    ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    # 1,000 idle connections plus the load generator's sockets: raise the
+    # soft limit to the hard one when it is low.
+    local soft
+    soft=$(ulimit -Sn)
+    if [[ $soft != unlimited ]] && ((soft < 4096)); then
+        ulimit -Sn "$(ulimit -Hn)" 2>/dev/null || log "warning: open files limited to $soft"
+    fi
 }
 
 bench_cleanup() {
