@@ -83,6 +83,7 @@ need_package() {
 need_tools() {
     need_package python3 python3 || die "python3 is required"
     need_package curl curl || die "curl is required"
+    need_package strip binutils || die "strip (binutils) is required"
     need_package wrk wrk || die "wrk is required (https://github.com/wg/wrk) and could not be installed"
     NGINX_BIN=""
     if [[ "${BENCH_NGINX:-1}" == 1 ]]; then
