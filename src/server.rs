@@ -1,10 +1,28 @@
-//! Running ouli: bind every endpoint, serve until SIGINT/SIGTERM, close every
-//! recording.
+//! Running ouli: bind every endpoint, serve until SIGINT/SIGTERM.
 //!
-//! CONTRACT (skeleton — the proxy engineer implements; the CLI calls only this).
+//! This build serves **replay** mode: request → session (from `Test-Name` /
+//! `X-Ouli-Test-Name`) → redaction of the live request → canonical form and
+//! chain step → index probe → status, headers and body from the mapped file.
+//! A miss is answered with a JSON report (never a bare 500). The record,
+//! record-missing and passthrough modes are refused at start with a message
+//! saying so: they are not built yet (see the README's status section).
 
-use crate::config::Config;
+use crate::chain::{ChainState, ChainStep};
+use crate::config::{Config, ExhaustedPolicy, Scheme};
+use crate::fingerprint::{CanonicalRequest, Matcher, RequestParts, Target};
+use crate::recording::{ReadBackend, RecordView, Recording};
+use crate::redact::{RedactionRules, Redactor};
+use crate::session_name::SessionName;
+use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// What the proxy does with a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,10 +73,697 @@ pub enum ServeError {
     Setup(String),
 }
 
+/// Header marking every answer ouli makes itself (errors, misses).
+pub const OULI_ERROR_HEADER: &str = "x-ouli-error";
+/// Request header that sends the session's chain back to its head first.
+pub const CHAIN_RESET_HEADER: &str = "x-ouli-chain-reset";
+/// Reserved path prefix: never forwarded, never recorded.
+pub const CONTROL_PREFIX: &str = "/__ouli/";
+/// Closest recorded requests listed in a miss report.
+pub const MISS_CANDIDATES_MAX: usize = 3;
+
+/// Headers never replayed: hop-by-hop ones, and the length/encoding of a body
+/// that is stored decoded (hyper sets the true length).
+const HEADERS_NOT_REPLAYED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+    "content-encoding",
+];
+
 /// Serves until SIGINT/SIGTERM (builds its own tokio runtime). Prints one line
 /// per endpoint to stdout when it is ready:
 /// `ouli listening endpoint=<i> addr=<ip:port> mode=<mode>`.
 pub fn run(options: ServeOptions) -> Result<(), ServeError> {
-    let _ = options;
-    todo!()
+    if options.mode != Mode::Replay {
+        return Err(ServeError::Setup(format!(
+            "mode `{}` is not available in this build yet: only `replay` is (see README, Status)",
+            options.mode.as_str()
+        )));
+    }
+    if !options.recording_dir.is_dir() {
+        return Err(ServeError::RecordingDir {
+            path: options.recording_dir.clone(),
+            why: "not a directory (replay reads recordings from it)".into(),
+        });
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ServeError::Setup(format!("cannot start the tokio runtime: {e}")))?;
+    runtime.block_on(serve(options))
+}
+
+/// One endpoint's compiled settings.
+struct Endpoint {
+    index: usize,
+    target: Target,
+    matcher: Matcher,
+    redactor: Redactor,
+    health: Option<String>,
+}
+
+/// One session's replay state; its lock is never shared with another session.
+struct Session {
+    recording: Option<Recording>,
+    chain: Mutex<ChainState>,
+}
+
+struct Replayer {
+    options: ServeOptions,
+    endpoints: Vec<Endpoint>,
+    sessions: DashMap<SessionName, Arc<Session>>,
+    backend: ReadBackend,
+}
+
+async fn serve(options: ServeOptions) -> Result<(), ServeError> {
+    let config = &options.config;
+    let mut env_secrets = crate::redact::secrets_from_env()
+        .map_err(|e| ServeError::Setup(format!("secrets: {e}")))?;
+    env_secrets.extend(config.secrets.iter().map(|s| s.as_bytes().to_vec()));
+    let mut endpoints = Vec::with_capacity(config.endpoints.len());
+    for (index, endpoint) in config.endpoints.iter().enumerate() {
+        let rules = RedactionRules {
+            drop_request_headers: endpoint.redact_request_headers.clone(),
+            secrets: env_secrets.clone(),
+            sensitive_json_keys: config.sensitive_json_keys.clone(),
+            response_header_replacements: endpoint.response_header_replacements.clone(),
+        };
+        let redactor = Redactor::new(&rules)
+            .map_err(|e| ServeError::Setup(format!("endpoint {index}: {e}")))?;
+        endpoints.push(Endpoint {
+            index,
+            target: Target {
+                scheme: match endpoint.target_type {
+                    Scheme::Http => "http".into(),
+                    Scheme::Https => "https".into(),
+                },
+                host: endpoint.target_host.clone(),
+                port: endpoint.target_port,
+            },
+            matcher: Matcher::new(&endpoint.matching),
+            redactor,
+            health: endpoint.health.clone(),
+        });
+    }
+    let mut listeners = Vec::with_capacity(endpoints.len());
+    for (index, endpoint) in config.endpoints.iter().enumerate() {
+        let addr = SocketAddr::new(config.listen_address, endpoint.source_port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                endpoint: index,
+                addr,
+                source,
+            })?;
+        listeners.push(listener);
+    }
+    let backend = config.read_backend.resolve();
+    let replayer = Arc::new(Replayer {
+        options: options.clone(),
+        endpoints,
+        sessions: DashMap::new(),
+        backend,
+    });
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut accept_tasks = Vec::new();
+    {
+        let mut stdout = std::io::stdout().lock();
+        for (index, listener) in listeners.iter().enumerate() {
+            let addr = listener
+                .local_addr()
+                .map_err(|e| ServeError::Setup(e.to_string()))?;
+            let _ = writeln!(
+                stdout,
+                "ouli listening endpoint={index} addr={addr} mode={}",
+                options.mode.as_str()
+            );
+        }
+        let _ = stdout.flush();
+    }
+    let (conn_tx, mut conn_rx) = tokio::sync::mpsc::unbounded_channel();
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let mut stop = stop_rx.clone();
+        let conn_tx = conn_tx.clone();
+        accept_tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => { let _ = conn_tx.send((index, stream)); }
+                        Err(error) => tracing::warn!("endpoint {index}: accept failed: {error}"),
+                    }
+                }
+            }
+        }));
+    }
+    drop(conn_tx);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            next = conn_rx.recv() => {
+                let Some((index, stream)) = next else { break };
+                let _ = stream.set_nodelay(true);
+                let replayer = replayer.clone();
+                let service = hyper::service::service_fn(move |request| {
+                    let replayer = replayer.clone();
+                    async move { Ok::<_, std::convert::Infallible>(replayer.handle(index, request).await) }
+                });
+                let limits = &options.config.limits;
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
+                    .max_headers(limits.header_count_max)
+                    .max_buf_size(limits.header_bytes_max.max(8192));
+                let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!("connection ended: {error}");
+                    }
+                });
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    for task in accept_tasks {
+        let _ = task.await;
+    }
+    let timeout = Duration::from_millis(options.config.limits.shutdown_timeout_ms);
+    if tokio::time::timeout(timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown: connections still open after {timeout:?}; closing them");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+type ResponseBody = Full<Bytes>;
+
+fn json_response(
+    status: StatusCode,
+    kind: &str,
+    body: serde_json::Value,
+) -> Response<ResponseBody> {
+    let mut response = Response::new(Full::new(Bytes::from(
+        serde_json::to_vec_pretty(&body).unwrap_or_default(),
+    )));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(value) = HeaderValue::from_str(kind) {
+        headers.insert(OULI_ERROR_HEADER, value);
+    }
+    response
+}
+
+fn error_response(
+    status: StatusCode,
+    fault: &str,
+    kind: &str,
+    message: String,
+) -> Response<ResponseBody> {
+    json_response(
+        status,
+        kind,
+        serde_json::json!({ "error": kind, "fault": fault, "message": message }),
+    )
+}
+
+impl Replayer {
+    async fn handle(
+        self: Arc<Self>,
+        endpoint_index: usize,
+        request: Request<Incoming>,
+    ) -> Response<ResponseBody> {
+        let endpoint = &self.endpoints[endpoint_index];
+        let path = request.uri().path().to_owned();
+        if path == "/__ouli/health" || endpoint.health.as_deref() == Some(path.as_str()) {
+            return json_response(
+                StatusCode::OK,
+                "none",
+                serde_json::json!({ "status": "ok" }),
+            )
+            .tap_remove_error_header();
+        }
+        if let Some(control) = path.strip_prefix(CONTROL_PREFIX) {
+            return self.control(control, request.method());
+        }
+        let session = match self.session_name(request.headers()) {
+            Ok(name) => name,
+            Err(error) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "client",
+                    "bad-test-name",
+                    error.to_string(),
+                );
+            }
+        };
+        let (parts, body) = request.into_parts();
+        let limit = self.options.config.limits.request_body_bytes_max;
+        let body = match Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) => {
+                return if error
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    error_response(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "client",
+                        "body-too-large",
+                        format!(
+                            "request body exceeds limits.request_body_bytes_max = {limit} bytes"
+                        ),
+                    )
+                } else {
+                    error_response(
+                        StatusCode::BAD_REQUEST,
+                        "client",
+                        "bad-body",
+                        error.to_string(),
+                    )
+                };
+            }
+        };
+        let state = match self.session(&session) {
+            Ok(state) => state,
+            Err(message) => {
+                return error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "recording",
+                    "recording-unreadable",
+                    message,
+                );
+            }
+        };
+        // Secrets never take part in identity: redact the live request first,
+        // as the recorded one was.
+        let mut headers = parts.headers.clone();
+        endpoint.redactor.redact_header_map(&mut headers);
+        let target = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let target = endpoint.redactor.redact_bytes(target.as_bytes());
+        let body = endpoint.redactor.redact_bytes(&body);
+        let mut canonical = Vec::with_capacity(256);
+        endpoint.matcher.canonical_form(
+            &endpoint.target,
+            &RequestParts {
+                method: parts.method.as_str().as_bytes(),
+                path_and_query: &target,
+                headers: &headers,
+                body: &body,
+            },
+            &mut canonical,
+        );
+        let mut chain = state.chain.lock().unwrap_or_else(|p| p.into_inner());
+        if parts.headers.contains_key(CHAIN_RESET_HEADER) {
+            chain.reset();
+        }
+        let step = chain.peek(&canonical);
+        let recording = state.recording.as_ref();
+        if let Some(location) = recording.and_then(|r| r.lookup(&step.fingerprint)) {
+            chain.commit(&step);
+            drop(chain);
+            return self.serve_record(recording.unwrap().read(location));
+        }
+        let exhausted =
+            step.position > 0 && recording.is_some_and(|r| r.lookup(&step.link).is_some());
+        drop(chain);
+        if exhausted && self.options.config.on_chain_exhausted == ExhaustedPolicy::RepeatLast {
+            let recording = recording.unwrap();
+            if let Some(location) = recording.lookup(&step.link) {
+                return self.serve_record(recording.read(location));
+            }
+        }
+        self.miss(endpoint, &session, recording, &step, &canonical, exhausted)
+    }
+
+    fn serve_record(
+        &self,
+        view: Result<RecordView, crate::recording::RecordingError>,
+    ) -> Response<ResponseBody> {
+        let view = match view {
+            Ok(view) => view,
+            Err(error) => {
+                tracing::error!("{error}");
+                return error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "recording",
+                    "damaged-record",
+                    error.to_string(),
+                );
+            }
+        };
+        let mut chunks = view.response_chunks();
+        let body = match (chunks.next(), chunks.next()) {
+            (None, _) => Bytes::new(),
+            (Some((_, only)), None) => only,
+            (Some((_, first)), Some((_, second))) => {
+                let mut joined = BytesMut::with_capacity(view.response_body_len() as usize);
+                joined.extend_from_slice(&first);
+                joined.extend_from_slice(&second);
+                for (_, chunk) in chunks {
+                    joined.extend_from_slice(&chunk);
+                }
+                joined.freeze()
+            }
+        };
+        let mut response = Response::new(Full::new(body));
+        *response.status_mut() =
+            StatusCode::from_u16(view.response_status()).unwrap_or(StatusCode::OK);
+        let headers = response.headers_mut();
+        for (name, value) in view.response_headers() {
+            let Ok(name) = HeaderName::from_bytes(name) else {
+                continue;
+            };
+            if HEADERS_NOT_REPLAYED.contains(&name.as_str()) {
+                continue;
+            }
+            if let Ok(value) = HeaderValue::from_bytes(value) {
+                headers.append(name, value);
+            }
+        }
+        response
+    }
+
+    fn session_name(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<SessionName, crate::session_name::SessionNameError> {
+        let configured = self.options.config.session_header.as_deref();
+        let value = ["test-name", "x-ouli-test-name"]
+            .into_iter()
+            .chain(configured)
+            .find_map(|name| headers.get(name));
+        match value {
+            Some(value) => SessionName::parse_bytes(value.as_bytes()),
+            None => Ok(SessionName::default_session()),
+        }
+    }
+
+    fn session(&self, name: &SessionName) -> Result<Arc<Session>, String> {
+        if let Some(session) = self.sessions.get(name) {
+            return Ok(session.clone());
+        }
+        let dir = &self.options.recording_dir;
+        let path = name.recording_path(dir);
+        let partial = path.with_extension("ouli.partial");
+        let recording = if path.is_file() {
+            Some(Recording::open(&path, self.backend).map_err(|e| e.to_string())?)
+        } else if partial.is_file() {
+            tracing::warn!(
+                "session {name}: serving the interrupted recording {} (adopt it with `mv {} {}`)",
+                partial.display(),
+                partial.display(),
+                path.display()
+            );
+            Some(Recording::open(&partial, self.backend).map_err(|e| e.to_string())?)
+        } else {
+            crate::testserver::open_session(dir, name, &self.options.config)
+                .map_err(|e| e.to_string())?
+        };
+        let session = Arc::new(Session {
+            recording,
+            chain: Mutex::new(ChainState::new(self.options.config.chain)),
+        });
+        Ok(self.sessions.entry(name.clone()).or_insert(session).clone())
+    }
+
+    fn control(&self, path: &str, method: &http::Method) -> Response<ResponseBody> {
+        if let Some(rest) = path.strip_prefix("sessions/")
+            && let Some(name) = rest.strip_suffix("/reset")
+            && method == http::Method::POST
+        {
+            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+            return match SessionName::parse(&name) {
+                Ok(name) => {
+                    if let Some(session) = self.sessions.get(&name) {
+                        session
+                            .chain
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .reset();
+                    }
+                    json_response(
+                        StatusCode::OK,
+                        "none",
+                        serde_json::json!({ "session": name.as_str(), "chain": "reset" }),
+                    )
+                    .tap_remove_error_header()
+                }
+                Err(error) => error_response(
+                    StatusCode::BAD_REQUEST,
+                    "client",
+                    "bad-test-name",
+                    error.to_string(),
+                ),
+            };
+        }
+        error_response(
+            StatusCode::NOT_FOUND,
+            "client",
+            "unknown-control-path",
+            format!(
+                "{CONTROL_PREFIX}{path} is not an ouli control path (health, sessions/<name>/reset)"
+            ),
+        )
+    }
+
+    fn miss(
+        &self,
+        endpoint: &Endpoint,
+        session: &SessionName,
+        recording: Option<&Recording>,
+        step: &ChainStep,
+        canonical: &[u8],
+        exhausted: bool,
+    ) -> Response<ResponseBody> {
+        let got = CanonicalRequest::parse(canonical).unwrap_or_default();
+        let mut candidates: Vec<(usize, CanonicalRequest)> = recording
+            .map(|r| {
+                r.iter()
+                    .filter_map(Result::ok)
+                    .filter_map(|view| CanonicalRequest::parse(view.canonical()))
+                    .filter(|c| c.method == got.method)
+                    .map(|c| (field_differences(&c, &got).len(), c))
+                    .collect()
+            })
+            .unwrap_or_default();
+        candidates.sort_by_key(|(score, c)| (*score, c.path != got.path));
+        candidates.dedup_by(|a, b| a.1 == b.1);
+        let closest: Vec<serde_json::Value> = candidates
+            .iter()
+            .take(MISS_CANDIDATES_MAX)
+            .map(|(_, c)| {
+                serde_json::json!({
+                    "method": c.method, "path": c.path,
+                    "differences": field_differences(c, &got),
+                })
+            })
+            .collect();
+        let config_arg = self
+            .options
+            .config
+            .source
+            .as_ref()
+            .map(|p| format!(" --config {}", p.display()))
+            .unwrap_or_default();
+        let kind = if exhausted {
+            "chain-exhausted"
+        } else {
+            "replay-miss"
+        };
+        let message = if recording.is_none() {
+            format!(
+                "no recording for session {session:?} in {}",
+                self.options.recording_dir.display()
+            )
+        } else if exhausted {
+            format!(
+                "session {session:?}: this request was recorded {} time(s); the chain ran past the recording",
+                step.position
+            )
+        } else {
+            format!("session {session:?}: no recorded request matches")
+        };
+        tracing::warn!(
+            "replay miss (endpoint {}): {message}; {} {}; closest: {}",
+            endpoint.index,
+            got.method,
+            got.path,
+            serde_json::to_string(&closest).unwrap_or_default()
+        );
+        json_response(
+            StatusCode::NOT_FOUND,
+            kind,
+            serde_json::json!({
+                "error": kind,
+                "fault": "recording",
+                "message": message,
+                "session": session.as_str(),
+                "fingerprint": step.fingerprint.to_hex(),
+                "chain_position": step.position,
+                "request": canonical_json(&got),
+                "closest_recorded": closest,
+                "record_command": format!(
+                    "ouli record-missing{config_arg} --recording-dir {}",
+                    self.options.recording_dir.display()
+                ),
+            }),
+        )
+    }
+}
+
+fn canonical_json(c: &CanonicalRequest) -> serde_json::Value {
+    serde_json::json!({
+        "target": c.target, "method": c.method, "path": c.path,
+        "query": c.query, "headers": c.headers,
+        "body_kind": c.body_kind, "body": String::from_utf8_lossy(&c.body),
+    })
+}
+
+/// Field-by-field differences, expected (recorded) vs got (live).
+fn field_differences(
+    expected: &CanonicalRequest,
+    got: &CanonicalRequest,
+) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let mut differ = |field: String, e: Option<&str>, g: Option<&str>| {
+        if e != g {
+            out.push(serde_json::json!({ "field": field, "expected": e, "got": g }));
+        }
+    };
+    differ("target".into(), Some(&expected.target), Some(&got.target));
+    differ("path".into(), Some(&expected.path), Some(&got.path));
+    for (kind, e_list, g_list) in [
+        ("query", &expected.query, &got.query),
+        ("header", &expected.headers, &got.headers),
+    ] {
+        let mut names: Vec<&str> = e_list
+            .iter()
+            .chain(g_list.iter())
+            .map(|(k, _)| k.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let e: Vec<&str> = e_list
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .collect();
+            let g: Vec<&str> = g_list
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .collect();
+            if e != g {
+                let join = |v: &[&str]| {
+                    if v.is_empty() {
+                        None
+                    } else {
+                        Some(v.join(", "))
+                    }
+                };
+                out.push(serde_json::json!({ "field": format!("{kind} {name}"), "expected": join(&e), "got": join(&g) }));
+            }
+        }
+    }
+    if expected.body != got.body || expected.body_kind != got.body_kind {
+        out.extend(body_differences(expected, got));
+    }
+    out
+}
+
+/// For two JSON bodies, the differing JSON paths; otherwise one `body` entry.
+fn body_differences(expected: &CanonicalRequest, got: &CanonicalRequest) -> Vec<serde_json::Value> {
+    let parse = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).ok();
+    let mut out = Vec::new();
+    match (parse(&expected.body), parse(&got.body)) {
+        (Some(e), Some(g)) => json_diff("$", &e, &g, &mut out),
+        _ => out.push(serde_json::json!({
+            "field": "body",
+            "expected": String::from_utf8_lossy(&expected.body),
+            "got": String::from_utf8_lossy(&got.body),
+        })),
+    }
+    out
+}
+
+fn json_diff(
+    path: &str,
+    e: &serde_json::Value,
+    g: &serde_json::Value,
+    out: &mut Vec<serde_json::Value>,
+) {
+    use serde_json::Value;
+    match (e, g) {
+        (Value::Object(eo), Value::Object(go)) => {
+            let mut keys: Vec<&String> = eo.keys().chain(go.keys()).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            for key in keys {
+                let child = format!("{path}.{key}");
+                match (eo.get(key), go.get(key)) {
+                    (Some(a), Some(b)) => json_diff(&child, a, b, out),
+                    (a, b) => out.push(serde_json::json!({ "field": format!("json {child}"), "expected": a, "got": b })),
+                }
+            }
+        }
+        _ if e != g => out
+            .push(serde_json::json!({ "field": format!("json {path}"), "expected": e, "got": g })),
+        _ => {}
+    }
+}
+
+/// Successful control answers carry no error header.
+trait RemoveErrorHeader {
+    fn tap_remove_error_header(self) -> Self;
+}
+
+impl RemoveErrorHeader for Response<ResponseBody> {
+    fn tap_remove_error_header(mut self) -> Self {
+        self.headers_mut().remove(OULI_ERROR_HEADER);
+        self
+    }
 }
