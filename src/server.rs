@@ -1,11 +1,12 @@
 //! Running ouli: bind every endpoint, serve until SIGINT/SIGTERM.
 //!
-//! This build serves **replay** mode: request → session (from `Test-Name` /
-//! `X-Ouli-Test-Name`) → redaction of the live request → canonical form and
-//! chain step → index probe → status, headers and body from the mapped file.
-//! A miss is answered with a JSON report (never a bare 500). The record,
-//! record-missing and passthrough modes are refused at start with a message
-//! saying so: they are not built yet (see the README's status section).
+//! Every request: session (from `Test-Name` / `X-Ouli-Test-Name`) → redaction
+//! of the live request → canonical form and chain step. Then
+//! **replay**: index probe → status, headers and body from the mapped file; a
+//! miss is answered with a JSON report (never a bare 500).
+//! **record** / **passthrough**: forward upstream (`upstream`), stream the
+//! response back while capturing it, and (record) append it (`record`).
+//! `record-missing` is refused at start: it is not built yet.
 
 use crate::chain::{ChainState, ChainStep};
 use crate::config::{Config, ExhaustedPolicy, Scheme};
@@ -100,13 +101,18 @@ const HEADERS_NOT_REPLAYED: &[&str] = &[
 /// per endpoint to stdout when it is ready:
 /// `ouli listening endpoint=<i> addr=<ip:port> mode=<mode>`.
 pub fn run(options: ServeOptions) -> Result<(), ServeError> {
-    if options.mode != Mode::Replay {
-        return Err(ServeError::Setup(format!(
-            "mode `{}` is not available in this build yet: only `replay` is (see README, Status)",
-            options.mode.as_str()
-        )));
+    if options.mode == Mode::RecordMissing {
+        return Err(ServeError::Setup(
+            "mode `record-missing` is not available in this build yet (see README, Status)".into(),
+        ));
     }
-    if !options.recording_dir.is_dir() {
+    if options.mode == Mode::Record {
+        std::fs::create_dir_all(&options.recording_dir).map_err(|e| ServeError::RecordingDir {
+            path: options.recording_dir.clone(),
+            why: format!("cannot be created: {e}"),
+        })?;
+    }
+    if options.mode == Mode::Replay && !options.recording_dir.is_dir() {
         return Err(ServeError::RecordingDir {
             path: options.recording_dir.clone(),
             why: "not a directory (replay reads recordings from it)".into(),
@@ -139,6 +145,10 @@ struct Replayer {
     endpoints: Vec<Endpoint>,
     sessions: DashMap<SessionName, Arc<Session>>,
     backend: ReadBackend,
+    /// Record and passthrough modes only.
+    upstream: Option<crate::upstream::UpstreamClient>,
+    /// Record mode only.
+    writer: Option<crate::record::WriterHandle>,
 }
 
 async fn serve(options: ServeOptions) -> Result<(), ServeError> {
@@ -184,11 +194,27 @@ async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         listeners.push(listener);
     }
     let backend = config.read_backend.resolve();
+    let proxying = matches!(options.mode, Mode::Record | Mode::Passthrough);
+    let upstream = if proxying {
+        let ca_files = crate::upstream::ca_files(config.ca_file.as_deref());
+        let connect_timeout = Duration::from_millis(config.limits.upstream_connect_timeout_ms);
+        Some(
+            crate::upstream::build_client(&ca_files, connect_timeout)
+                .map_err(|e| ServeError::Setup(e.to_string()))?,
+        )
+    } else {
+        None
+    };
+    let writer = (options.mode == Mode::Record).then(|| {
+        crate::record::WriterHandle::start(options.recording_dir.clone(), config.durability)
+    });
     let replayer = Arc::new(Replayer {
         options: options.clone(),
         endpoints,
         sessions: DashMap::new(),
         backend,
+        upstream,
+        writer,
     });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -265,6 +291,17 @@ async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     {
         tracing::warn!("shutdown: connections still open after {timeout:?}; closing them");
     }
+    if let Some(writer) = replayer.writer.clone() {
+        let errors = tokio::task::spawn_blocking(move || writer.shutdown())
+            .await
+            .unwrap_or_default();
+        if !errors.is_empty() {
+            return Err(ServeError::Setup(format!(
+                "closing recordings: {}",
+                errors.join("; ")
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -290,14 +327,21 @@ async fn shutdown_signal() {
     }
 }
 
-type ResponseBody = Full<Bytes>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type ResponseBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
+
+fn full(bytes: Bytes) -> ResponseBody {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
 
 fn json_response(
     status: StatusCode,
     kind: &str,
     body: serde_json::Value,
 ) -> Response<ResponseBody> {
-    let mut response = Response::new(Full::new(Bytes::from(
+    let mut response = Response::new(full(Bytes::from(
         serde_json::to_vec_pretty(&body).unwrap_or_default(),
     )));
     *response.status_mut() = status;
@@ -356,6 +400,7 @@ impl Replayer {
             }
         };
         let (parts, body) = request.into_parts();
+        let raw_body_for_upstream;
         let limit = self.options.config.limits.request_body_bytes_max;
         let body = match Limited::new(body, limit).collect().await {
             Ok(collected) => collected.to_bytes(),
@@ -382,6 +427,7 @@ impl Replayer {
                 };
             }
         };
+        raw_body_for_upstream = body.clone();
         let state = match self.session(&session) {
             Ok(state) => state,
             Err(message) => {
@@ -415,6 +461,27 @@ impl Replayer {
             },
             &mut canonical,
         );
+        if self.upstream.is_some() {
+            let step = {
+                let mut chain = state.chain.lock().unwrap_or_else(|p| p.into_inner());
+                if parts.headers.contains_key(CHAIN_RESET_HEADER) {
+                    chain.reset();
+                }
+                let step = chain.peek(&canonical);
+                chain.commit(&step);
+                step
+            };
+            return self
+                .proxy(
+                    endpoint,
+                    session,
+                    parts,
+                    raw_body_for_upstream,
+                    canonical,
+                    step,
+                )
+                .await;
+        }
         let mut chain = state.chain.lock().unwrap_or_else(|p| p.into_inner());
         if parts.headers.contains_key(CHAIN_RESET_HEADER) {
             chain.reset();
@@ -468,7 +535,7 @@ impl Replayer {
                 joined.freeze()
             }
         };
-        let mut response = Response::new(Full::new(body));
+        let mut response = Response::new(full(body));
         *response.status_mut() =
             StatusCode::from_u16(view.response_status()).unwrap_or(StatusCode::OK);
         let headers = response.headers_mut();
@@ -508,7 +575,9 @@ impl Replayer {
         let dir = &self.options.recording_dir;
         let path = name.recording_path(dir);
         let partial = path.with_extension("ouli.partial");
-        let recording = if path.is_file() {
+        let recording = if self.options.mode != Mode::Replay {
+            None
+        } else if path.is_file() {
             Some(Recording::open(&path, self.backend).map_err(|e| e.to_string())?)
         } else if partial.is_file() {
             tracing::warn!(
@@ -530,6 +599,38 @@ impl Replayer {
     }
 
     fn control(&self, path: &str, method: &http::Method) -> Response<ResponseBody> {
+        if let Some(rest) = path.strip_prefix("sessions/")
+            && let Some(name) = rest.strip_suffix("/end")
+            && method == http::Method::POST
+        {
+            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+            let name = match SessionName::parse(&name) {
+                Ok(name) => name,
+                Err(error) => {
+                    return error_response(
+                        StatusCode::BAD_REQUEST,
+                        "client",
+                        "bad-test-name",
+                        error.to_string(),
+                    );
+                }
+            };
+            self.sessions.remove(&name);
+            let finished = match &self.writer {
+                // One rename and fsync: short enough to block this request's task.
+                Some(writer) => tokio::task::block_in_place(|| writer.finish(name.clone())),
+                None => Ok(None),
+            };
+            return match finished {
+                Ok(path) => json_response(
+                    StatusCode::OK,
+                    "none",
+                    serde_json::json!({ "session": name.as_str(), "recording": path.map(|p| p.display().to_string()) }),
+                )
+                .tap_remove_error_header(),
+                Err(message) => error_response(StatusCode::INTERNAL_SERVER_ERROR, "recording", "finish-failed", message),
+            };
+        }
         if let Some(rest) = path.strip_prefix("sessions/")
             && let Some(name) = rest.strip_suffix("/reset")
             && method == http::Method::POST
@@ -567,6 +668,165 @@ impl Replayer {
                 "{CONTROL_PREFIX}{path} is not an ouli control path (health, sessions/<name>/reset)"
             ),
         )
+    }
+
+    /// Record and passthrough: forward upstream, stream the answer back while
+    /// capturing it; at its end (record) decode, redact and append.
+    async fn proxy(
+        &self,
+        endpoint: &Endpoint,
+        session: SessionName,
+        parts: http::request::Parts,
+        body: Bytes,
+        canonical: Vec<u8>,
+        step: ChainStep,
+    ) -> Response<ResponseBody> {
+        let config = &self.options.config;
+        let endpoint_config = &config.endpoints[endpoint.index];
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let uri = format!(
+            "{}://{}:{}{path_and_query}",
+            endpoint.target.scheme, endpoint.target.host, endpoint.target.port
+        );
+        let mut upstream_request = Request::new(Full::new(body.clone()));
+        *upstream_request.method_mut() = parts.method.clone();
+        *upstream_request.uri_mut() = match uri.parse() {
+            Ok(uri) => uri,
+            Err(error) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "client",
+                    "bad-target",
+                    error.to_string(),
+                );
+            }
+        };
+        let headers = upstream_request.headers_mut();
+        for (name, value) in &parts.headers {
+            if !is_hop_by_hop(name, &parts.headers) && name != http::header::HOST {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        let default_port = if endpoint_config.target_type == Scheme::Https {
+            443
+        } else {
+            80
+        };
+        let host = if endpoint.target.port == default_port {
+            endpoint.target.host.clone()
+        } else {
+            format!("{}:{}", endpoint.target.host, endpoint.target.port)
+        };
+        if let Ok(host) = HeaderValue::from_str(&host) {
+            headers.insert(http::header::HOST, host);
+        }
+        let client = self.upstream.as_ref().expect("proxy modes have a client");
+        let timeout = Duration::from_millis(config.limits.upstream_response_timeout_ms);
+        let started_unix_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let response = match tokio::time::timeout(timeout, client.request(upstream_request)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => {
+                let message = format!(
+                    "upstream {uri}: {error} ({:?})",
+                    std::error::Error::source(&error)
+                );
+                tracing::warn!("{message}");
+                return error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream",
+                    "upstream-unreachable",
+                    message,
+                );
+            }
+            Err(_) => {
+                return error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream",
+                    "upstream-timeout",
+                    format!(
+                        "upstream {uri}: no response head within {timeout:?} (limits.upstream_response_timeout_ms)"
+                    ),
+                );
+            }
+        };
+        let (response_parts, upstream_body) = response.into_parts();
+        let mut client_response = Response::from_parts(response_parts.clone(), ());
+        let client_headers = client_response.headers_mut();
+        let hop: Vec<HeaderName> = client_headers
+            .keys()
+            .filter(|name| is_hop_by_hop(name, &response_parts.headers))
+            .cloned()
+            .collect();
+        for name in hop {
+            client_headers.remove(name);
+        }
+        let Some(writer) = self.writer.clone() else {
+            return client_response.map(|()| upstream_body.map_err(BoxError::from).boxed_unsync());
+        };
+        let redactor = endpoint.redactor.clone();
+        let endpoint_index = endpoint.index as u16;
+        let decode_limit = config.limits.response_body_bytes_max;
+        let on_end: crate::record::OnBodyEnd = Box::new(move |chunks| {
+            let mut request = crate::interaction::RecordedRequest {
+                method: Bytes::copy_from_slice(parts.method.as_str().as_bytes()),
+                target: Bytes::copy_from_slice(path_and_query_of(&parts).as_bytes()),
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            Bytes::copy_from_slice(k.as_str().as_bytes()),
+                            Bytes::copy_from_slice(v.as_bytes()),
+                        )
+                    })
+                    .collect(),
+                body,
+            };
+            redactor.redact_request(&mut request);
+            let encoding = response_parts
+                .headers
+                .get(http::header::CONTENT_ENCODING)
+                .map(|v| Bytes::copy_from_slice(v.as_bytes()))
+                .unwrap_or_default();
+            let chunks = decode_chunks(&encoding, chunks, decode_limit);
+            let mut recorded = crate::interaction::RecordedResponse {
+                status: response_parts.status.as_u16(),
+                headers: response_parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            Bytes::copy_from_slice(k.as_str().as_bytes()),
+                            Bytes::copy_from_slice(v.as_bytes()),
+                        )
+                    })
+                    .collect(),
+                chunks,
+                original_encoding: encoding,
+            };
+            redactor.redact_response(&mut recorded);
+            writer.append(
+                session,
+                crate::interaction::Interaction {
+                    fingerprint: step.fingerprint,
+                    chain_link: step.link,
+                    canonical: Bytes::from(canonical),
+                    endpoint: endpoint_index,
+                    recorded_at_unix_us: started_unix_us,
+                    request,
+                    exchange: crate::interaction::Exchange::Http(recorded),
+                },
+            );
+        });
+        let captured = crate::record::CaptureBody::new(upstream_body, decode_limit, on_end);
+        client_response.map(|()| captured.map_err(BoxError::from).boxed_unsync())
     }
 
     fn miss(
@@ -765,5 +1025,64 @@ impl RemoveErrorHeader for Response<ResponseBody> {
     fn tap_remove_error_header(mut self) -> Self {
         self.headers_mut().remove(OULI_ERROR_HEADER);
         self
+    }
+}
+
+fn path_and_query_of(parts: &http::request::Parts) -> &str {
+    parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+}
+
+/// RFC 9110 §7.6.1: connection-specific headers, and those the `Connection`
+/// header names, are not forwarded.
+fn is_hop_by_hop(name: &HeaderName, headers: &HeaderMap) -> bool {
+    const HOP_BY_HOP: &[&str] = &[
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    HOP_BY_HOP.contains(&name.as_str())
+        || headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .any(|value| {
+                value
+                    .to_str()
+                    .unwrap_or("")
+                    .split(',')
+                    .any(|listed| listed.trim().eq_ignore_ascii_case(name.as_str()))
+            })
+}
+
+/// Bodies are stored decoded: an encoded body is joined and decoded into one
+/// chunk (its arrival times describe the encoded stream, not these bytes).
+fn decode_chunks(
+    encoding: &[u8],
+    chunks: Vec<crate::interaction::BodyChunk>,
+    limit: usize,
+) -> Vec<crate::interaction::BodyChunk> {
+    if encoding.is_empty() {
+        return chunks;
+    }
+    let joined: Vec<u8> = chunks.iter().flat_map(|c| c.data.iter().copied()).collect();
+    match crate::decode::decode_body(encoding, &joined, limit) {
+        Ok(Some(decoded)) => vec![crate::interaction::BodyChunk {
+            offset_us: 0,
+            data: Bytes::from(decoded),
+        }],
+        Ok(None) => chunks,
+        Err(error) => {
+            tracing::warn!("response body kept encoded: {error}");
+            chunks
+        }
     }
 }

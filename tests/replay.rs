@@ -348,3 +348,193 @@ async fn bad_input_gets_its_status_and_the_server_keeps_serving() {
     assert!(!dir.path().join("..").join("escape.ouli").exists());
     assert!(server.stop().success());
 }
+
+/// A real upstream whose answer changes from call to call: `call <n> <path>`.
+async fn counting_upstream() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                        async move {
+                            let path = request.uri().to_string();
+                            let body = request.into_body().collect().await.unwrap().to_bytes();
+                            let text =
+                                format!("call {n} {path} {}", String::from_utf8_lossy(&body));
+                            Ok::<_, std::convert::Infallible>(
+                                http::Response::builder()
+                                    .header("x-upstream", "yes")
+                                    .body(Full::new(Bytes::from(text)))
+                                    .unwrap(),
+                            )
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, calls)
+}
+
+fn start_mode(mode: &str, dir: &Path, upstream_port: u16, envs: &[(&str, &str)]) -> Server {
+    let config = dir.join("ouli.yaml");
+    std::fs::write(
+        &config,
+        format!("endpoints:\n  - target_host: 127.0.0.1\n    target_type: http\n    target_port: {upstream_port}\n    source_port: 0\n"),
+    )
+    .unwrap();
+    let recordings = dir.join("recordings");
+    let mut command = Command::new(OULI);
+    command
+        .args([mode, "--config"])
+        .arg(&config)
+        .arg("--recording-dir")
+        .arg(&recordings);
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.contains(&format!("mode={mode}")),
+        "ready line: {line:?}"
+    );
+    let addr = line
+        .split("addr=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    Server { child, addr }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_then_replay_offline_in_order_with_the_secret_nowhere_on_disk() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream, calls) = counting_upstream().await;
+    let secrets = [("TEST_SERVER_SECRETS", "s3cr3t-value")];
+    let server = start_mode("record", dir.path(), upstream.port(), &secrets);
+    let named = [
+        ("Test-Name", "rec/one"),
+        ("user-agent", "lib/1.0"),
+        ("x-api-key", "s3cr3t-value"),
+    ];
+    let mut recorded = Vec::new();
+    for (method, path, body) in [
+        ("GET", "/poll?token=s3cr3t-value", ""),
+        ("POST", "/items", r#"{"b":1,"a":"s3cr3t-value"}"#),
+        ("GET", "/poll?token=s3cr3t-value", ""),
+    ] {
+        let (status, headers, text) = send(&server.addr, method, path, &named, body).await;
+        assert_eq!(status, 200);
+        assert_eq!(headers.get("x-upstream").unwrap(), "yes");
+        recorded.push(text);
+    }
+    assert!(
+        recorded[0].starts_with("call 1 ") && recorded[2].starts_with("call 3 "),
+        "{recorded:?}"
+    );
+    assert!(server.stop().success(), "SIGTERM exits 0");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+    // Every byte written: no secret.
+    let file = std::fs::read(dir.path().join("recordings/rec/one.ouli")).unwrap();
+    assert!(
+        !file.windows(12).any(|w| w == b"s3cr3t-value"),
+        "secret on disk"
+    );
+
+    // Replay with a changed client; the upstream must see nothing.
+    let server = start_mode("replay", dir.path(), upstream.port(), &secrets);
+    let changed = [
+        ("X-Api-Key", "s3cr3t-value"),
+        ("User-Agent", "lib/2.0"),
+        ("test-name", "rec/one"),
+    ];
+    let (_, _, first) = send(
+        &server.addr,
+        "GET",
+        "/poll?token=s3cr3t-value",
+        &changed,
+        "",
+    )
+    .await;
+    let (_, _, second) = send(
+        &server.addr,
+        "POST",
+        "/items",
+        &changed,
+        r#"{"a": "s3cr3t-value", "b": 1}"#,
+    )
+    .await;
+    let (_, _, third) = send(
+        &server.addr,
+        "GET",
+        "/poll?token=s3cr3t-value",
+        &changed,
+        "",
+    )
+    .await;
+    // The recorded bodies are redacted; compare with the redacted originals.
+    let redacted: Vec<String> = recorded
+        .iter()
+        .map(|t| t.replace("s3cr3t-value", "REDACTED"))
+        .collect();
+    assert_eq!(vec![first, second, third], redacted);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "replay touched the upstream"
+    );
+    assert!(server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_upstream_is_a_502_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = start_mode("passthrough", dir.path(), closed_port, &[]);
+    let (status, headers, body) = send(&server.addr, "GET", "/x", &[], "").await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(headers.get("x-ouli-error").unwrap(), "upstream-unreachable");
+    let (status, _, _) = send(&server.addr, "GET", "/__ouli/health", &[], "").await;
+    assert_eq!(status, 200);
+    assert!(server.stop().success());
+    assert!(
+        !dir.path().join("recordings").exists()
+            || std::fs::read_dir(dir.path().join("recordings"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+}
