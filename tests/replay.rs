@@ -538,3 +538,112 @@ async fn unreachable_upstream_is_a_502_and_the_server_keeps_serving() {
                 .is_none()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixteen_sessions_in_parallel_record_and_replay_without_cross_talk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream, _calls) = counting_upstream().await;
+    let server = start_mode("record", dir.path(), upstream.port(), &[]);
+    let addr = server.addr.clone();
+    let record = (0..16).map(|s| {
+        let addr = addr.clone();
+        tokio::spawn(async move {
+            let name = format!("par/{s}");
+            let mut bodies = Vec::new();
+            for i in 0..20 {
+                let path = format!("/same?i={}", i % 3);
+                let (status, _, body) =
+                    send(&addr, "GET", &path, &[("Test-Name", name.as_str())], "").await;
+                assert_eq!(status, 200);
+                bodies.push(body);
+            }
+            bodies
+        })
+    });
+    let mut recorded = Vec::new();
+    for task in record.collect::<Vec<_>>() {
+        recorded.push(task.await.unwrap());
+    }
+    assert!(server.stop().success());
+
+    let server = start_mode("replay", dir.path(), upstream.port(), &[]);
+    let addr = server.addr.clone();
+    let replay = (0..16).map(|s| {
+        let addr = addr.clone();
+        tokio::spawn(async move {
+            let name = format!("par/{s}");
+            let mut bodies = Vec::new();
+            for i in 0..20 {
+                let path = format!("/same?i={}", i % 3);
+                let (status, _, body) =
+                    send(&addr, "GET", &path, &[("Test-Name", name.as_str())], "").await;
+                assert_eq!(status, 200, "{body}");
+                bodies.push(body);
+            }
+            bodies
+        })
+    });
+    for (s, task) in replay.collect::<Vec<_>>().into_iter().enumerate() {
+        assert_eq!(task.await.unwrap(), recorded[s], "session par/{s}");
+    }
+    assert!(server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_record_keeps_the_completed_interactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream, _calls) = counting_upstream().await;
+    let mut server = start_mode("record", dir.path(), upstream.port(), &[]);
+    let mut recorded = Vec::new();
+    for i in 0..5 {
+        let (_, _, body) = send(
+            &server.addr,
+            "GET",
+            &format!("/k/{i}"),
+            &[("Test-Name", "killed")],
+            "",
+        )
+        .await;
+        recorded.push(body);
+    }
+    // The writer thread appends once the body has ended: let it drain.
+    for _ in 0..100 {
+        let partial = dir.path().join("recordings/killed.ouli.partial");
+        if std::fs::metadata(&partial)
+            .map(|m| m.len() > 2000)
+            .unwrap_or(false)
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    let server = start_mode("replay", dir.path(), upstream.port(), &[]);
+    for (i, expected) in recorded.iter().enumerate() {
+        let (status, _, body) = send(
+            &server.addr,
+            "GET",
+            &format!("/k/{i}"),
+            &[("Test-Name", "killed")],
+            "",
+        )
+        .await;
+        assert_eq!((status, &body), (200, expected));
+    }
+    assert!(server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_headers_is_a_431_and_the_server_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), "  header_count_max: 16\n");
+    let many: Vec<(String, String)> = (0..40).map(|i| (format!("x-h{i}"), "v".into())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (status, _, _) = send(&server.addr, "GET", "/x", &many, "").await;
+    assert_eq!(status, 431);
+    let (status, _, _) = send(&server.addr, "GET", "/__ouli/health", &[], "").await;
+    assert_eq!(status, 200);
+    assert!(server.stop().success());
+}
