@@ -647,3 +647,102 @@ async fn too_many_headers_is_a_431_and_the_server_keeps_serving() {
     assert_eq!(status, 200);
     assert!(server.stop().success());
 }
+
+/// A TLS upstream whose certificate is signed by a private CA (rcgen); returns
+/// its port and the CA's PEM.
+async fn tls_upstream() -> (u16, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let server_config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server_config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    |_request: http::Request<hyper::body::Incoming>| async {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                            Bytes::from_static(b"over tls"),
+                        )))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (port, ca.pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_over_tls_trusting_a_private_ca_from_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, ca_pem) = tls_upstream().await;
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let config = dir.path().join("ouli.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "ca_file: {}\nendpoints:\n  - target_host: localhost\n    target_type: https\n    target_port: {port}\n    source_port: 0\n",
+            ca_file.display()
+        ),
+    )
+    .unwrap();
+    let recordings = dir.path().join("recordings");
+    let spawn = |mode: &str| {
+        let mut child = Command::new(OULI)
+            .args([mode, "--config"])
+            .arg(&config)
+            .arg("--recording-dir")
+            .arg(&recordings)
+            .env_remove("SSL_CERT_FILE")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned();
+        Server { child, addr }
+    };
+    let server = spawn("record");
+    let (status, _, body) = send(&server.addr, "GET", "/secure", &[], "").await;
+    assert_eq!((status, body.as_str()), (200, "over tls"));
+    assert!(server.stop().success());
+    let server = spawn("replay");
+    let (status, _, body) = send(&server.addr, "GET", "/secure", &[], "").await;
+    assert_eq!((status, body.as_str()), (200, "over tls"));
+    assert!(server.stop().success());
+}
