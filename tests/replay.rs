@@ -746,3 +746,68 @@ async fn records_over_tls_trusting_a_private_ca_from_ca_file() {
     assert_eq!((status, body.as_str()), (200, "over tls"));
     assert!(server.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upstream_body_reaches_the_client_chunk_by_chunk() {
+    // The upstream sends "first", then waits until the client has seen it
+    // before sending "second": a proxy that buffered the whole body would hang.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<()>();
+    let seen_rx = std::sync::Arc::new(tokio::sync::Mutex::new(Some(seen_rx)));
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let service =
+            hyper::service::service_fn(move |_request: http::Request<hyper::body::Incoming>| {
+                let seen_rx = seen_rx.clone();
+                async move {
+                    let (tx, rx) = tokio::sync::mpsc::channel::<
+                        Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+                    >(2);
+                    tokio::spawn(async move {
+                        tx.send(Ok(hyper::body::Frame::data(Bytes::from_static(b"first"))))
+                            .await
+                            .unwrap();
+                        let waiter = seen_rx.lock().await.take().unwrap();
+                        let _ =
+                            tokio::time::timeout(std::time::Duration::from_secs(10), waiter).await;
+                        tx.send(Ok(hyper::body::Frame::data(Bytes::from_static(b"second"))))
+                            .await
+                            .unwrap();
+                    });
+                    let stream = futures_stream(rx);
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::StreamBody::new(stream),
+                    ))
+                }
+            });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .await;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_mode("record", dir.path(), port, &[]);
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let response = client
+        .get(format!("http://{}/stream", server.addr).parse().unwrap())
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame())
+        .await
+        .expect("the first chunk arrives before the body has ended")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_data().unwrap(), Bytes::from_static(b"first"));
+    seen_tx.send(()).unwrap();
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(rest, Bytes::from_static(b"second"));
+    assert!(server.stop().success());
+}
+
+/// An mpsc receiver as a `Stream`.
+fn futures_stream<T: Send + 'static>(
+    mut rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
