@@ -1,0 +1,423 @@
+//! The bytes of a recording file (rfcs/0001): zerocopy structs, the payload
+//! encoding of an interaction, and its decoding. Little-endian throughout.
+
+use super::{RecordLocation, RecordingError};
+use crate::interaction::{
+    BodyChunk, Exchange, Fingerprint, Interaction, RecordedRequest, RecordedResponse, WsDirection, WsFrame,
+};
+use bytes::Bytes;
+use std::path::Path;
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// First 8 bytes of every recording.
+pub const MAGIC: [u8; 8] = *b"OULIREC\0";
+/// Version 1: the first format.
+pub const FORMAT_VERSION: u32 = 1;
+/// First 4 bytes of every record.
+pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"OREC");
+/// Last 32 bytes of a file whose index is current.
+pub const FOOTER_MAGIC: [u8; 8] = *b"OULIIDX\0";
+
+pub const KIND_HTTP: u16 = 1;
+pub const KIND_WEBSOCKET: u16 = 2;
+pub const KIND_INDEX: u16 = 3;
+
+/// Records start and end on 8-byte boundaries.
+pub const RECORD_ALIGN: u64 = 8;
+/// Largest record accepted (a response body is bounded far below this).
+pub const RECORD_BYTES_MAX: u64 = 1 << 32;
+/// Most headers in one request or response.
+pub const HEADERS_PER_MESSAGE_MAX: u32 = 65_536;
+/// Most body chunks or WebSocket frames in one record.
+pub const PARTS_PER_RECORD_MAX: u32 = 1 << 24;
+
+/// The file header: 64 bytes at offset 0.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+pub struct FileHeader {
+    pub magic: [u8; 8],
+    pub version: U32,
+    pub header_len: U32,
+    pub created_unix_us: U64,
+    pub reserved: [u8; 36],
+    /// CRC32C of bytes 0..60.
+    pub crc: U32,
+}
+pub const FILE_HEADER_LEN: u64 = 64;
+const _: () = assert!(size_of::<FileHeader>() as u64 == FILE_HEADER_LEN);
+
+/// The fixed head of every record: 96 bytes, then the payload, then zero
+/// padding to [`RECORD_ALIGN`].
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+pub struct RecordHeader {
+    pub magic: U32,
+    pub kind: U16,
+    pub endpoint: U16,
+    /// Bytes of payload after this header (padding excluded).
+    pub payload_len: U64,
+    /// CRC32C of header bytes 20..96 and the payload.
+    pub crc: U32,
+    /// 0-based position of the interaction in the file (index records: 0).
+    pub ordinal: U32,
+    pub fingerprint: [u8; 32],
+    pub chain_link: [u8; 32],
+    pub recorded_at_unix_us: U64,
+}
+pub const RECORD_HEADER_LEN: u64 = 96;
+const _: () = assert!(size_of::<RecordHeader>() as u64 == RECORD_HEADER_LEN);
+/// Bytes covered by the record CRC start here.
+pub const RECORD_CRC_START: usize = 20;
+
+/// One index slot: a cache line.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+pub struct IndexSlot {
+    pub fingerprint: [u8; 32],
+    pub offset: U64,
+    pub len: U64,
+    pub ordinal: U32,
+    /// 1 when the slot holds an entry.
+    pub used: U32,
+    pub reserved: [u8; 8],
+}
+pub const INDEX_SLOT_LEN: u64 = 64;
+const _: () = assert!(size_of::<IndexSlot>() as u64 == INDEX_SLOT_LEN);
+
+/// Head of an index record's payload; slots follow at the next 64-byte
+/// boundary of the file.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+pub struct IndexHead {
+    pub slot_count: U64,
+    pub record_count: U64,
+    /// End of the last interaction record the index covers.
+    pub records_end: U64,
+    /// Zero bytes between this head and the first slot.
+    pub pad_len: U64,
+}
+pub const INDEX_HEAD_LEN: u64 = 32;
+const _: () = assert!(size_of::<IndexHead>() as u64 == INDEX_HEAD_LEN);
+
+/// The last 32 bytes of a file whose persisted index is current.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
+#[repr(C)]
+pub struct Footer {
+    pub magic: [u8; 8],
+    pub index_offset: U64,
+    /// File length when the footer was written (= footer offset + 32).
+    pub file_len: U64,
+    pub reserved: U32,
+    /// CRC32C of bytes 0..28.
+    pub crc: U32,
+}
+pub const FOOTER_LEN: u64 = 32;
+const _: () = assert!(size_of::<Footer>() as u64 == FOOTER_LEN);
+
+pub fn padded(len: u64) -> u64 {
+    len.div_ceil(RECORD_ALIGN) * RECORD_ALIGN
+}
+
+pub fn new_file_header(created_unix_us: u64) -> FileHeader {
+    let mut header = FileHeader {
+        magic: MAGIC,
+        version: U32::new(FORMAT_VERSION),
+        header_len: U32::new(FILE_HEADER_LEN as u32),
+        created_unix_us: U64::new(created_unix_us),
+        reserved: [0; 36],
+        crc: U32::new(0),
+    };
+    header.crc = U32::new(crc32c::crc32c(&header.as_bytes()[..60]));
+    header
+}
+
+/// Checks the file header; the error names the file.
+pub fn check_file_header(path: &Path, bytes: &[u8]) -> Result<(), RecordingError> {
+    if bytes.len() >= 8 && bytes[..8] != MAGIC {
+        return Err(RecordingError::NotARecording { path: path.to_path_buf() });
+    }
+    let Ok((header, _)) = FileHeader::read_from_prefix(bytes) else {
+        return Err(RecordingError::TruncatedHeader { path: path.to_path_buf(), len: bytes.len() as u64 });
+    };
+    if header.version.get() != FORMAT_VERSION {
+        return Err(RecordingError::UnsupportedVersion {
+            path: path.to_path_buf(),
+            found: header.version.get(),
+            supported: FORMAT_VERSION,
+        });
+    }
+    if header.crc.get() != crc32c::crc32c(&header.as_bytes()[..60]) {
+        return Err(RecordingError::CorruptRecord {
+            path: path.to_path_buf(),
+            offset: 0,
+            what: "file header CRC mismatch".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Encodes one record (header, payload, padding) ready to append.
+pub fn encode_record(kind: u16, ordinal: u32, interaction: &Interaction) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(256 + interaction.canonical.len());
+    put_bytes(&mut payload, &interaction.canonical);
+    let request = &interaction.request;
+    put_bytes(&mut payload, &request.method);
+    put_bytes(&mut payload, &request.target);
+    put_headers(&mut payload, &request.headers);
+    put_bytes(&mut payload, &request.body);
+    let response = match &interaction.exchange {
+        Exchange::Http(response) => response,
+        Exchange::WebSocket { response, .. } => response,
+    };
+    payload.extend_from_slice(&response.status.to_le_bytes());
+    put_headers(&mut payload, &response.headers);
+    put_bytes(&mut payload, &response.original_encoding);
+    payload.extend_from_slice(&(response.chunks.len() as u32).to_le_bytes());
+    for chunk in &response.chunks {
+        payload.extend_from_slice(&chunk.offset_us.to_le_bytes());
+        put_bytes(&mut payload, &chunk.data);
+    }
+    if let Exchange::WebSocket { frames, .. } = &interaction.exchange {
+        payload.extend_from_slice(&(frames.len() as u32).to_le_bytes());
+        for frame in frames {
+            payload.push(frame.direction as u8);
+            payload.push(frame.opcode);
+            payload.extend_from_slice(&frame.offset_us.to_le_bytes());
+            put_bytes(&mut payload, &frame.payload);
+        }
+    }
+    let header = RecordHeader {
+        magic: U32::new(RECORD_MAGIC),
+        kind: U16::new(kind),
+        endpoint: U16::new(interaction.endpoint),
+        payload_len: U64::new(payload.len() as u64),
+        crc: U32::new(0),
+        ordinal: U32::new(ordinal),
+        fingerprint: interaction.fingerprint.0,
+        chain_link: interaction.chain_link.0,
+        recorded_at_unix_us: U64::new(interaction.recorded_at_unix_us),
+    };
+    seal(header, &payload)
+}
+
+/// Header + payload + padding, with the CRC filled in.
+pub fn seal(mut header: RecordHeader, payload: &[u8]) -> Vec<u8> {
+    let total = padded(RECORD_HEADER_LEN + payload.len() as u64) as usize;
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(payload);
+    let crc = crc32c::crc32c(&out[RECORD_CRC_START..]);
+    header.crc = U32::new(crc);
+    out[..RECORD_HEADER_LEN as usize].copy_from_slice(header.as_bytes());
+    out.resize(total, 0);
+    out
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+fn put_headers(out: &mut Vec<u8>, headers: &[(Bytes, Bytes)]) {
+    out.extend_from_slice(&(headers.len() as u32).to_le_bytes());
+    for (name, value) in headers {
+        put_bytes(out, name);
+        put_bytes(out, value);
+    }
+}
+
+/// Reads a record header at `offset` if one fits before `end`; `None` marks
+/// the end of the readable records (torn tail, garbage, or end of file).
+pub fn record_at(bytes: &[u8], offset: u64, end: u64) -> Option<(RecordHeader, RecordLocation)> {
+    if offset + RECORD_HEADER_LEN > end {
+        return None;
+    }
+    let (header, _) = RecordHeader::read_from_prefix(&bytes[offset as usize..]).ok()?;
+    if header.magic.get() != RECORD_MAGIC || !(KIND_HTTP..=KIND_INDEX).contains(&header.kind.get()) {
+        return None;
+    }
+    let len = padded(RECORD_HEADER_LEN.checked_add(header.payload_len.get())?);
+    if len > RECORD_BYTES_MAX || offset.checked_add(len)? > end {
+        return None;
+    }
+    Some((header, RecordLocation { offset, len }))
+}
+
+/// Whether the record's CRC matches its bytes.
+pub fn crc_ok(record: &[u8], header: &RecordHeader) -> bool {
+    let covered = (RECORD_HEADER_LEN + header.payload_len.get()) as usize;
+    record.len() >= covered && crc32c::crc32c(&record[RECORD_CRC_START..covered]) == header.crc.get()
+}
+
+/// A bounds-checked reader over a record's payload.
+pub struct Cursor<'a> {
+    pub bytes: &'a [u8],
+    pub pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    pub fn u8(&mut self) -> Option<u8> {
+        let v = *self.bytes.get(self.pos)?;
+        self.pos += 1;
+        Some(v)
+    }
+    pub fn u16(&mut self) -> Option<u16> {
+        let v = self.bytes.get(self.pos..self.pos + 2)?;
+        self.pos += 2;
+        Some(u16::from_le_bytes([v[0], v[1]]))
+    }
+    pub fn u32(&mut self) -> Option<u32> {
+        let v = self.bytes.get(self.pos..self.pos + 4)?;
+        self.pos += 4;
+        Some(u32::from_le_bytes(v.try_into().ok()?))
+    }
+    pub fn u64(&mut self) -> Option<u64> {
+        let v = self.bytes.get(self.pos..self.pos + 8)?;
+        self.pos += 8;
+        Some(u64::from_le_bytes(v.try_into().ok()?))
+    }
+    /// A length-prefixed field: its range within `bytes`.
+    pub fn field(&mut self) -> Option<std::ops::Range<usize>> {
+        let len = self.u32()? as usize;
+        let start = self.pos;
+        let end = start.checked_add(len)?;
+        if end > self.bytes.len() {
+            return None;
+        }
+        self.pos = end;
+        Some(start..end)
+    }
+    pub fn count(&mut self, max: u32) -> Option<u32> {
+        let n = self.u32()?;
+        (n <= max).then_some(n)
+    }
+}
+
+/// Positions of the parts of a record payload, found once per read.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub canonical: std::ops::Range<usize>,
+    pub request_start: usize,
+    pub status: u16,
+    pub response_headers_start: usize,
+    pub chunks_start: usize,
+    pub chunk_count: u32,
+    pub body_len: u64,
+}
+
+/// Walks a payload (relative to the record start) and checks every length.
+pub fn layout(record: &[u8], kind: u16) -> Option<Layout> {
+    let mut c = Cursor { bytes: record, pos: RECORD_HEADER_LEN as usize };
+    let canonical = c.field()?;
+    let request_start = c.pos;
+    c.field()?;
+    c.field()?;
+    skip_headers(&mut c)?;
+    c.field()?;
+    let status = c.u16()?;
+    let response_headers_start = c.pos;
+    skip_headers(&mut c)?;
+    c.field()?;
+    let chunk_count = c.count(PARTS_PER_RECORD_MAX)?;
+    let chunks_start = c.pos;
+    let mut body_len = 0u64;
+    for _ in 0..chunk_count {
+        c.u64()?;
+        body_len += c.field()?.len() as u64;
+    }
+    if kind == KIND_WEBSOCKET {
+        let frames = c.count(PARTS_PER_RECORD_MAX)?;
+        for _ in 0..frames {
+            let direction = c.u8()?;
+            if direction > 1 {
+                return None;
+            }
+            c.u8()?;
+            c.u64()?;
+            c.field()?;
+        }
+    }
+    Some(Layout {
+        canonical,
+        request_start,
+        status,
+        response_headers_start,
+        chunks_start,
+        chunk_count,
+        body_len,
+    })
+}
+
+fn skip_headers(c: &mut Cursor<'_>) -> Option<()> {
+    let n = c.count(HEADERS_PER_MESSAGE_MAX)?;
+    for _ in 0..n {
+        c.field()?;
+        c.field()?;
+    }
+    Some(())
+}
+
+/// Decodes a whole record into its owned form (slices share `record`).
+pub fn decode(record: &Bytes, header: &RecordHeader, layout: &Layout) -> Option<Interaction> {
+    let slice = |r: std::ops::Range<usize>| record.slice(r);
+    let mut c = Cursor { bytes: record, pos: layout.request_start };
+    let method = slice(c.field()?);
+    let target = slice(c.field()?);
+    let headers = read_headers(&mut c, record)?;
+    let body = slice(c.field()?);
+    c.u16()?;
+    let response_headers = read_headers(&mut c, record)?;
+    let original_encoding = slice(c.field()?);
+    let n = c.u32()?;
+    let mut chunks = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let offset_us = c.u64()?;
+        chunks.push(BodyChunk { offset_us, data: slice(c.field()?) });
+    }
+    let response = RecordedResponse { status: layout.status, headers: response_headers, chunks, original_encoding };
+    let exchange = if header.kind.get() == KIND_WEBSOCKET {
+        let n = c.u32()?;
+        let mut frames = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let direction = if c.u8()? == 0 { WsDirection::ClientToServer } else { WsDirection::ServerToClient };
+            let opcode = c.u8()?;
+            let offset_us = c.u64()?;
+            frames.push(WsFrame { direction, opcode, offset_us, payload: slice(c.field()?) });
+        }
+        Exchange::WebSocket { response, frames }
+    } else {
+        Exchange::Http(response)
+    };
+    Some(Interaction {
+        fingerprint: Fingerprint(header.fingerprint),
+        chain_link: Fingerprint(header.chain_link),
+        canonical: slice(layout.canonical.clone()),
+        endpoint: header.endpoint.get(),
+        recorded_at_unix_us: header.recorded_at_unix_us.get(),
+        request: RecordedRequest { method, target, headers, body },
+        exchange,
+    })
+}
+
+fn read_headers(c: &mut Cursor<'_>, record: &Bytes) -> Option<Vec<(Bytes, Bytes)>> {
+    let n = c.count(HEADERS_PER_MESSAGE_MAX)?;
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let name = record.slice(c.field()?);
+        let value = record.slice(c.field()?);
+        out.push((name, value));
+    }
+    Some(out)
+}
+
+/// Slot index of a fingerprint in a table of `slot_count` (a power of two).
+pub fn home_slot(fingerprint: &[u8; 32], slot_count: u64) -> u64 {
+    let h = u64::from_le_bytes(fingerprint[..8].try_into().expect("8 bytes"));
+    h & (slot_count - 1)
+}
+
+/// Slots for `entries` records: load factor at most 1/2.
+pub fn slot_count_for(entries: usize) -> u64 {
+    ((entries as u64).max(8) * 2).next_power_of_two()
+}

@@ -1,0 +1,232 @@
+//! Appending to a recording: begin (beside the old one), append, finish
+//! (index, footer, fsync, rename). Synchronous: callers keep it off the
+//! async executor.
+
+use super::format::{
+    self, FILE_HEADER_LEN, Footer, INDEX_HEAD_LEN, INDEX_SLOT_LEN, IndexHead, IndexSlot, KIND_HTTP, KIND_INDEX,
+    KIND_WEBSOCKET, RECORD_HEADER_LEN, RECORD_MAGIC, RecordHeader,
+};
+use super::{Durability, RecordLocation, RecordingError};
+use crate::interaction::{Exchange, Interaction};
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use zerocopy::IntoBytes;
+use zerocopy::little_endian::{U16, U32, U64};
+
+/// Writes one session's recording.
+pub struct RecordingWriter {
+    file: File,
+    /// The file being written (`.partial` for a new recording).
+    path: PathBuf,
+    /// Where `finish` renames it to; `None` when appending in place.
+    final_path: Option<PathBuf>,
+    durability: Durability,
+    end: u64,
+    entries: Vec<([u8; 32], RecordLocation, u32)>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RecordingError + '_ {
+    move |source| RecordingError::Io { path: path.to_path_buf(), source }
+}
+
+impl RecordingWriter {
+    /// Begins a new recording for `final_path` (`<dir>/<session>.ouli`): writes
+    /// to `<final_path>.partial`, creating parent folders. The old recording at
+    /// `final_path`, if any, stays untouched until [`Self::finish`].
+    pub fn create(final_path: &Path, durability: Durability) -> Result<Self, RecordingError> {
+        let mut partial = final_path.as_os_str().to_owned();
+        partial.push(".partial");
+        let path = PathBuf::from(partial);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        let mut file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        file.write_all(format::new_file_header(now).as_bytes()).map_err(io(&path))?;
+        Ok(RecordingWriter {
+            file,
+            path,
+            final_path: Some(final_path.to_path_buf()),
+            durability,
+            end: FILE_HEADER_LEN,
+            entries: Vec::new(),
+        })
+    }
+
+    /// Re-opens an existing recording to append to it (record-missing mode):
+    /// cuts a torn tail, then appends after the last complete record.
+    pub fn append_to(path: &Path, durability: Durability) -> Result<Self, RecordingError> {
+        let bytes = std::fs::read(path).map_err(io(path))?;
+        format::check_file_header(path, &bytes)?;
+        let mut entries = Vec::new();
+        let mut offset = FILE_HEADER_LEN;
+        let mut end = FILE_HEADER_LEN;
+        let len = bytes.len() as u64;
+        while let Some((header, location)) = format::record_at(&bytes, offset, len) {
+            let record = &bytes[offset as usize..(offset + location.len) as usize];
+            let is_last = offset + location.len >= len;
+            if is_last && !format::crc_ok(record, &header) {
+                break; // a torn last record
+            }
+            if header.kind.get() != KIND_INDEX {
+                entries.push((header.fingerprint, location, entries.len() as u32));
+            }
+            offset += location.len;
+            end = offset;
+        }
+        // A current footer after the last record is kept (it is dead space
+        // once more records follow).
+        if end + format::FOOTER_LEN <= len
+            && bytes[end as usize..(end + 8) as usize] == format::FOOTER_MAGIC
+        {
+            end += format::FOOTER_LEN;
+        }
+        let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(io(path))?;
+        if end < len {
+            tracing::warn!(
+                "{}: cutting {} bytes of torn or foreign tail at offset {end}",
+                path.display(),
+                len - end
+            );
+            file.set_len(end).map_err(io(path))?;
+        }
+        file.seek(SeekFrom::Start(end)).map_err(io(path))?;
+        Ok(RecordingWriter { file, path: path.to_path_buf(), final_path: None, durability, end, entries })
+    }
+
+    /// Appends one interaction; once this returns, the record is in the file
+    /// (page cache at least) and survives `kill -9`.
+    pub fn append(&mut self, interaction: &Interaction) -> Result<RecordLocation, RecordingError> {
+        let kind = match interaction.exchange {
+            Exchange::Http(_) => KIND_HTTP,
+            Exchange::WebSocket { .. } => KIND_WEBSOCKET,
+        };
+        let ordinal = self.entries.len() as u32;
+        let record = format::encode_record(kind, ordinal, interaction);
+        self.write(&record)?;
+        let location = RecordLocation { offset: self.end, len: record.len() as u64 };
+        self.end += record.len() as u64;
+        self.entries.push((interaction.fingerprint.0, location, ordinal));
+        if self.durability == Durability::EveryInteraction {
+            self.file.sync_data().map_err(io(&self.path))?;
+        }
+        Ok(location)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), RecordingError> {
+        // One write of the whole record: a crash leaves it whole or torn at
+        // the tail, never interleaved.
+        self.file.write_all(bytes).map_err(io(&self.path))
+    }
+
+    /// Number of interactions in the file.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes the index, syncs per durability, and (for `create`) renames the
+    /// partial file over the final path. Returns the final path.
+    pub fn finish(mut self) -> Result<PathBuf, RecordingError> {
+        let slot_count = format::slot_count_for(self.entries.len());
+        let mut slots = vec![
+            IndexSlot {
+                fingerprint: [0; 32],
+                offset: U64::new(0),
+                len: U64::new(0),
+                ordinal: U32::new(0),
+                used: U32::new(0),
+                reserved: [0; 8]
+            };
+            slot_count as usize
+        ];
+        for (fingerprint, location, ordinal) in &self.entries {
+            let mut i = format::home_slot(fingerprint, slot_count);
+            // A fingerprint recorded twice keeps its first record.
+            while slots[i as usize].used.get() == 1 && slots[i as usize].fingerprint != *fingerprint {
+                i = (i + 1) & (slot_count - 1);
+            }
+            if slots[i as usize].used.get() == 1 {
+                continue;
+            }
+            slots[i as usize] = IndexSlot {
+                fingerprint: *fingerprint,
+                offset: U64::new(location.offset),
+                len: U64::new(location.len),
+                ordinal: U32::new(*ordinal),
+                used: U32::new(1),
+                reserved: [0; 8],
+            };
+        }
+        // Slots start on a 64-byte file offset: cache-line aligned in the map.
+        let head_end = self.end + RECORD_HEADER_LEN + INDEX_HEAD_LEN;
+        let pad_len = head_end.next_multiple_of(INDEX_SLOT_LEN) - head_end;
+        let head = IndexHead {
+            slot_count: U64::new(slot_count),
+            record_count: U64::new(self.entries.len() as u64),
+            records_end: U64::new(self.end),
+            pad_len: U64::new(pad_len),
+        };
+        let mut payload = Vec::with_capacity((INDEX_HEAD_LEN + pad_len + slot_count * INDEX_SLOT_LEN) as usize);
+        payload.extend_from_slice(head.as_bytes());
+        payload.resize(payload.len() + pad_len as usize, 0);
+        payload.extend_from_slice(slots.as_bytes());
+        let header = RecordHeader {
+            magic: U32::new(RECORD_MAGIC),
+            kind: U16::new(KIND_INDEX),
+            endpoint: U16::new(0),
+            payload_len: U64::new(payload.len() as u64),
+            crc: U32::new(0),
+            ordinal: U32::new(0),
+            fingerprint: [0; 32],
+            chain_link: [0; 32],
+            recorded_at_unix_us: U64::new(0),
+        };
+        let record = format::seal(header, &payload);
+        let index_offset = self.end;
+        let file_len = self.end + record.len() as u64 + format::FOOTER_LEN;
+        let mut footer = Footer {
+            magic: format::FOOTER_MAGIC,
+            index_offset: U64::new(index_offset),
+            file_len: U64::new(file_len),
+            reserved: U32::new(0),
+            crc: U32::new(0),
+        };
+        footer.crc = U32::new(crc32c::crc32c(&footer.as_bytes()[..28]));
+        let mut tail = record;
+        tail.extend_from_slice(footer.as_bytes());
+        self.write(&tail)?;
+        if self.durability != Durability::None {
+            self.file.sync_all().map_err(io(&self.path))?;
+        }
+        let Some(final_path) = self.final_path.take() else {
+            return Ok(self.path.clone());
+        };
+        std::fs::rename(&self.path, &final_path).map_err(io(&final_path))?;
+        if self.durability != Durability::None
+            && let Some(parent) = final_path.parent()
+            && let Ok(dir) = File::open(parent)
+        {
+            let _ = dir.sync_all();
+        }
+        Ok(final_path)
+    }
+}
