@@ -1,8 +1,11 @@
 //! Chains: the link that goes into each fingerprint so that identical requests
 //! replay in recorded order (rfcs/0002). Chain state is per session.
-//!
-//! CONTRACT (skeleton — the identity helper replaces bodies, keeps the API).
 
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+
+use crate::fingerprint::canonical_and_fingerprint;
 use crate::interaction::Fingerprint;
 
 /// How a request's chain link is chosen.
@@ -32,30 +35,149 @@ pub struct ChainStep {
 /// its own lock, so sessions never contend with each other.
 #[derive(Debug, Default)]
 pub struct ChainState {
-    _private: (),
+    mode: ChainMode,
+    /// `chain: request`: canonical hash → (fingerprint of its last
+    /// occurrence, occurrences so far).
+    by_request: HashMap<[u8; 32], (Fingerprint, u32)>,
+    /// `chain: session`: the session's last fingerprint and request count.
+    last: Option<Fingerprint>,
+    count: u32,
 }
 
 impl ChainState {
     pub fn new(mode: ChainMode) -> ChainState {
-        let _ = mode;
-        todo!()
+        ChainState {
+            mode,
+            ..ChainState::default()
+        }
+    }
+
+    pub fn mode(&self) -> ChainMode {
+        self.mode
     }
 
     /// Computes the step for a request with this canonical form, without
     /// advancing the chain.
     pub fn peek(&self, canonical: &[u8]) -> ChainStep {
-        let _ = canonical;
-        todo!()
+        match self.mode {
+            ChainMode::Request => {
+                // One pass over the canonical bytes: the hash state after
+                // them yields the canonical hash (to find the link) and,
+                // continued with the link, the fingerprint.
+                let after_canonical = Sha256::new().chain_update(canonical);
+                let canonical_hash: [u8; 32] = after_canonical.clone().finalize().into();
+                let (link, position) = self
+                    .by_request
+                    .get(&canonical_hash)
+                    .map_or((Fingerprint::CHAIN_HEAD, 0), |&(fp, n)| (fp, n));
+                ChainStep {
+                    canonical_hash,
+                    link,
+                    fingerprint: Fingerprint(
+                        after_canonical.chain_update(link.0).finalize().into(),
+                    ),
+                    position,
+                }
+            }
+            ChainMode::Session => {
+                let link = self.last.unwrap_or(Fingerprint::CHAIN_HEAD);
+                let (canonical_hash, fingerprint) = canonical_and_fingerprint(canonical, &link);
+                ChainStep {
+                    canonical_hash,
+                    link,
+                    fingerprint,
+                    position: self.count,
+                }
+            }
+        }
     }
 
     /// Advances the chain past `step` (the request was served or recorded).
     pub fn commit(&mut self, step: &ChainStep) {
-        let _ = step;
-        todo!()
+        match self.mode {
+            ChainMode::Request => {
+                self.by_request.insert(
+                    step.canonical_hash,
+                    (step.fingerprint, step.position.saturating_add(1)),
+                );
+            }
+            ChainMode::Session => {
+                self.last = Some(step.fingerprint);
+                self.count = self.count.saturating_add(1);
+            }
+        }
     }
 
     /// Back to the head: the session can be served again from the start.
     pub fn reset(&mut self) {
-        todo!()
+        self.by_request.clear();
+        self.last = None;
+        self.count = 0;
+    }
+}
+
+/// Replays a sequence of canonical forms through a fresh chain: the steps a
+/// session would take. Used to build chains for imported recordings.
+pub fn steps_for<'a>(
+    mode: ChainMode,
+    canonicals: impl IntoIterator<Item = &'a [u8]>,
+) -> Vec<ChainStep> {
+    let mut chain = ChainState::new(mode);
+    canonicals
+        .into_iter()
+        .map(|canonical| {
+            let step = chain.peek(canonical);
+            chain.commit(&step);
+            step
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fingerprint::{canonical_hash, fingerprint};
+
+    #[test]
+    fn request_mode_links_identical_requests_only() {
+        let mut chain = ChainState::new(ChainMode::Request);
+        let a1 = chain.peek(b"a");
+        chain.commit(&a1);
+        let b1 = chain.peek(b"b");
+        chain.commit(&b1);
+        let a2 = chain.peek(b"a");
+        assert_eq!(a1.link, Fingerprint::CHAIN_HEAD);
+        assert_eq!(b1.link, Fingerprint::CHAIN_HEAD);
+        assert_eq!(a2.link, a1.fingerprint);
+        assert_eq!(a2.position, 1);
+        assert_ne!(a1.fingerprint, a2.fingerprint);
+        // Interleaving does not matter in request mode.
+        let mut other = ChainState::new(ChainMode::Request);
+        let x = other.peek(b"a");
+        other.commit(&x);
+        assert_eq!(other.peek(b"a").fingerprint, a2.fingerprint);
+    }
+
+    #[test]
+    fn session_mode_links_to_the_previous_request() {
+        let mut chain = ChainState::new(ChainMode::Session);
+        let a = chain.peek(b"a");
+        chain.commit(&a);
+        let b = chain.peek(b"b");
+        assert_eq!(b.link, a.fingerprint);
+        assert_eq!(b.position, 1);
+        assert_eq!(b.canonical_hash, canonical_hash(b"b"));
+        assert_eq!(b.fingerprint, fingerprint(b"b", &a.fingerprint));
+    }
+
+    #[test]
+    fn peek_does_not_advance_and_reset_goes_back_to_the_head() {
+        let mut chain = ChainState::new(ChainMode::Request);
+        let first = chain.peek(b"a");
+        assert_eq!(chain.peek(b"a"), first);
+        chain.commit(&first);
+        assert_ne!(chain.peek(b"a"), first);
+        chain.reset();
+        assert_eq!(chain.peek(b"a"), first);
     }
 }

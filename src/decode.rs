@@ -1,6 +1,9 @@
 //! Body decoding for storage: gzip, deflate, br, zstd (rfcs/0001, Bodies).
 //!
-//! CONTRACT (skeleton — the identity helper replaces bodies, keeps the API).
+//! Each decoder reads through a `take(limit + 1)` so that a decompression bomb
+//! stops at the limit instead of filling memory.
+
+use std::io::Read;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
@@ -19,6 +22,128 @@ pub fn decode_body(
     body: &[u8],
     limit_bytes: usize,
 ) -> Result<Option<Vec<u8>>, DecodeError> {
-    let _ = (content_encoding, body, limit_bytes);
-    todo!()
+    let encodings: Vec<String> = String::from_utf8_lossy(content_encoding)
+        .split(',')
+        .map(|e| e.trim().to_ascii_lowercase())
+        .filter(|e| !e.is_empty() && e != "identity")
+        .collect();
+    if encodings.is_empty() {
+        return Ok(None);
+    }
+    // Applied in order when encoding, so undone in reverse.
+    let mut current: Option<Vec<u8>> = None;
+    for encoding in encodings.iter().rev() {
+        let input: &[u8] = current.as_deref().unwrap_or(body);
+        current = Some(decode_one(encoding, input, limit_bytes)?);
+    }
+    Ok(current)
+}
+
+fn decode_one(encoding: &str, input: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+    let corrupt = |why: std::io::Error| DecodeError::Corrupt {
+        encoding: encoding.to_string(),
+        why: why.to_string(),
+    };
+    let cap = (limit as u64).saturating_add(1);
+    let mut out = Vec::with_capacity(input.len().saturating_mul(4).min(limit));
+    match encoding {
+        "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(input)
+            .take(cap)
+            .read_to_end(&mut out)
+            .map_err(corrupt)?,
+        // RFC 9110 says zlib-wrapped; some servers send raw deflate.
+        "deflate" => match flate2::read::ZlibDecoder::new(input)
+            .take(cap)
+            .read_to_end(&mut out)
+        {
+            Ok(n) => n,
+            Err(_) => {
+                out.clear();
+                flate2::read::DeflateDecoder::new(input)
+                    .take(cap)
+                    .read_to_end(&mut out)
+                    .map_err(corrupt)?
+            }
+        },
+        "br" => brotli::Decompressor::new(input, 64 * 1024)
+            .take(cap)
+            .read_to_end(&mut out)
+            .map_err(corrupt)?,
+        "zstd" => zstd::stream::read::Decoder::new(input)
+            .map_err(corrupt)?
+            .take(cap)
+            .read_to_end(&mut out)
+            .map_err(corrupt)?,
+        other => return Err(DecodeError::Unsupported(other.to_string())),
+    };
+    if out.len() > limit {
+        return Err(DecodeError::TooLarge { limit });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const TEXT: &[u8] = b"{\"hello\":\"world\",\"n\":[1,2,3,4,5,6,7,8,9,10]}";
+
+    #[test]
+    fn every_encoding_round_trips() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(TEXT).unwrap();
+        let gz = gz.finish().unwrap();
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+        zlib.write_all(TEXT).unwrap();
+        let zlib = zlib.finish().unwrap();
+        let mut raw =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        raw.write_all(TEXT).unwrap();
+        let raw = raw.finish().unwrap();
+        let mut br = Vec::new();
+        brotli::CompressorWriter::new(&mut br, 4096, 5, 22)
+            .write_all(TEXT)
+            .unwrap();
+        let zst = zstd::encode_all(TEXT, 3).unwrap();
+        for (encoding, body) in [
+            ("gzip", &gz),
+            ("deflate", &zlib),
+            ("deflate", &raw),
+            ("br", &br),
+            ("zstd", &zst),
+        ] {
+            assert_eq!(
+                decode_body(encoding.as_bytes(), body, 1 << 20)
+                    .unwrap()
+                    .unwrap(),
+                TEXT,
+                "{encoding}"
+            );
+        }
+        // Two encodings, applied gzip then zstd: undone zstd then gzip.
+        let both = zstd::encode_all(&gz[..], 3).unwrap();
+        assert_eq!(
+            decode_body(b"gzip, zstd", &both, 1 << 20).unwrap().unwrap(),
+            TEXT
+        );
+        assert_eq!(decode_body(b"identity", TEXT, 10).unwrap(), None);
+    }
+
+    #[test]
+    fn bad_input_is_a_typed_error() {
+        assert!(matches!(
+            decode_body(b"gzip", b"not gzip", 1 << 20),
+            Err(DecodeError::Corrupt { .. })
+        ));
+        assert!(matches!(
+            decode_body(b"compress", b"x", 1 << 20),
+            Err(DecodeError::Unsupported(_))
+        ));
+        let zeros = zstd::encode_all(&vec![0u8; 1 << 20][..], 3).unwrap();
+        assert!(matches!(
+            decode_body(b"zstd", &zeros, 1000),
+            Err(DecodeError::TooLarge { limit: 1000 })
+        ));
+    }
 }

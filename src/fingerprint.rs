@@ -1,14 +1,13 @@
 //! Request identity: the canonical form of a request and its fingerprint
 //! (rfcs/0002).
 //!
-//! CONTRACT (skeleton — the identity helper replaces bodies, keeps the API).
-//!
 //! `canonical = Matcher::canonical_form(target, request)` (after redaction), then
 //! `fingerprint = SHA-256(canonical ‖ chain link)`. The canonical form is
 //! parseable back into fields ([`CanonicalRequest::parse`]) so that a miss can
 //! be explained field by field.
 
 use crate::interaction::Fingerprint;
+use sha2::{Digest, Sha256};
 
 /// The upstream an endpoint points at; part of every canonical form.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -45,36 +44,483 @@ pub struct RequestParts<'a> {
     pub body: &'a [u8],
 }
 
+/// Version line that opens every canonical form. A change to the canonical
+/// form is a change of this line (and of every fingerprint).
+pub const CANONICAL_VERSION: &[u8] = b"ouli-canonical/1\n";
+
+/// Headers that never take part in matching by default: they change from one
+/// client version, machine or run to the next without changing what a server
+/// answers (rfcs/0002, Matching headers).
+pub const VOLATILE_HEADERS: &[&str] = &[
+    // RFC 9110 hop-by-hop and framing.
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "host",
+    // Client identity and negotiation that a library upgrade changes.
+    "user-agent",
+    "accept-encoding",
+    "date",
+    "x-goog-api-client",
+    "x-client-version",
+    // Credentials: a replaying test usually runs with dummy ones.
+    "authorization",
+    "proxy-authorization",
+    "x-api-key",
+    "x-goog-api-key",
+    "api-key",
+    // Per-request random ids and tracing.
+    "traceparent",
+    "tracestate",
+    "baggage",
+    "sentry-trace",
+    "b3",
+    "x-request-id",
+    "x-correlation-id",
+    "x-amzn-trace-id",
+    "x-cloud-trace-context",
+    "request-id",
+    "idempotency-key",
+    "x-idempotency-key",
+    "amz-sdk-invocation-id",
+    "amz-sdk-request",
+    "x-amz-date",
+    // Session naming (test-server and ouli).
+    "test-name",
+];
+
+/// Header name prefixes treated like [`VOLATILE_HEADERS`].
+pub const VOLATILE_HEADER_PREFIXES: &[&str] = &["x-ouli-", "x-stainless-", "x-b3-", "x-datadog-"];
+
 /// Compiled matching rules.
 #[derive(Clone, Debug)]
 pub struct Matcher {
-    _private: (),
+    /// Lower-case names that take part although volatile.
+    include_headers: Vec<String>,
+    /// Lower-case names left out in addition to the volatile list.
+    ignore_headers: Vec<String>,
+    ignore_query_params: Vec<Vec<u8>>,
+    /// Each path as segments; `*` matches any key or index.
+    ignore_json_paths: Vec<Vec<String>>,
 }
 
 impl Matcher {
     pub fn new(rules: &MatchRules) -> Matcher {
-        let _ = rules;
-        todo!()
+        let lower = |v: &[String]| v.iter().map(|s| s.trim().to_ascii_lowercase()).collect();
+        Matcher {
+            include_headers: lower(&rules.include_headers),
+            ignore_headers: lower(&rules.ignore_headers),
+            ignore_query_params: rules
+                .ignore_query_params
+                .iter()
+                .map(|p| p.as_bytes().to_vec())
+                .collect(),
+            ignore_json_paths: rules
+                .ignore_json_paths
+                .iter()
+                .map(|p| json_path_segments(p))
+                .collect(),
+        }
+    }
+
+    /// Whether header `name` (lower case) takes part in matching.
+    pub fn header_matches(&self, name: &str) -> bool {
+        if self.ignore_headers.iter().any(|h| h == name) {
+            return false;
+        }
+        if self.include_headers.iter().any(|h| h == name) {
+            return true;
+        }
+        !(VOLATILE_HEADERS.contains(&name)
+            || VOLATILE_HEADER_PREFIXES.iter().any(|p| name.starts_with(p)))
     }
 
     /// Appends the canonical form of `request` to `out` (rfcs/0002).
     pub fn canonical_form(&self, target: &Target, request: &RequestParts<'_>, out: &mut Vec<u8>) {
-        let _ = (target, request, out);
-        todo!()
+        out.extend_from_slice(CANONICAL_VERSION);
+        out.extend_from_slice(b"target ");
+        out.extend_from_slice(target.scheme.as_bytes());
+        out.extend_from_slice(b"://");
+        out.extend_from_slice(target.host.to_ascii_lowercase().as_bytes());
+        out.push(b':');
+        out.extend_from_slice(target.port.to_string().as_bytes());
+        out.extend_from_slice(b"\nmethod ");
+        for &b in request.method {
+            out.push(b.to_ascii_uppercase());
+        }
+        out.push(b'\n');
+
+        let (path, query) = match memchr::memchr(b'?', request.path_and_query) {
+            Some(i) => (
+                &request.path_and_query[..i],
+                &request.path_and_query[i + 1..],
+            ),
+            None => (request.path_and_query, &b""[..]),
+        };
+        out.extend_from_slice(b"path ");
+        normalize_path(path, out);
+        out.push(b'\n');
+
+        if !query.is_empty() {
+            let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            for piece in query.split(|&b| b == b'&') {
+                if piece.is_empty() {
+                    continue;
+                }
+                let (k, v) = match memchr::memchr(b'=', piece) {
+                    Some(i) => (&piece[..i], &piece[i + 1..]),
+                    None => (piece, &b""[..]),
+                };
+                let name = query_decode(k);
+                if self.ignore_query_params.contains(&name) {
+                    continue;
+                }
+                pairs.push((name, query_decode(v)));
+            }
+            // Stable: repeated names keep their order.
+            pairs.sort_by(|a, b| a.0.cmp(&b.0));
+            for (k, v) in &pairs {
+                out.extend_from_slice(b"query ");
+                query_encode(k, out);
+                out.push(b'=');
+                query_encode(v, out);
+                out.push(b'\n');
+            }
+        }
+
+        let mut headers: Vec<(&str, &[u8])> = request
+            .headers
+            .iter()
+            .filter(|(name, _)| self.header_matches(name.as_str()))
+            .map(|(name, value)| (name.as_str(), trim_ows(value.as_bytes())))
+            .collect();
+        headers.sort_by(|a, b| a.0.cmp(b.0));
+        for (name, value) in &headers {
+            out.extend_from_slice(b"header ");
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            // Header values never hold CR or LF (hyper refuses them), so the
+            // line stays a line.
+            out.extend_from_slice(value);
+            out.push(b'\n');
+        }
+
+        let content_type = request
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| v.as_bytes())
+            .unwrap_or(b"");
+        self.canonical_body(content_type, request.body, out);
+    }
+
+    fn canonical_body(&self, content_type: &[u8], body: &[u8], out: &mut Vec<u8>) {
+        let mut write = |kind: &str, bytes: &[u8]| {
+            out.extend_from_slice(b"body ");
+            out.extend_from_slice(kind.as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(bytes.len().to_string().as_bytes());
+            out.push(b'\n');
+            out.extend_from_slice(bytes);
+        };
+        if body.is_empty() {
+            return write("none", b"");
+        }
+        let mime = media_type(content_type);
+        let json_declared = mime == b"application/json" || mime.ends_with(b"+json");
+        let json_sniffed =
+            mime.is_empty() && matches!(trim_ows(body).first(), Some(b'{') | Some(b'['));
+        if (json_declared || json_sniffed)
+            && let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body)
+        {
+            for path in &self.ignore_json_paths {
+                remove_json_path(&mut value, path);
+            }
+            let mut canonical = Vec::with_capacity(body.len());
+            write_sorted_json(&value, &mut canonical);
+            return write("json", &canonical);
+        }
+        if mime == b"application/x-www-form-urlencoded" {
+            let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = body
+                .split(|&b| b == b'&')
+                .filter(|p| !p.is_empty())
+                .map(|piece| match memchr::memchr(b'=', piece) {
+                    Some(i) => (query_decode(&piece[..i]), query_decode(&piece[i + 1..])),
+                    None => (query_decode(piece), Vec::new()),
+                })
+                .collect();
+            pairs.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut canonical = Vec::with_capacity(body.len());
+            for (i, (k, v)) in pairs.iter().enumerate() {
+                if i > 0 {
+                    canonical.push(b'&');
+                }
+                query_encode(k, &mut canonical);
+                canonical.push(b'=');
+                query_encode(v, &mut canonical);
+            }
+            return write("form", &canonical);
+        }
+        write("raw", body)
     }
 }
 
 /// SHA-256 of the canonical form alone: the key under which `chain: request`
 /// finds the previous occurrence of the same request.
 pub fn canonical_hash(canonical: &[u8]) -> [u8; 32] {
-    let _ = canonical;
-    todo!()
+    Sha256::digest(canonical).into()
 }
 
 /// SHA-256(canonical ‖ link).
 pub fn fingerprint(canonical: &[u8], link: &Fingerprint) -> Fingerprint {
-    let _ = (canonical, link);
-    todo!()
+    let mut hasher = Sha256::new();
+    hasher.update(canonical);
+    hasher.update(link.0);
+    Fingerprint(hasher.finalize().into())
+}
+
+/// Both hashes with one pass over the canonical form: the SHA-256 state after
+/// the canonical bytes is shared by the two.
+pub fn canonical_and_fingerprint(canonical: &[u8], link: &Fingerprint) -> ([u8; 32], Fingerprint) {
+    let mut hasher = Sha256::new();
+    hasher.update(canonical);
+    let with_link = hasher.clone().chain_update(link.0);
+    (
+        hasher.finalize().into(),
+        Fingerprint(with_link.finalize().into()),
+    )
+}
+
+/// `type/subtype` lower-cased, parameters dropped.
+fn media_type(content_type: &[u8]) -> Vec<u8> {
+    let end = memchr::memchr(b';', content_type).unwrap_or(content_type.len());
+    trim_ows(&content_type[..end]).to_ascii_lowercase()
+}
+
+fn trim_ows(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex_value(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn push_pct(b: u8, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+}
+
+/// RFC 3986 §6.2.2: percent-encodings upper-cased, unreserved ones decoded,
+/// dot segments removed; an empty path is `/`.
+fn normalize_path(path: &[u8], out: &mut Vec<u8>) {
+    let mut normalized = Vec::with_capacity(path.len() + 1);
+    let mut i = 0;
+    while i < path.len() {
+        let b = path[i];
+        if b == b'%'
+            && i + 2 < path.len()
+            && let (Some(h), Some(l)) = (hex_value(path[i + 1]), hex_value(path[i + 2]))
+        {
+            let decoded = h << 4 | l;
+            if is_unreserved(decoded) {
+                normalized.push(decoded);
+            } else {
+                push_pct(decoded, &mut normalized);
+            }
+            i += 3;
+            continue;
+        }
+        if b.is_ascii_graphic() {
+            normalized.push(b);
+        } else {
+            push_pct(b, &mut normalized);
+        }
+        i += 1;
+    }
+    if normalized.first() != Some(&b'/') {
+        normalized.insert(0, b'/');
+    }
+    if !normalized
+        .split(|&b| b == b'/')
+        .any(|s| s == b"." || s == b"..")
+    {
+        out.extend_from_slice(&normalized);
+        return;
+    }
+    // RFC 3986 §5.2.4, on whole segments.
+    let mut segments: Vec<&[u8]> = Vec::new();
+    let parts: Vec<&[u8]> = normalized[1..].split(|&b| b == b'/').collect();
+    let last = parts.len() - 1;
+    let mut trailing_slash = false;
+    for (i, segment) in parts.iter().enumerate() {
+        match *segment {
+            b"." => trailing_slash = i == last,
+            b".." => {
+                segments.pop();
+                trailing_slash = i == last;
+            }
+            s => {
+                segments.push(s);
+                trailing_slash = false;
+            }
+        }
+    }
+    for segment in &segments {
+        out.push(b'/');
+        out.extend_from_slice(segment);
+    }
+    if segments.is_empty() || trailing_slash {
+        out.push(b'/');
+    }
+}
+
+/// Query and form components: `+` is a space, `%XX` a byte (a malformed
+/// escape stays as it is).
+fn query_decode(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match (hex_value(bytes[i + 1]), hex_value(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push(h << 4 | l);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Every byte but the unreserved ones percent-encoded, upper-case hex.
+fn query_encode(bytes: &[u8], out: &mut Vec<u8>) {
+    for &b in bytes {
+        if is_unreserved(b) {
+            out.push(b);
+        } else {
+            push_pct(b, out);
+        }
+    }
+}
+
+/// `$.a.b[0].c`, `a.b.0.c`, `a.*.c` → segments.
+fn json_path_segments(path: &str) -> Vec<String> {
+    let path = path.trim();
+    let path = path.strip_prefix('$').unwrap_or(path);
+    path.replace('[', ".")
+        .replace(']', "")
+        .split('.')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.trim_matches(|c| c == '"' || c == '\'').to_string())
+        .collect()
+}
+
+fn remove_json_path(value: &mut serde_json::Value, path: &[String]) {
+    use serde_json::Value;
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    match value {
+        Value::Object(map) => {
+            if rest.is_empty() {
+                if first == "*" {
+                    map.clear();
+                } else {
+                    map.shift_remove(first.as_str());
+                }
+            } else if first == "*" {
+                for child in map.values_mut() {
+                    remove_json_path(child, rest);
+                }
+            } else if let Some(child) = map.get_mut(first.as_str()) {
+                remove_json_path(child, rest);
+            }
+        }
+        Value::Array(items) => {
+            if first == "*" {
+                if rest.is_empty() {
+                    items.clear();
+                } else {
+                    for child in items.iter_mut() {
+                        remove_json_path(child, rest);
+                    }
+                }
+            } else if let Ok(index) = first.parse::<usize>()
+                && index < items.len()
+            {
+                if rest.is_empty() {
+                    // Null keeps the other elements' indices stable.
+                    items[index] = Value::Null;
+                } else {
+                    remove_json_path(&mut items[index], rest);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Compact JSON with object keys sorted by their bytes.
+pub fn write_sorted_json(value: &serde_json::Value, out: &mut Vec<u8>) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push(b'{');
+            for (i, (k, v)) in entries.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                // Writing into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, k);
+                out.push(b':');
+                write_sorted_json(v, out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_sorted_json(v, out);
+            }
+            out.push(b']');
+        }
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
+    }
 }
 
 /// A canonical form parsed back into its fields, for miss diagnostics.
@@ -93,8 +539,48 @@ pub struct CanonicalRequest {
 }
 
 impl CanonicalRequest {
+    /// `None` when `canonical` is not a canonical form of this version.
     pub fn parse(canonical: &[u8]) -> Option<CanonicalRequest> {
-        let _ = canonical;
-        todo!()
+        let mut rest = canonical.strip_prefix(CANONICAL_VERSION)?;
+        let mut parsed = CanonicalRequest::default();
+        loop {
+            let line_end = memchr::memchr(b'\n', rest)?;
+            let line = &rest[..line_end];
+            let after = &rest[line_end + 1..];
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            let (word, value) = match memchr::memchr(b' ', line) {
+                Some(i) => (&line[..i], &line[i + 1..]),
+                None => (line, &b""[..]),
+            };
+            match word {
+                b"target" => parsed.target = text(value),
+                b"method" => parsed.method = text(value),
+                b"path" => parsed.path = text(value),
+                b"query" => {
+                    let i = memchr::memchr(b'=', value)?;
+                    parsed
+                        .query
+                        .push((text(&value[..i]), text(&value[i + 1..])));
+                }
+                b"header" => {
+                    let i = memchr::memmem::find(value, b": ")?;
+                    parsed
+                        .headers
+                        .push((text(&value[..i]), text(&value[i + 2..])));
+                }
+                b"body" => {
+                    let i = memchr::memchr(b' ', value)?;
+                    parsed.body_kind = text(&value[..i]);
+                    let len: usize = std::str::from_utf8(&value[i + 1..]).ok()?.parse().ok()?;
+                    if after.len() != len {
+                        return None;
+                    }
+                    parsed.body = after.to_vec();
+                    return Some(parsed);
+                }
+                _ => return None,
+            }
+            rest = after;
+        }
     }
 }

@@ -168,6 +168,24 @@ impl CaptureBody {
     }
 }
 
+impl CaptureBody {
+    fn end(&mut self) {
+        if let Some(on_end) = self.on_end.take() {
+            on_end(std::mem::take(&mut self.chunks));
+        }
+    }
+}
+
+impl Drop for CaptureBody {
+    /// A body that was empty from the start is never polled: it ends here.
+    /// One cut short (client gone) is not complete and is not recorded.
+    fn drop(&mut self) {
+        if http_body::Body::is_end_stream(&self.inner) {
+            self.end();
+        }
+    }
+}
+
 impl http_body::Body for CaptureBody {
     type Data = bytes::Bytes;
     type Error = hyper::Error;
@@ -199,12 +217,14 @@ impl http_body::Body for CaptureBody {
                         });
                     }
                 }
-            }
-            std::task::Poll::Ready(None) => {
-                if let Some(on_end) = this.on_end.take() {
-                    on_end(std::mem::take(&mut this.chunks));
+                // hyper stops polling once a body says it has ended (a
+                // content-length reached), so the end is seen here, not as
+                // a `None` that never comes.
+                if this.inner.is_end_stream() {
+                    this.end();
                 }
             }
+            std::task::Poll::Ready(None) => this.end(),
             _ => {}
         }
         polled

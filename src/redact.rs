@@ -1,12 +1,15 @@
 //! Redaction: secrets never reach the disk (rfcs/0002, section Redaction).
 //!
-//! CONTRACT (skeleton — the identity helper replaces bodies, keeps the API).
-//!
 //! Applied to a request before it is fingerprinted and before it is written;
 //! applied to a response before it is written (the client in record mode still
 //! gets the true upstream response).
 
-use crate::interaction::{RecordedRequest, RecordedResponse, WsFrame};
+use std::borrow::Cow;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use bytes::Bytes;
+
+use crate::interaction::{BodyChunk, RecordedRequest, RecordedResponse, WsFrame};
 
 /// The text every secret is replaced with.
 pub const REDACTED: &[u8] = b"REDACTED";
@@ -67,50 +70,450 @@ pub enum RedactError {
 /// Secrets from the environment: `OULI_SECRETS` and `TEST_SERVER_SECRETS`
 /// (comma-separated) and the file named by `OULI_SECRETS_FILE` (one per line).
 pub fn secrets_from_env() -> Result<Vec<Vec<u8>>, RedactError> {
-    todo!()
+    let mut secrets = Vec::new();
+    for var in ["OULI_SECRETS", "TEST_SERVER_SECRETS"] {
+        if let Some(value) = std::env::var_os(var) {
+            let value = value.to_string_lossy().into_owned();
+            secrets.extend(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.as_bytes().to_vec()),
+            );
+        }
+    }
+    if let Some(path) = std::env::var_os("OULI_SECRETS_FILE") {
+        let path = std::path::PathBuf::from(path);
+        let text = std::fs::read(&path).map_err(|source| RedactError::SecretsFile {
+            path: path.clone(),
+            source,
+        })?;
+        secrets.extend(
+            text.split(|&b| b == b'\n')
+                .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+                .filter(|line| !line.is_empty())
+                .map(<[u8]>::to_vec),
+        );
+    }
+    Ok(secrets)
 }
 
-/// Compiled redaction rules (aho-corasick automaton over the secrets).
+/// Compiled redaction rules.
 #[derive(Clone, Debug)]
 pub struct Redactor {
-    _private: (),
+    /// Lower-case header names dropped from requests.
+    drop_request_headers: Vec<String>,
+    /// All secrets, overlapping matches reported (so that two overlapping
+    /// secrets are both covered). `None` when there are no secrets.
+    secrets: Option<AhoCorasick>,
+    /// Lower-case sensitive JSON keys.
+    sensitive_json_keys: Vec<String>,
+    /// Cheap pre-filter: `"key"` for every sensitive key, case-insensitive.
+    sensitive_key_quoted: Option<AhoCorasick>,
+    header_replacements: Vec<(String, regex::bytes::Regex, Vec<u8>)>,
 }
 
 impl Redactor {
     pub fn new(rules: &RedactionRules) -> Result<Redactor, RedactError> {
-        let _ = rules;
-        todo!()
+        let secrets: Vec<&[u8]> = rules
+            .secrets
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(Vec::as_slice)
+            .collect();
+        let secrets = if secrets.is_empty() {
+            None
+        } else {
+            Some(
+                AhoCorasickBuilder::new()
+                    .match_kind(MatchKind::Standard)
+                    .build(&secrets)
+                    .expect("secret literals always build an automaton"),
+            )
+        };
+        let sensitive_json_keys: Vec<String> = rules
+            .sensitive_json_keys
+            .iter()
+            .map(|k| k.to_ascii_lowercase())
+            .filter(|k| !k.is_empty())
+            .collect();
+        let sensitive_key_quoted = if sensitive_json_keys.is_empty() {
+            None
+        } else {
+            let quoted: Vec<String> = sensitive_json_keys
+                .iter()
+                .map(|k| format!("\"{k}\""))
+                .collect();
+            Some(
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(true)
+                    .build(&quoted)
+                    .expect("key literals always build an automaton"),
+            )
+        };
+        let mut header_replacements = Vec::with_capacity(rules.response_header_replacements.len());
+        for (index, replacement) in rules.response_header_replacements.iter().enumerate() {
+            let regex = regex::bytes::Regex::new(&replacement.regex).map_err(|e| {
+                RedactError::BadRegex {
+                    index,
+                    regex: replacement.regex.clone(),
+                    why: e.to_string(),
+                }
+            })?;
+            header_replacements.push((
+                replacement.header.to_ascii_lowercase(),
+                regex,
+                replacement.replace.as_bytes().to_vec(),
+            ));
+        }
+        Ok(Redactor {
+            drop_request_headers: rules
+                .drop_request_headers
+                .iter()
+                .map(|h| h.trim().to_ascii_lowercase())
+                .collect(),
+            secrets,
+            sensitive_json_keys,
+            sensitive_key_quoted,
+            header_replacements,
+        })
+    }
+
+    /// Whether header `name` is dropped from requests (case-insensitive).
+    pub fn drops_request_header(&self, name: &[u8]) -> bool {
+        self.drop_request_headers
+            .iter()
+            .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
+    }
+
+    /// The byte ranges covered by secrets, overlapping matches merged, in
+    /// order.
+    fn secret_ranges(&self, bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
+        let Some(automaton) = &self.secrets else {
+            return Vec::new();
+        };
+        let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+        for found in automaton.find_overlapping_iter(bytes) {
+            let range = found.range();
+            // Overlapping iteration reports matches by end position, so a
+            // later match may start before an earlier one: merge backwards.
+            let mut merged = range;
+            while let Some(last) = ranges.last()
+                && last.end >= merged.start
+            {
+                merged = last.start.min(merged.start)..last.end.max(merged.end);
+                ranges.pop();
+            }
+            ranges.push(merged);
+        }
+        ranges
     }
 
     /// Replaces every secret in `bytes`; borrows when there is none.
-    pub fn redact_bytes<'a>(&self, bytes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
-        let _ = bytes;
-        todo!()
+    pub fn redact_bytes<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
+        let ranges = self.secret_ranges(bytes);
+        if ranges.is_empty() {
+            return Cow::Borrowed(bytes);
+        }
+        Cow::Owned(replace_ranges(bytes, &ranges))
+    }
+
+    /// Secrets, then sensitive JSON keys: the body as it is fingerprinted and
+    /// stored.
+    pub fn redact_body<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
+        match self.redact_bytes(bytes) {
+            Cow::Borrowed(b) => match self.redact_json_keys(b) {
+                Some(owned) => Cow::Owned(owned),
+                None => Cow::Borrowed(b),
+            },
+            Cow::Owned(o) => match self.redact_json_keys(&o) {
+                Some(owned) => Cow::Owned(owned),
+                None => Cow::Owned(o),
+            },
+        }
+    }
+
+    /// `Some(new body)` when `bytes` is JSON holding a sensitive key.
+    fn redact_json_keys(&self, bytes: &[u8]) -> Option<Vec<u8>> {
+        let prefilter = self.sensitive_key_quoted.as_ref()?;
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace())?;
+        if !matches!(first, b'{' | b'[') || !prefilter.is_match(bytes) {
+            return None;
+        }
+        let mut value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        if !self.replace_sensitive(&mut value) {
+            return None;
+        }
+        serde_json::to_vec(&value).ok()
+    }
+
+    fn replace_sensitive(&self, value: &mut serde_json::Value) -> bool {
+        use serde_json::Value;
+        let mut changed = false;
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map.iter_mut() {
+                    let sensitive = self
+                        .sensitive_json_keys
+                        .iter()
+                        .any(|k| k.eq_ignore_ascii_case(key));
+                    if sensitive {
+                        if *child != Value::String("REDACTED".into()) {
+                            *child = Value::String("REDACTED".into());
+                            changed = true;
+                        }
+                    } else {
+                        changed |= self.replace_sensitive(child);
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for child in items {
+                    changed |= self.replace_sensitive(child);
+                }
+            }
+            _ => {}
+        }
+        changed
     }
 
     /// Drops configured headers, replaces secrets in values (live request,
     /// before fingerprinting).
     pub fn redact_header_map(&self, headers: &mut http::HeaderMap) {
-        let _ = headers;
-        todo!()
+        if !self.drop_request_headers.is_empty() {
+            let doomed: Vec<http::HeaderName> = headers
+                .keys()
+                .filter(|name| self.drops_request_header(name.as_str().as_bytes()))
+                .cloned()
+                .collect();
+            for name in doomed {
+                headers.remove(name);
+            }
+        }
+        if self.secrets.is_none() {
+            return;
+        }
+        let mut replaced: Vec<(http::HeaderName, http::HeaderValue)> = Vec::new();
+        let mut touched: Vec<http::HeaderName> = Vec::new();
+        for (name, value) in headers.iter() {
+            let redacted = self.redact_bytes(value.as_bytes());
+            if matches!(redacted, Cow::Owned(_)) && !touched.contains(name) {
+                touched.push(name.clone());
+            }
+        }
+        for name in touched {
+            for value in headers.get_all(&name) {
+                let redacted = self.redact_bytes(value.as_bytes());
+                let value = http::HeaderValue::from_bytes(&redacted)
+                    .expect("REDACTED keeps a valid header value valid");
+                replaced.push((name.clone(), value));
+            }
+            headers.remove(&name);
+        }
+        for (name, value) in replaced {
+            headers.append(name, value);
+        }
     }
 
     /// Target (URL), headers, body (secrets, then sensitive JSON keys);
     /// `content-length` kept consistent.
     pub fn redact_request(&self, request: &mut RecordedRequest) {
-        let _ = request;
-        todo!()
+        if let Cow::Owned(target) = self.redact_bytes(&request.target) {
+            request.target = Bytes::from(target);
+        }
+        request
+            .headers
+            .retain(|(name, _)| !self.drops_request_header(name));
+        for (_, value) in request.headers.iter_mut() {
+            if let Cow::Owned(v) = self.redact_bytes(value) {
+                *value = Bytes::from(v);
+            }
+        }
+        if let Cow::Owned(body) = self.redact_body(&request.body) {
+            request.body = Bytes::from(body);
+            set_content_length(&mut request.headers, request.body.len());
+        }
     }
 
     /// Header replacements and secrets in headers; secrets in the body across
     /// chunk boundaries; sensitive JSON keys; `content-length` kept consistent.
     pub fn redact_response(&self, response: &mut RecordedResponse) {
-        let _ = response;
-        todo!()
+        for (name, value) in response.headers.iter_mut() {
+            for (header, regex, replace) in &self.header_replacements {
+                if header.as_bytes().eq_ignore_ascii_case(name)
+                    && let Cow::Owned(v) = regex.replace_all(value, replace.as_slice())
+                {
+                    *value = Bytes::from(v);
+                }
+            }
+            if let Cow::Owned(v) = self.redact_bytes(value) {
+                *value = Bytes::from(v);
+            }
+        }
+        let before = response.body_len();
+        self.redact_chunks(&mut response.chunks);
+        let json = response.chunks.len() == 1
+            && self
+                .redact_json_keys(&response.chunks[0].data)
+                .map(|new| response.chunks[0].data = Bytes::from(new))
+                .is_some();
+        if json || response.body_len() != before {
+            let len = response.body_len();
+            set_content_length(&mut response.headers, len);
+        }
+    }
+
+    /// Secrets in a body split into chunks, found across chunk boundaries.
+    /// A chunk boundary inside a secret moves to the end of its `REDACTED`.
+    pub fn redact_chunks(&self, chunks: &mut Vec<BodyChunk>) {
+        if self.secrets.is_none() || chunks.is_empty() {
+            return;
+        }
+        if chunks.len() == 1 {
+            if let Cow::Owned(v) = self.redact_bytes(&chunks[0].data) {
+                chunks[0].data = Bytes::from(v);
+            }
+            return;
+        }
+        let joined: Vec<u8> = chunks.iter().flat_map(|c| c.data.iter().copied()).collect();
+        let ranges = self.secret_ranges(&joined);
+        if ranges.is_empty() {
+            return;
+        }
+        let redacted = replace_ranges(&joined, &ranges);
+        // Map each original chunk end to its offset in the redacted body.
+        let map = |offset: usize| -> usize {
+            let mut shift: isize = 0;
+            for range in &ranges {
+                if offset <= range.start {
+                    break;
+                }
+                if offset < range.end {
+                    // Inside a secret: the boundary moves past REDACTED.
+                    return (range.start as isize + shift) as usize + REDACTED.len();
+                }
+                shift += REDACTED.len() as isize - range.len() as isize;
+            }
+            (offset as isize + shift) as usize
+        };
+        let redacted = Bytes::from(redacted);
+        let mut start = 0;
+        let mut old_end = 0;
+        let mut out = Vec::with_capacity(chunks.len());
+        for chunk in chunks.iter() {
+            old_end += chunk.data.len();
+            let end = map(old_end).max(start);
+            if end > start {
+                out.push(BodyChunk {
+                    offset_us: chunk.offset_us,
+                    data: redacted.slice(start..end),
+                });
+            }
+            start = end;
+        }
+        debug_assert_eq!(start, redacted.len());
+        *chunks = out;
     }
 
     pub fn redact_ws_frames(&self, frames: &mut [WsFrame]) {
-        let _ = frames;
-        todo!()
+        for frame in frames {
+            if let Cow::Owned(v) = self.redact_bytes(&frame.payload) {
+                frame.payload = Bytes::from(v);
+            }
+        }
+    }
+}
+
+fn replace_ranges(bytes: &[u8], ranges: &[std::ops::Range<usize>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    for range in ranges {
+        out.extend_from_slice(&bytes[at..range.start]);
+        out.extend_from_slice(REDACTED);
+        at = range.end;
+    }
+    out.extend_from_slice(&bytes[at..]);
+    out
+}
+
+/// Rewrites an existing `content-length` (none is added).
+fn set_content_length(headers: &mut [(Bytes, Bytes)], len: usize) {
+    for (name, value) in headers.iter_mut() {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            *value = Bytes::from(len.to_string());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redactor(secrets: &[&str]) -> Redactor {
+        Redactor::new(&RedactionRules {
+            drop_request_headers: vec!["Authorization".into()],
+            secrets: secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            sensitive_json_keys: vec!["password".into()],
+            response_header_replacements: vec![],
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn overlapping_secrets_are_both_covered() {
+        let r = redactor(&["abcdef", "defghi"]);
+        assert_eq!(&*r.redact_bytes(b"xxabcdefghiyy"), b"xxREDACTEDyy");
+        let r = redactor(&["bcd", "abcdefg"]);
+        assert_eq!(&*r.redact_bytes(b"abcdefg bcd"), b"REDACTED REDACTED");
+    }
+
+    #[test]
+    fn a_secret_split_across_chunks_is_redacted_and_offsets_kept() {
+        let r = redactor(&["s3cr3t"]);
+        let mut chunks = vec![
+            BodyChunk {
+                offset_us: 0,
+                data: Bytes::from_static(b"one s3"),
+            },
+            BodyChunk {
+                offset_us: 10,
+                data: Bytes::from_static(b"cr3t two"),
+            },
+            BodyChunk {
+                offset_us: 20,
+                data: Bytes::from_static(b" three"),
+            },
+        ];
+        r.redact_chunks(&mut chunks);
+        let joined: Vec<u8> = chunks.iter().flat_map(|c| c.data.iter().copied()).collect();
+        assert_eq!(joined, b"one REDACTED two three");
+        assert_eq!(chunks.len(), 3);
+        assert_eq!(&chunks[0].data[..], b"one REDACTED");
+        assert_eq!(chunks[2].offset_us, 20);
+    }
+
+    #[test]
+    fn sensitive_json_keys_and_content_length() {
+        let r = redactor(&[]);
+        let mut request = RecordedRequest {
+            method: Bytes::from_static(b"POST"),
+            target: Bytes::from_static(b"/login"),
+            headers: vec![
+                (
+                    Bytes::from_static(b"authorization"),
+                    Bytes::from_static(b"Bearer x"),
+                ),
+                (
+                    Bytes::from_static(b"content-length"),
+                    Bytes::from_static(b"33"),
+                ),
+            ],
+            body: Bytes::from_static(br#"{"user":"u","PassWord":"hunter2"}"#),
+        };
+        r.redact_request(&mut request);
+        assert_eq!(&request.body[..], br#"{"user":"u","PassWord":"REDACTED"}"#);
+        assert_eq!(request.headers.len(), 1);
+        assert_eq!(request.headers[0].1, request.body.len().to_string());
     }
 }

@@ -176,7 +176,14 @@ async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                 host: endpoint.target_host.clone(),
                 port: endpoint.target_port,
             },
-            matcher: Matcher::new(&endpoint.matching),
+            matcher: Matcher::new(&{
+                // The session header names the test; it never identifies a request.
+                let mut rules = endpoint.matching.clone();
+                rules
+                    .ignore_headers
+                    .extend(config.session_header.iter().cloned());
+                rules
+            }),
             redactor,
             health: endpoint.health.clone(),
         });
@@ -449,7 +456,7 @@ impl Replayer {
             .map(|p| p.as_str())
             .unwrap_or("/");
         let target = endpoint.redactor.redact_bytes(target.as_bytes());
-        let body = endpoint.redactor.redact_bytes(&body);
+        let body = endpoint.redactor.redact_body(&body);
         let mut canonical = Vec::with_capacity(256);
         endpoint.matcher.canonical_form(
             &endpoint.target,
@@ -875,16 +882,16 @@ impl Replayer {
         };
         let message = if recording.is_none() {
             format!(
-                "no recording for session {session:?} in {}",
+                "no recording for session {session} in {}",
                 self.options.recording_dir.display()
             )
         } else if exhausted {
             format!(
-                "session {session:?}: this request was recorded {} time(s); the chain ran past the recording",
+                "session {session}: this request was recorded {} time(s); the chain ran past the recording",
                 step.position
             )
         } else {
-            format!("session {session:?}: no recorded request matches")
+            format!("session {session}: no recorded request matches")
         };
         tracing::warn!(
             "replay miss (endpoint {}): {message}; {} {}; closest: {}",

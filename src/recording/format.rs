@@ -3,7 +3,8 @@
 
 use super::{RecordLocation, RecordingError};
 use crate::interaction::{
-    BodyChunk, Exchange, Fingerprint, Interaction, RecordedRequest, RecordedResponse, WsDirection, WsFrame,
+    BodyChunk, Exchange, Fingerprint, Interaction, RecordedRequest, RecordedResponse, WsDirection,
+    WsFrame,
 };
 use bytes::Bytes;
 use std::path::Path;
@@ -135,10 +136,15 @@ pub fn new_file_header(created_unix_us: u64) -> FileHeader {
 /// Checks the file header; the error names the file.
 pub fn check_file_header(path: &Path, bytes: &[u8]) -> Result<(), RecordingError> {
     if bytes.len() >= 8 && bytes[..8] != MAGIC {
-        return Err(RecordingError::NotARecording { path: path.to_path_buf() });
+        return Err(RecordingError::NotARecording {
+            path: path.to_path_buf(),
+        });
     }
     let Ok((header, _)) = FileHeader::read_from_prefix(bytes) else {
-        return Err(RecordingError::TruncatedHeader { path: path.to_path_buf(), len: bytes.len() as u64 });
+        return Err(RecordingError::TruncatedHeader {
+            path: path.to_path_buf(),
+            len: bytes.len() as u64,
+        });
     };
     if header.version.get() != FORMAT_VERSION {
         return Err(RecordingError::UnsupportedVersion {
@@ -234,7 +240,8 @@ pub fn record_at(bytes: &[u8], offset: u64, end: u64) -> Option<(RecordHeader, R
         return None;
     }
     let (header, _) = RecordHeader::read_from_prefix(&bytes[offset as usize..]).ok()?;
-    if header.magic.get() != RECORD_MAGIC || !(KIND_HTTP..=KIND_INDEX).contains(&header.kind.get()) {
+    if header.magic.get() != RECORD_MAGIC || !(KIND_HTTP..=KIND_INDEX).contains(&header.kind.get())
+    {
         return None;
     }
     let len = padded(RECORD_HEADER_LEN.checked_add(header.payload_len.get())?);
@@ -247,7 +254,8 @@ pub fn record_at(bytes: &[u8], offset: u64, end: u64) -> Option<(RecordHeader, R
 /// Whether the record's CRC matches its bytes.
 pub fn crc_ok(record: &[u8], header: &RecordHeader) -> bool {
     let covered = (RECORD_HEADER_LEN + header.payload_len.get()) as usize;
-    record.len() >= covered && crc32c::crc32c(&record[RECORD_CRC_START..covered]) == header.crc.get()
+    record.len() >= covered
+        && crc32c::crc32c(&record[RECORD_CRC_START..covered]) == header.crc.get()
 }
 
 /// A bounds-checked reader over a record's payload.
@@ -308,7 +316,10 @@ pub struct Layout {
 
 /// Walks a payload (relative to the record start) and checks every length.
 pub fn layout(record: &[u8], kind: u16) -> Option<Layout> {
-    let mut c = Cursor { bytes: record, pos: RECORD_HEADER_LEN as usize };
+    let mut c = Cursor {
+        bytes: record,
+        pos: RECORD_HEADER_LEN as usize,
+    };
     let canonical = c.field()?;
     let request_start = c.pos;
     c.field()?;
@@ -361,7 +372,10 @@ fn skip_headers(c: &mut Cursor<'_>) -> Option<()> {
 /// Decodes a whole record into its owned form (slices share `record`).
 pub fn decode(record: &Bytes, header: &RecordHeader, layout: &Layout) -> Option<Interaction> {
     let slice = |r: std::ops::Range<usize>| record.slice(r);
-    let mut c = Cursor { bytes: record, pos: layout.request_start };
+    let mut c = Cursor {
+        bytes: record,
+        pos: layout.request_start,
+    };
     let method = slice(c.field()?);
     let target = slice(c.field()?);
     let headers = read_headers(&mut c, record)?;
@@ -373,17 +387,34 @@ pub fn decode(record: &Bytes, header: &RecordHeader, layout: &Layout) -> Option<
     let mut chunks = Vec::with_capacity(n as usize);
     for _ in 0..n {
         let offset_us = c.u64()?;
-        chunks.push(BodyChunk { offset_us, data: slice(c.field()?) });
+        chunks.push(BodyChunk {
+            offset_us,
+            data: slice(c.field()?),
+        });
     }
-    let response = RecordedResponse { status: layout.status, headers: response_headers, chunks, original_encoding };
+    let response = RecordedResponse {
+        status: layout.status,
+        headers: response_headers,
+        chunks,
+        original_encoding,
+    };
     let exchange = if header.kind.get() == KIND_WEBSOCKET {
         let n = c.u32()?;
         let mut frames = Vec::with_capacity(n as usize);
         for _ in 0..n {
-            let direction = if c.u8()? == 0 { WsDirection::ClientToServer } else { WsDirection::ServerToClient };
+            let direction = if c.u8()? == 0 {
+                WsDirection::ClientToServer
+            } else {
+                WsDirection::ServerToClient
+            };
             let opcode = c.u8()?;
             let offset_us = c.u64()?;
-            frames.push(WsFrame { direction, opcode, offset_us, payload: slice(c.field()?) });
+            frames.push(WsFrame {
+                direction,
+                opcode,
+                offset_us,
+                payload: slice(c.field()?),
+            });
         }
         Exchange::WebSocket { response, frames }
     } else {
@@ -395,7 +426,12 @@ pub fn decode(record: &Bytes, header: &RecordHeader, layout: &Layout) -> Option<
         canonical: slice(layout.canonical.clone()),
         endpoint: header.endpoint.get(),
         recorded_at_unix_us: header.recorded_at_unix_us.get(),
-        request: RecordedRequest { method, target, headers, body },
+        request: RecordedRequest {
+            method,
+            target,
+            headers,
+            body,
+        },
         exchange,
     })
 }

@@ -80,4 +80,3 @@ pub struct RecordLocation {
     pub offset: u64,
     pub len: u64,
 }
-

@@ -3,8 +3,8 @@
 //! record's CRC is checked the first time it is read.
 
 use super::format::{
-    self, FILE_HEADER_LEN, FOOTER_LEN, Footer, INDEX_HEAD_LEN, INDEX_SLOT_LEN, IndexHead, IndexSlot, KIND_INDEX,
-    KIND_WEBSOCKET, RECORD_HEADER_LEN, RecordHeader,
+    self, FILE_HEADER_LEN, FOOTER_LEN, Footer, INDEX_HEAD_LEN, INDEX_SLOT_LEN, IndexHead,
+    IndexSlot, KIND_INDEX, KIND_WEBSOCKET, RECORD_HEADER_LEN, RecordHeader,
 };
 use super::{ReadBackend, RecordLocation, RecordingError};
 use crate::interaction::{Fingerprint, Interaction};
@@ -53,8 +53,14 @@ impl Recording {
                 path.display()
             );
         }
-        let file = std::fs::File::open(path).map_err(|source| RecordingError::Io { path: path.to_path_buf(), source })?;
-        let bytes = super::mmap::map(&file).map_err(|source| RecordingError::Io { path: path.to_path_buf(), source })?;
+        let file = std::fs::File::open(path).map_err(|source| RecordingError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let bytes = super::mmap::map(&file).map_err(|source| RecordingError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut recording = Recording::from_bytes(path.to_path_buf(), bytes)?;
         recording.backend = ReadBackend::Mmap;
         Ok(recording)
@@ -93,7 +99,11 @@ impl Recording {
                 snapshot
             }
         };
-        Ok(Recording { path: name, backend: ReadBackend::Mmap, snapshot: RwLock::new(Arc::new(snapshot)) })
+        Ok(Recording {
+            path: name,
+            backend: ReadBackend::Mmap,
+            snapshot: RwLock::new(Arc::new(snapshot)),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -106,7 +116,10 @@ impl Recording {
     }
 
     fn current(&self) -> Arc<Snapshot> {
-        self.snapshot.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Number of interactions visible.
@@ -146,19 +159,25 @@ impl Recording {
             offset: location.offset,
             what: what.to_owned(),
         };
-        let end = location.offset.checked_add(location.len).ok_or_else(|| corrupt("length overflows"))?;
+        let end = location
+            .offset
+            .checked_add(location.len)
+            .ok_or_else(|| corrupt("length overflows"))?;
         if end > s.bytes.len() as u64 || location.len < RECORD_HEADER_LEN {
             return Err(corrupt("record lies outside the file"));
         }
         let record = s.bytes.slice(location.offset as usize..end as usize);
-        let (header, _) = RecordHeader::read_from_prefix(&record).map_err(|_| corrupt("truncated record header"))?;
-        if format::record_at(&s.bytes, location.offset, end).is_none() || header.kind.get() == KIND_INDEX {
+        let (header, _) = RecordHeader::read_from_prefix(&record)
+            .map_err(|_| corrupt("truncated record header"))?;
+        if format::record_at(&s.bytes, location.offset, end).is_none()
+            || header.kind.get() == KIND_INDEX
+        {
             return Err(corrupt("no interaction record here"));
         }
         let ordinal = header.ordinal.get() as usize;
         let word = s.verified.get(ordinal / 64);
         let bit = 1u64 << (ordinal % 64);
-        if !word.is_some_and(|w| w.load(Ordering::Relaxed) & bit != 0) {
+        if word.is_none_or(|w| w.load(Ordering::Relaxed) & bit == 0) {
             if !format::crc_ok(&record, &header) {
                 return Err(corrupt("CRC32C mismatch"));
             }
@@ -166,8 +185,14 @@ impl Recording {
                 w.fetch_or(bit, Ordering::Relaxed);
             }
         }
-        let layout = format::layout(&record, header.kind.get()).ok_or_else(|| corrupt("malformed payload"))?;
-        Ok(RecordView { record, header, layout, location })
+        let layout = format::layout(&record, header.kind.get())
+            .ok_or_else(|| corrupt("malformed payload"))?;
+        Ok(RecordView {
+            record,
+            header,
+            layout,
+            location,
+        })
     }
 
     /// `lookup` + `read`.
@@ -196,19 +221,33 @@ impl Recording {
         } else {
             s.order.clone()
         };
-        locations.into_iter().map(move |location| self.view(&s, location))
+        locations
+            .into_iter()
+            .map(move |location| self.view(&s, location))
     }
 
     /// Picks up records appended since open (by this process or another).
     /// Returns whether anything new became visible.
     pub fn refresh(&self) -> Result<bool, RecordingError> {
-        let file = std::fs::File::open(&self.path).map_err(|source| RecordingError::Io { path: self.path.clone(), source })?;
-        let len = file.metadata().map_err(|source| RecordingError::Io { path: self.path.clone(), source })?.len();
+        let file = std::fs::File::open(&self.path).map_err(|source| RecordingError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        let len = file
+            .metadata()
+            .map_err(|source| RecordingError::Io {
+                path: self.path.clone(),
+                source,
+            })?
+            .len();
         let old = self.current();
         if len <= old.bytes.len() as u64 {
             return Ok(false);
         }
-        let bytes = super::mmap::map(&file).map_err(|source| RecordingError::Io { path: self.path.clone(), source })?;
+        let bytes = super::mmap::map(&file).map_err(|source| RecordingError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
         let mut next = Snapshot {
             bytes,
             persisted: old.persisted,
@@ -227,11 +266,16 @@ impl Recording {
 }
 
 fn bitset(count: usize) -> Vec<AtomicU64> {
-    (0..count.div_ceil(64) + 1).map(|_| AtomicU64::new(0)).collect()
+    (0..count.div_ceil(64) + 1)
+        .map(|_| AtomicU64::new(0))
+        .collect()
 }
 
 /// The footer's index if it is current and sound; `Ok(None)` means rebuild.
-fn persisted_index(path: &Path, bytes: &[u8]) -> Result<Option<(PersistedIndex, IndexHead)>, RecordingError> {
+fn persisted_index(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Option<(PersistedIndex, IndexHead)>, RecordingError> {
     let len = bytes.len() as u64;
     if len < FILE_HEADER_LEN + FOOTER_LEN {
         return Ok(None);
@@ -245,7 +289,10 @@ fn persisted_index(path: &Path, bytes: &[u8]) -> Result<Option<(PersistedIndex, 
     {
         return Ok(None); // stale (records appended after it) or missing
     }
-    let bad = |what: &str| RecordingError::BadIndex { path: path.to_path_buf(), what: what.to_owned() };
+    let bad = |what: &str| RecordingError::BadIndex {
+        path: path.to_path_buf(),
+        what: what.to_owned(),
+    };
     let index_offset = footer.index_offset.get();
     let Some((header, location)) = format::record_at(bytes, index_offset, len - FOOTER_LEN) else {
         return Err(bad("the footer points outside the file or at no record"));
@@ -254,7 +301,8 @@ fn persisted_index(path: &Path, bytes: &[u8]) -> Result<Option<(PersistedIndex, 
         return Err(bad("the footer does not point at an index record"));
     }
     let head_at = (index_offset + RECORD_HEADER_LEN) as usize;
-    let (head, _) = IndexHead::read_from_prefix(&bytes[head_at..]).map_err(|_| bad("truncated index head"))?;
+    let (head, _) =
+        IndexHead::read_from_prefix(&bytes[head_at..]).map_err(|_| bad("truncated index head"))?;
     let slot_count = head.slot_count.get();
     let slots_offset = index_offset + RECORD_HEADER_LEN + INDEX_HEAD_LEN + head.pad_len.get();
     let slots_end = slot_count
@@ -268,10 +316,20 @@ fn persisted_index(path: &Path, bytes: &[u8]) -> Result<Option<(PersistedIndex, 
     {
         return Err(bad("index head is inconsistent with the file"));
     }
-    Ok(Some((PersistedIndex { slots_offset, slot_count }, head)))
+    Ok(Some((
+        PersistedIndex {
+            slots_offset,
+            slot_count,
+        },
+        head,
+    )))
 }
 
-fn probe(bytes: &[u8], index: PersistedIndex, fingerprint: &Fingerprint) -> Option<(RecordLocation, u32)> {
+fn probe(
+    bytes: &[u8],
+    index: PersistedIndex,
+    fingerprint: &Fingerprint,
+) -> Option<(RecordLocation, u32)> {
     let mask = index.slot_count - 1;
     let mut i = format::home_slot(&fingerprint.0, index.slot_count);
     for _ in 0..index.slot_count {
@@ -281,7 +339,13 @@ fn probe(bytes: &[u8], index: PersistedIndex, fingerprint: &Fingerprint) -> Opti
             return None;
         }
         if slot.fingerprint == fingerprint.0 {
-            return Some((RecordLocation { offset: slot.offset.get(), len: slot.len.get() }, slot.ordinal.get()));
+            return Some((
+                RecordLocation {
+                    offset: slot.offset.get(),
+                    len: slot.len.get(),
+                },
+                slot.ordinal.get(),
+            ));
         }
         i = (i + 1) & mask;
     }
@@ -302,9 +366,13 @@ fn scan(s: &mut Snapshot) {
         }
         if header.kind.get() != KIND_INDEX {
             let fingerprint = Fingerprint(header.fingerprint);
-            let known = s.persisted.is_some_and(|index| probe(&s.bytes, index, &fingerprint).is_some());
+            let known = s
+                .persisted
+                .is_some_and(|index| probe(&s.bytes, index, &fingerprint).is_some());
             if !known {
-                s.overflow.entry(fingerprint).or_insert((location, header.ordinal.get()));
+                s.overflow
+                    .entry(fingerprint)
+                    .or_insert((location, header.ordinal.get()));
             }
             if s.persisted.is_none() {
                 s.order.push(location);
@@ -357,7 +425,10 @@ impl RecordView {
     }
     /// Response headers in recorded order.
     pub fn response_headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-        let mut c = format::Cursor { bytes: &self.record, pos: self.layout.response_headers_start };
+        let mut c = format::Cursor {
+            bytes: &self.record,
+            pos: self.layout.response_headers_start,
+        };
         let n = c.u32().unwrap_or(0);
         (0..n).map_while(move |_| {
             let name = c.field()?;
@@ -367,7 +438,10 @@ impl RecordView {
     }
     /// Response body chunks: (arrival offset µs, bytes pointing into the map).
     pub fn response_chunks(&self) -> impl Iterator<Item = (u64, Bytes)> + '_ {
-        let mut c = format::Cursor { bytes: &self.record, pos: self.layout.chunks_start };
+        let mut c = format::Cursor {
+            bytes: &self.record,
+            pos: self.layout.chunks_start,
+        };
         (0..self.layout.chunk_count).map_while(move |_| {
             let offset = c.u64()?;
             let range = c.field()?;
@@ -380,10 +454,12 @@ impl RecordView {
     }
     /// The whole interaction in owned form (allocates; not for the hot path).
     pub fn to_interaction(&self) -> Result<Interaction, RecordingError> {
-        format::decode(&self.record, &self.header, &self.layout).ok_or_else(|| RecordingError::CorruptRecord {
-            path: PathBuf::new(),
-            offset: self.location.offset,
-            what: "malformed payload".into(),
+        format::decode(&self.record, &self.header, &self.layout).ok_or_else(|| {
+            RecordingError::CorruptRecord {
+                path: PathBuf::new(),
+                offset: self.location.offset,
+                what: "malformed payload".into(),
+            }
         })
     }
 }

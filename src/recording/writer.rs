@@ -3,8 +3,8 @@
 //! async executor.
 
 use super::format::{
-    self, FILE_HEADER_LEN, Footer, INDEX_HEAD_LEN, INDEX_SLOT_LEN, IndexHead, IndexSlot, KIND_HTTP, KIND_INDEX,
-    KIND_WEBSOCKET, RECORD_HEADER_LEN, RECORD_MAGIC, RecordHeader,
+    self, FILE_HEADER_LEN, Footer, INDEX_HEAD_LEN, INDEX_SLOT_LEN, IndexHead, IndexSlot, KIND_HTTP,
+    KIND_INDEX, KIND_WEBSOCKET, RECORD_HEADER_LEN, RECORD_MAGIC, RecordHeader,
 };
 use super::{Durability, RecordLocation, RecordingError};
 use crate::interaction::{Exchange, Interaction};
@@ -27,7 +27,10 @@ pub struct RecordingWriter {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RecordingError + '_ {
-    move |source| RecordingError::Io { path: path.to_path_buf(), source }
+    move |source| RecordingError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl RecordingWriter {
@@ -52,7 +55,8 @@ impl RecordingWriter {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
-        file.write_all(format::new_file_header(now).as_bytes()).map_err(io(&path))?;
+        file.write_all(format::new_file_header(now).as_bytes())
+            .map_err(io(&path))?;
         Ok(RecordingWriter {
             file,
             path,
@@ -91,7 +95,11 @@ impl RecordingWriter {
         {
             end += format::FOOTER_LEN;
         }
-        let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(io(path))?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io(path))?;
         if end < len {
             tracing::warn!(
                 "{}: cutting {} bytes of torn or foreign tail at offset {end}",
@@ -101,7 +109,14 @@ impl RecordingWriter {
             file.set_len(end).map_err(io(path))?;
         }
         file.seek(SeekFrom::Start(end)).map_err(io(path))?;
-        Ok(RecordingWriter { file, path: path.to_path_buf(), final_path: None, durability, end, entries })
+        Ok(RecordingWriter {
+            file,
+            path: path.to_path_buf(),
+            final_path: None,
+            durability,
+            end,
+            entries,
+        })
     }
 
     /// Appends one interaction; once this returns, the record is in the file
@@ -114,9 +129,13 @@ impl RecordingWriter {
         let ordinal = self.entries.len() as u32;
         let record = format::encode_record(kind, ordinal, interaction);
         self.write(&record)?;
-        let location = RecordLocation { offset: self.end, len: record.len() as u64 };
+        let location = RecordLocation {
+            offset: self.end,
+            len: record.len() as u64,
+        };
         self.end += record.len() as u64;
-        self.entries.push((interaction.fingerprint.0, location, ordinal));
+        self.entries
+            .push((interaction.fingerprint.0, location, ordinal));
         if self.durability == Durability::EveryInteraction {
             self.file.sync_data().map_err(io(&self.path))?;
         }
@@ -161,7 +180,8 @@ impl RecordingWriter {
         for (fingerprint, location, ordinal) in &self.entries {
             let mut i = format::home_slot(fingerprint, slot_count);
             // A fingerprint recorded twice keeps its first record.
-            while slots[i as usize].used.get() == 1 && slots[i as usize].fingerprint != *fingerprint {
+            while slots[i as usize].used.get() == 1 && slots[i as usize].fingerprint != *fingerprint
+            {
                 i = (i + 1) & (slot_count - 1);
             }
             if slots[i as usize].used.get() == 1 {
@@ -185,7 +205,8 @@ impl RecordingWriter {
             records_end: U64::new(self.end),
             pad_len: U64::new(pad_len),
         };
-        let mut payload = Vec::with_capacity((INDEX_HEAD_LEN + pad_len + slot_count * INDEX_SLOT_LEN) as usize);
+        let mut payload =
+            Vec::with_capacity((INDEX_HEAD_LEN + pad_len + slot_count * INDEX_SLOT_LEN) as usize);
         payload.extend_from_slice(head.as_bytes());
         payload.resize(payload.len() + pad_len as usize, 0);
         payload.extend_from_slice(slots.as_bytes());
