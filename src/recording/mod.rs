@@ -16,7 +16,7 @@ mod writer;
 
 pub use format::{FORMAT_VERSION, MAGIC};
 pub use reader::{RecordView, Recording};
-pub use writer::RecordingWriter;
+pub use writer::{RecordingWriter, encode_recording};
 
 use std::path::PathBuf;
 

@@ -251,3 +251,22 @@ impl RecordingWriter {
         Ok(final_path)
     }
 }
+
+/// A whole recording file in memory (file header and records, no index: a
+/// reader scans it), for recordings converted on the fly, such as a
+/// test-server directory served as it is. Nothing touches the disk.
+pub fn encode_recording(interactions: &[Interaction]) -> Vec<u8> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    let mut bytes = format::new_file_header(now).as_bytes().to_vec();
+    for (ordinal, interaction) in interactions.iter().enumerate() {
+        let kind = match interaction.exchange {
+            Exchange::Http(_) => KIND_HTTP,
+            Exchange::WebSocket { .. } => KIND_WEBSOCKET,
+        };
+        bytes.extend_from_slice(&format::encode_record(kind, ordinal as u32, interaction));
+    }
+    bytes
+}
