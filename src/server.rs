@@ -61,7 +61,7 @@ pub struct ServeOptions {
 /// Why ouli could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("endpoint {endpoint}: cannot listen on {addr}: {source}")]
+    #[error("endpoint {endpoint}: cannot listen on {addr} (another process on the port? `source_port: 0` takes a free one)")]
     Bind {
         endpoint: usize,
         addr: std::net::SocketAddr,
