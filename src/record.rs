@@ -37,11 +37,14 @@ pub struct WriterHandle {
 
 impl WriterHandle {
     /// Starts the writer thread for `recording_dir`.
-    pub fn start(recording_dir: PathBuf, durability: Durability) -> WriterHandle {
+    /// With `extend_existing` (record-missing), a session that already has a
+    /// recording gets its new records appended to it; otherwise (record) a
+    /// new recording replaces the old one when it is complete.
+    pub fn start(recording_dir: PathBuf, durability: Durability, extend_existing: bool) -> WriterHandle {
         let (sender, receiver) = mpsc::channel::<WriterMessage>();
         std::thread::Builder::new()
             .name("ouli-writer".into())
-            .spawn(move || writer_loop(recording_dir, durability, receiver))
+            .spawn(move || writer_loop(recording_dir, durability, extend_existing, receiver))
             .expect("spawning the writer thread");
         WriterHandle { sender }
     }
@@ -75,8 +78,55 @@ impl WriterHandle {
     }
 }
 
-fn writer_loop(dir: PathBuf, durability: Durability, receiver: mpsc::Receiver<WriterMessage>) {
-    let mut writers: HashMap<SessionName, RecordingWriter> = HashMap::new();
+/// How a session's writer starts: a fresh recording beside the old one, or
+/// (record-missing) appending to what exists, the complete recording first,
+/// else an interrupted one (renamed into place when finished).
+fn open_writer(
+    path: &std::path::Path,
+    durability: Durability,
+    extend_existing: bool,
+) -> Result<(RecordingWriter, Option<PathBuf>), crate::recording::RecordingError> {
+    if extend_existing {
+        if path.is_file() {
+            return Ok((RecordingWriter::append_to(path, durability)?, None));
+        }
+        let partial = path.with_extension("ouli.partial");
+        if partial.is_file() {
+            return Ok((
+                RecordingWriter::append_to(&partial, durability)?,
+                Some(path.to_path_buf()),
+            ));
+        }
+    }
+    Ok((RecordingWriter::create(path, durability)?, None))
+}
+
+/// Finishes a writer; an interrupted recording resumed by record-missing is
+/// then renamed into place.
+fn finish_writer(
+    writer: RecordingWriter,
+    rename_to: Option<PathBuf>,
+) -> Result<PathBuf, crate::recording::RecordingError> {
+    let written = writer.finish()?;
+    match rename_to {
+        Some(target) => {
+            std::fs::rename(&written, &target).map_err(|source| crate::recording::RecordingError::Io {
+                path: written.clone(),
+                source,
+            })?;
+            Ok(target)
+        }
+        None => Ok(written),
+    }
+}
+
+fn writer_loop(
+    dir: PathBuf,
+    durability: Durability,
+    extend_existing: bool,
+    receiver: mpsc::Receiver<WriterMessage>,
+) {
+    let mut writers: HashMap<SessionName, (RecordingWriter, Option<PathBuf>)> = HashMap::new();
     // A session whose writer failed: logged once, its appends dropped.
     let mut failed: HashMap<SessionName, String> = HashMap::new();
     while let Ok(message) = receiver.recv() {
@@ -91,7 +141,7 @@ fn writer_loop(dir: PathBuf, durability: Durability, receiver: mpsc::Receiver<Wr
                 }
                 if !writers.contains_key(&session) {
                     let path = session.recording_path(&dir);
-                    match RecordingWriter::create(&path, durability) {
+                    match open_writer(&path, durability, extend_existing) {
                         Ok(writer) => {
                             writers.insert(session.clone(), writer);
                         }
@@ -104,14 +154,16 @@ fn writer_loop(dir: PathBuf, durability: Durability, receiver: mpsc::Receiver<Wr
                         }
                     }
                 }
-                let writer = writers.get_mut(&session).expect("inserted above");
+                let (writer, _) = writers.get_mut(&session).expect("inserted above");
                 if let Err(error) = writer.append(&interaction) {
                     tracing::error!("session {session}: append failed: {error}");
                 }
             }
             WriterMessage::Finish(session, reply) => {
                 let result = match writers.remove(&session) {
-                    Some(writer) => writer.finish().map(Some).map_err(|e| e.to_string()),
+                    Some((writer, rename_to)) => finish_writer(writer, rename_to)
+                        .map(Some)
+                        .map_err(|e| e.to_string()),
                     None => Ok(None),
                 };
                 failed.remove(&session);
@@ -119,8 +171,8 @@ fn writer_loop(dir: PathBuf, durability: Durability, receiver: mpsc::Receiver<Wr
             }
             WriterMessage::Shutdown(reply) => {
                 let mut errors = Vec::new();
-                for (session, writer) in writers.drain() {
-                    match writer.finish() {
+                for (session, (writer, rename_to)) in writers.drain() {
+                    match finish_writer(writer, rename_to) {
                         Ok(path) => tracing::info!(
                             "session {session}: recording complete: {}",
                             path.display()
@@ -134,8 +186,8 @@ fn writer_loop(dir: PathBuf, durability: Durability, receiver: mpsc::Receiver<Wr
         }
     }
     // Every handle dropped without a shutdown: still never lose a recording.
-    for (_, writer) in writers.drain() {
-        let _ = writer.finish();
+    for (_, (writer, rename_to)) in writers.drain() {
+        let _ = finish_writer(writer, rename_to);
     }
 }
 

@@ -6,7 +6,6 @@
 //! miss is answered with a JSON report (never a bare 500).
 //! **record** / **passthrough**: forward upstream (`upstream`), stream the
 //! response back while capturing it, and (record) append it (`record`).
-//! `record-missing` is refused at start: it is not built yet.
 
 use crate::chain::{ChainState, ChainStep};
 use crate::config::{Config, ExhaustedPolicy, Scheme};
@@ -101,12 +100,7 @@ const HEADERS_NOT_REPLAYED: &[&str] = &[
 /// per endpoint to stdout when it is ready:
 /// `ouli listening endpoint=<i> addr=<ip:port> mode=<mode>`.
 pub fn run(options: ServeOptions) -> Result<(), ServeError> {
-    if options.mode == Mode::RecordMissing {
-        return Err(ServeError::Setup(
-            "mode `record-missing` is not available in this build yet (see README, Status)".into(),
-        ));
-    }
-    if options.mode == Mode::Record {
+    if matches!(options.mode, Mode::Record | Mode::RecordMissing) {
         std::fs::create_dir_all(&options.recording_dir).map_err(|e| ServeError::RecordingDir {
             path: options.recording_dir.clone(),
             why: format!("cannot be created: {e}"),
@@ -137,7 +131,36 @@ struct Endpoint {
 /// One session's replay state; its lock is never shared with another session.
 struct Session {
     recording: Option<Recording>,
+    /// record-missing only: the recording this process started for a session
+    /// that had none, opened once its first record is on disk.
+    late_recording: std::sync::OnceLock<Recording>,
     chain: Mutex<ChainState>,
+}
+
+impl Session {
+    fn recording(&self) -> Option<&Recording> {
+        self.recording.as_ref().or_else(|| self.late_recording.get())
+    }
+
+    /// Sees records appended since open (record-missing): refreshes the open
+    /// recording, or opens the one started since.
+    fn reload(&self, path: PathBuf, backend: ReadBackend) -> Option<&Recording> {
+        if let Some(recording) = self.recording() {
+            if let Err(error) = recording.refresh() {
+                tracing::warn!("{error}");
+            }
+            return Some(recording);
+        }
+        let partial = path.with_extension("ouli.partial");
+        let found = [path, partial].into_iter().find(|p| p.is_file())?;
+        match Recording::open(&found, backend) {
+            Ok(recording) => Some(self.late_recording.get_or_init(|| recording)),
+            Err(error) => {
+                tracing::warn!("{error}");
+                None
+            }
+        }
+    }
 }
 
 struct Replayer {
@@ -201,7 +224,7 @@ async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         listeners.push(listener);
     }
     let backend = config.read_backend.resolve();
-    let proxying = matches!(options.mode, Mode::Record | Mode::Passthrough);
+    let proxying = options.mode != Mode::Replay;
     let upstream = if proxying {
         let ca_files = crate::upstream::ca_files(config.ca_file.as_deref());
         let connect_timeout = Duration::from_millis(config.limits.upstream_connect_timeout_ms);
@@ -212,8 +235,12 @@ async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     } else {
         None
     };
-    let writer = (options.mode == Mode::Record).then(|| {
-        crate::record::WriterHandle::start(options.recording_dir.clone(), config.durability)
+    let writer = matches!(options.mode, Mode::Record | Mode::RecordMissing).then(|| {
+        crate::record::WriterHandle::start(
+            options.recording_dir.clone(),
+            config.durability,
+            options.mode == Mode::RecordMissing,
+        )
     });
     let replayer = Arc::new(Replayer {
         options: options.clone(),
@@ -468,7 +495,7 @@ impl Replayer {
             },
             &mut canonical,
         );
-        if self.upstream.is_some() {
+        if matches!(self.options.mode, Mode::Record | Mode::Passthrough) {
             let step = {
                 let mut chain = state.chain.lock().unwrap_or_else(|p| p.into_inner());
                 if parts.headers.contains_key(CHAIN_RESET_HEADER) {
@@ -489,22 +516,52 @@ impl Replayer {
                 )
                 .await;
         }
-        let mut chain = state.chain.lock().unwrap_or_else(|p| p.into_inner());
-        if parts.headers.contains_key(CHAIN_RESET_HEADER) {
-            chain.reset();
+        let record_missing = self.options.mode == Mode::RecordMissing;
+        // The chain lock is held from peek to commit (so that concurrent
+        // identical requests take successive positions) and never across an
+        // await.
+        let (step, hit, exhausted, recording) = {
+            let mut chain = state.chain.lock().unwrap_or_else(|p| p.into_inner());
+            if parts.headers.contains_key(CHAIN_RESET_HEADER) {
+                chain.reset();
+            }
+            let step = chain.peek(&canonical);
+            let mut recording = state.recording();
+            if record_missing && recording.is_none_or(|r| r.lookup(&step.fingerprint).is_none()) {
+                // Records appended since the session was opened (by this
+                // process or another) must be found too.
+                recording = state.reload(
+                    session.recording_path(&self.options.recording_dir),
+                    self.backend,
+                );
+            }
+            let hit = recording.and_then(|r| r.lookup(&step.fingerprint));
+            // record-missing records a miss: that takes the chain step too.
+            if hit.is_some() || record_missing {
+                chain.commit(&step);
+            }
+            let exhausted =
+                step.position > 0 && recording.is_some_and(|r| r.lookup(&step.link).is_some());
+            (step, hit, exhausted, recording)
+        };
+        if let (Some(location), Some(recording)) = (hit, recording) {
+            return self.serve_record(recording.read(location));
         }
-        let step = chain.peek(&canonical);
-        let recording = state.recording.as_ref();
-        if let Some(location) = recording.and_then(|r| r.lookup(&step.fingerprint)) {
-            chain.commit(&step);
-            drop(chain);
-            return self.serve_record(recording.unwrap().read(location));
+        if record_missing {
+            // Not recorded yet: record it now, as record mode would.
+            return self
+                .proxy(
+                    endpoint,
+                    session,
+                    parts,
+                    raw_body_for_upstream,
+                    canonical,
+                    step,
+                )
+                .await;
         }
-        let exhausted =
-            step.position > 0 && recording.is_some_and(|r| r.lookup(&step.link).is_some());
-        drop(chain);
         if exhausted && self.options.config.on_chain_exhausted == ExhaustedPolicy::RepeatLast {
-            let recording = recording.unwrap();
+            let recording = recording.expect("exhausted implies a recording");
             if let Some(location) = recording.lookup(&step.link) {
                 return self.serve_record(recording.read(location));
             }
@@ -582,7 +639,7 @@ impl Replayer {
         let dir = &self.options.recording_dir;
         let path = name.recording_path(dir);
         let partial = path.with_extension("ouli.partial");
-        let recording = if self.options.mode != Mode::Replay {
+        let recording = if !matches!(self.options.mode, Mode::Replay | Mode::RecordMissing) {
             None
         } else if path.is_file() {
             Some(Recording::open(&path, self.backend).map_err(|e| e.to_string())?)
@@ -600,6 +657,7 @@ impl Replayer {
         };
         let session = Arc::new(Session {
             recording,
+            late_recording: std::sync::OnceLock::new(),
             chain: Mutex::new(ChainState::new(self.options.config.chain)),
         });
         Ok(self.sessions.entry(name.clone()).or_insert(session).clone())

@@ -806,3 +806,45 @@ fn futures_stream<T: Send + 'static>(
 ) -> impl futures_util::Stream<Item = T> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_missing_serves_what_exists_and_records_only_the_rest() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream, calls) = counting_upstream().await;
+    let session = [("Test-Name", "rm/one")];
+    let server = start_mode("record", dir.path(), upstream.port(), &[]);
+    let (_, _, a) = send(&server.addr, "GET", "/a", &session, "").await;
+    assert!(server.stop().success());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    let server = start_mode("record-missing", dir.path(), upstream.port(), &[]);
+    let (status, _, again) = send(&server.addr, "GET", "/a", &session, "").await;
+    assert_eq!((status, &again), (200, &a), "recorded: served, not forwarded");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let (status, _, b) = send(&server.addr, "GET", "/b", &session, "").await;
+    assert_eq!(status, 200);
+    assert!(b.starts_with("call 2 /b"), "{b}");
+    // The second /a was never recorded: forwarded and recorded now.
+    let (_, _, a2) = send(&server.addr, "GET", "/a", &session, "").await;
+    assert!(a2.starts_with("call 3 /a"), "{a2}");
+    // After a reset the whole session is served from the file, new records
+    // included, without the upstream.
+    let mut resetting = session.to_vec();
+    resetting.push(("x-ouli-chain-reset", "1"));
+    let (_, _, first) = send(&server.addr, "GET", "/a", &resetting, "").await;
+    let (_, _, second) = send(&server.addr, "GET", "/b", &session, "").await;
+    let (_, _, third) = send(&server.addr, "GET", "/a", &session, "").await;
+    assert_eq!((first, second, third), (a.clone(), b.clone(), a2.clone()));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert!(server.stop().success());
+
+    // Replay, upstream untouched: all three, in order.
+    let server = start_mode("replay", dir.path(), upstream.port(), &[]);
+    let (_, _, first) = send(&server.addr, "GET", "/a", &session, "").await;
+    let (_, _, second) = send(&server.addr, "GET", "/b", &session, "").await;
+    let (_, _, third) = send(&server.addr, "GET", "/a", &session, "").await;
+    assert_eq!((first, second, third), (a, b, a2));
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert!(server.stop().success());
+}

@@ -457,3 +457,15 @@ pub fn home_slot(fingerprint: &[u8; 32], slot_count: u64) -> u64 {
 pub fn slot_count_for(entries: usize) -> u64 {
     ((entries as u64).max(8) * 2).next_power_of_two()
 }
+
+/// A footer in the middle of a file (a recording finished, then appended to
+/// by record-missing) is dead space between records: the offset after it,
+/// or `offset` unchanged when there is no complete footer there.
+pub fn skip_inner_footer(bytes: &[u8], offset: u64, end: u64) -> u64 {
+    let at = offset as usize;
+    if offset + FOOTER_LEN <= end && bytes.get(at..at + 8) == Some(&FOOTER_MAGIC[..]) {
+        offset + FOOTER_LEN
+    } else {
+        offset
+    }
+}

@@ -358,7 +358,11 @@ fn scan(s: &mut Snapshot) {
     let end = s.bytes.len() as u64;
     let mut offset = s.scanned_end;
     let mut ordinals = s.verified.len() * 64;
-    while let Some((header, location)) = format::record_at(&s.bytes, offset, end) {
+    loop {
+        offset = format::skip_inner_footer(&s.bytes, offset, end);
+        let Some((header, location)) = format::record_at(&s.bytes, offset, end) else {
+            break;
+        };
         let record = &s.bytes[offset as usize..(offset + location.len) as usize];
         let is_last = offset + location.len >= end;
         if is_last && !format::crc_ok(record, &header) {

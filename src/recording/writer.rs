@@ -76,7 +76,13 @@ impl RecordingWriter {
         let mut offset = FILE_HEADER_LEN;
         let mut end = FILE_HEADER_LEN;
         let len = bytes.len() as u64;
-        while let Some((header, location)) = format::record_at(&bytes, offset, len) {
+        loop {
+            // Footers of earlier sessions are dead space between records.
+            let after_footer = format::skip_inner_footer(&bytes, offset, len);
+            let Some((header, location)) = format::record_at(&bytes, after_footer, len) else {
+                break;
+            };
+            offset = after_footer;
             let record = &bytes[offset as usize..(offset + location.len) as usize];
             let is_last = offset + location.len >= len;
             if is_last && !format::crc_ok(record, &header) {
