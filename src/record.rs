@@ -40,7 +40,11 @@ impl WriterHandle {
     /// With `extend_existing` (record-missing), a session that already has a
     /// recording gets its new records appended to it; otherwise (record) a
     /// new recording replaces the old one when it is complete.
-    pub fn start(recording_dir: PathBuf, durability: Durability, extend_existing: bool) -> WriterHandle {
+    pub fn start(
+        recording_dir: PathBuf,
+        durability: Durability,
+        extend_existing: bool,
+    ) -> WriterHandle {
         let (sender, receiver) = mpsc::channel::<WriterMessage>();
         std::thread::Builder::new()
             .name("ouli-writer".into())
@@ -110,9 +114,11 @@ fn finish_writer(
     let written = writer.finish()?;
     match rename_to {
         Some(target) => {
-            std::fs::rename(&written, &target).map_err(|source| crate::recording::RecordingError::Io {
-                path: written.clone(),
-                source,
+            std::fs::rename(&written, &target).map_err(|source| {
+                crate::recording::RecordingError::Io {
+                    path: written.clone(),
+                    source,
+                }
             })?;
             Ok(target)
         }

@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -60,7 +60,9 @@ pub struct ServeOptions {
 /// Why ouli could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("endpoint {endpoint}: cannot listen on {addr} (another process on the port? `source_port: 0` takes a free one)")]
+    #[error(
+        "endpoint {endpoint}: cannot listen on {addr} (another process on the port? `source_port: 0` takes a free one)"
+    )]
     Bind {
         endpoint: usize,
         addr: std::net::SocketAddr,
@@ -112,11 +114,69 @@ pub fn run(options: ServeOptions) -> Result<(), ServeError> {
             why: "not a directory (replay reads recordings from it)".into(),
         });
     }
+    report_interrupted_recordings(&options.recording_dir, options.mode);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| ServeError::Setup(format!("cannot start the tokio runtime: {e}")))?;
     runtime.block_on(serve(options))
+}
+
+/// Directory levels searched for interrupted recordings (nested session
+/// names are folders); bounds the start-up walk.
+const INTERRUPTED_SEARCH_DEPTH_MAX: usize = 16;
+
+/// Finds the recordings a crash interrupted (`<session>.ouli.partial`) and
+/// says, for each, what this start does with it.
+fn report_interrupted_recordings(dir: &Path, mode: Mode) {
+    let mut pending = vec![(dir.to_path_buf(), 0usize)];
+    while let Some((folder, depth)) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                if depth < INTERRUPTED_SEARCH_DEPTH_MAX {
+                    pending.push((path, depth + 1));
+                }
+                continue;
+            }
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let Some(stem) = name.strip_suffix(".ouli.partial") else {
+                continue;
+            };
+            let complete = path.with_file_name(format!("{stem}.ouli"));
+            let interactions = Recording::open(&path, ReadBackend::Mmap)
+                .map(|r| r.len().to_string())
+                .unwrap_or_else(|e| format!("unreadable: {e}"));
+            if complete.is_file() {
+                tracing::warn!(
+                    "interrupted recording {} ({interactions} interactions) kept beside {}, which stays in force; to adopt it: mv '{}' '{}'",
+                    path.display(),
+                    complete.display(),
+                    path.display(),
+                    complete.display()
+                );
+            } else if mode == Mode::Record {
+                tracing::warn!(
+                    "interrupted recording {} ({interactions} interactions) is replaced if this run records session {stem} again; keep it with: mv '{}' '{}'",
+                    path.display(),
+                    path.display(),
+                    complete.display()
+                );
+            } else {
+                tracing::warn!(
+                    "interrupted recording {} ({interactions} interactions) is served as it is; make it the session's recording with: mv '{}' '{}'",
+                    path.display(),
+                    path.display(),
+                    complete.display()
+                );
+            }
+        }
+    }
 }
 
 /// One endpoint's compiled settings.
@@ -139,7 +199,9 @@ struct Session {
 
 impl Session {
     fn recording(&self) -> Option<&Recording> {
-        self.recording.as_ref().or_else(|| self.late_recording.get())
+        self.recording
+            .as_ref()
+            .or_else(|| self.late_recording.get())
     }
 
     /// Sees records appended since open (record-missing): refreshes the open

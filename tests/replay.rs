@@ -820,7 +820,11 @@ async fn record_missing_serves_what_exists_and_records_only_the_rest() {
 
     let server = start_mode("record-missing", dir.path(), upstream.port(), &[]);
     let (status, _, again) = send(&server.addr, "GET", "/a", &session, "").await;
-    assert_eq!((status, &again), (200, &a), "recorded: served, not forwarded");
+    assert_eq!(
+        (status, &again),
+        (200, &a),
+        "recorded: served, not forwarded"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     let (status, _, b) = send(&server.addr, "GET", "/b", &session, "").await;
     assert_eq!(status, 200);

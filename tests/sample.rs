@@ -54,7 +54,12 @@ fn the_readme_command_serves_the_shipped_sample() {
         .unwrap();
     if line.is_empty() {
         let mut err = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
         // Port 8080 taken by something else on this machine is the only
         // acceptable reason, and it must be said clearly.
         assert!(
@@ -62,6 +67,7 @@ fn the_readme_command_serves_the_shipped_sample() {
             "ouli did not start: {err}"
         );
         eprintln!("port 8080 in use here; the sample was not served: {err}");
+        assert!(!child.wait().unwrap().success());
         return;
     }
     assert_eq!(
@@ -70,7 +76,10 @@ fn the_readme_command_serves_the_shipped_sample() {
     );
     let (status, body) = curl("127.0.0.1:8080", "/get");
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("\"url\": \"https://httpbin.org/get\""), "{body}");
+    assert!(
+        body.contains("\"url\": \"https://httpbin.org/get\""),
+        "{body}"
+    );
     let (status, body) = curl("127.0.0.1:8080", "/json");
     assert_eq!(status, 200, "{body}");
     let (status, body) = curl("127.0.0.1:8080", "/not-recorded");
@@ -78,7 +87,16 @@ fn the_readme_command_serves_the_shipped_sample() {
     assert!(body.contains("\"error\": \"replay-miss\""), "{body}");
     // SIGTERM: graceful exit, and replay changed nothing on disk.
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     assert!(child.wait().unwrap().success());
-    assert_eq!(std::fs::read(root.join("recordings/default.ouli")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(root.join("recordings/default.ouli")).unwrap(),
+        before
+    );
 }
