@@ -819,7 +819,7 @@ fn header_replacement(
         .ok_or_else(|| check.invalid(format!("{key}.regex"), "required"))?;
     // Compiled here so that a bad pattern stops the start, not the first
     // response that carries the header.
-    if let Err(error) = regex::Regex::new(&regex) {
+    if let Err(error) = header_regex(&regex) {
         return Err(check.invalid(
             format!("{key}.regex"),
             format!("{regex:?} does not compile: {error}"),
@@ -991,3 +991,15 @@ fn readable_file(check: &Checker<'_>, key: &str, file: &Path) -> Result<PathBuf,
         }
     }
 }
+
+/// Compiles a `response_header_replacements` pattern as test-server's Go
+/// `regexp` reads it: RE2 syntax, `\d`, `\w`, `\s` and `\b` ASCII-only.
+pub fn header_regex(pattern: &str) -> Result<regex_lite::Regex, regex_lite::Error> {
+    regex_lite::RegexBuilder::new(pattern)
+        .size_limit(HEADER_REGEX_BYTES_MAX)
+        .build()
+}
+
+/// Compiled size limit of one header replacement regex: a pattern meant for
+/// one header value never needs more.
+pub const HEADER_REGEX_BYTES_MAX: usize = 1 << 20;

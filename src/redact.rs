@@ -111,7 +111,7 @@ pub struct Redactor {
     sensitive_json_keys: Vec<String>,
     /// Cheap pre-filter: `"key"` for every sensitive key, case-insensitive.
     sensitive_key_quoted: Option<AhoCorasick>,
-    header_replacements: Vec<(String, regex::bytes::Regex, Vec<u8>)>,
+    header_replacements: Vec<(String, regex_lite::Regex, String)>,
 }
 
 impl Redactor {
@@ -154,7 +154,7 @@ impl Redactor {
         };
         let mut header_replacements = Vec::with_capacity(rules.response_header_replacements.len());
         for (index, replacement) in rules.response_header_replacements.iter().enumerate() {
-            let regex = regex::bytes::Regex::new(&replacement.regex).map_err(|e| {
+            let regex = crate::config::header_regex(&replacement.regex).map_err(|e| {
                 RedactError::BadRegex {
                     index,
                     regex: replacement.regex.clone(),
@@ -164,7 +164,7 @@ impl Redactor {
             header_replacements.push((
                 replacement.header.to_ascii_lowercase(),
                 regex,
-                replacement.replace.as_bytes().to_vec(),
+                replacement.replace.clone(),
             ));
         }
         Ok(Redactor {
@@ -341,8 +341,11 @@ impl Redactor {
     pub fn redact_response(&self, response: &mut RecordedResponse) {
         for (name, value) in response.headers.iter_mut() {
             for (header, regex, replace) in &self.header_replacements {
+                // A header value that is not UTF-8 is left as it is (Go's
+                // regexp would see invalid bytes as U+FFFD and rarely match).
                 if header.as_bytes().eq_ignore_ascii_case(name)
-                    && let Cow::Owned(v) = regex.replace_all(value, replace.as_slice())
+                    && let Ok(text) = std::str::from_utf8(value)
+                    && let Cow::Owned(v) = regex.replace_all(text, replace.as_str())
                 {
                     *value = Bytes::from(v);
                 }

@@ -472,8 +472,8 @@ impl Replayer {
         request: Request<Incoming>,
     ) -> Response<ResponseBody> {
         let endpoint = &self.endpoints[endpoint_index];
-        let path = request.uri().path().to_owned();
-        if path == "/__ouli/health" || endpoint.health.as_deref() == Some(path.as_str()) {
+        let path = request.uri().path();
+        if path == "/__ouli/health" || endpoint.health.as_deref() == Some(path) {
             return json_response(
                 StatusCode::OK,
                 "none",
@@ -537,8 +537,16 @@ impl Replayer {
         };
         // Secrets never take part in identity: redact the live request first,
         // as the recorded one was.
-        let mut headers = parts.headers.clone();
-        endpoint.redactor.redact_header_map(&mut headers);
+        // Most requests carry nothing to redact: borrow their headers then.
+        let redacted_headers;
+        let headers = if header_map_needs_redaction(&endpoint.redactor, &parts.headers) {
+            let mut copy = parts.headers.clone();
+            endpoint.redactor.redact_header_map(&mut copy);
+            redacted_headers = copy;
+            &redacted_headers
+        } else {
+            &parts.headers
+        };
         let target = parts
             .uri
             .path_and_query()
@@ -552,7 +560,7 @@ impl Replayer {
             &RequestParts {
                 method: parts.method.as_str().as_bytes(),
                 path_and_query: &target,
-                headers: &headers,
+                headers,
                 body: &body,
             },
             &mut canonical,
@@ -1161,6 +1169,18 @@ fn path_and_query_of(parts: &http::request::Parts) -> &str {
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/")
+}
+
+/// Whether redaction would change `headers` (a dropped name, or a secret in
+/// a value): only then is the map copied.
+fn header_map_needs_redaction(redactor: &Redactor, headers: &HeaderMap) -> bool {
+    headers.iter().any(|(name, value)| {
+        redactor.drops_request_header(name.as_str().as_bytes())
+            || matches!(
+                redactor.redact_bytes(value.as_bytes()),
+                std::borrow::Cow::Owned(_)
+            )
+    })
 }
 
 /// RFC 9110 §7.6.1: connection-specific headers, and those the `Connection`
