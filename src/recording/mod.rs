@@ -12,11 +12,19 @@
 mod format;
 mod mmap;
 mod reader;
+mod uring;
 mod writer;
 
 pub use format::{FORMAT_VERSION, MAGIC};
 pub use reader::{RecordView, Recording};
 pub use writer::{RecordingWriter, encode_recording};
+
+/// Whether io_uring works for this process (a ring was set up and a read
+/// through it completed; probed once). Where it does not,
+/// [`ReadBackend::IoUring`] falls back to mmap.
+pub fn io_uring_available() -> bool {
+    uring::probe().is_ok()
+}
 
 use std::path::PathBuf;
 
@@ -41,6 +49,8 @@ pub enum RecordingError {
         offset: u64,
         what: String,
     },
+    #[error("{path}: interaction not recorded: {what}")]
+    RecordTooLarge { path: PathBuf, what: String },
     #[error("{path}: index is invalid: {what}")]
     BadIndex { path: PathBuf, what: String },
     #[error("{path}: {source}")]
