@@ -309,7 +309,7 @@ fn record_crc(covered: &[u8]) -> u32 {
 /// of file). Checks the header's shape only, not the CRC.
 pub fn record_at(bytes: &[u8], offset: u64, end: u64) -> Option<(RecordHeader, RecordLocation)> {
     let end = end.min(bytes.len() as u64);
-    if offset.checked_add(RECORD_HEADER_LEN)? > end || offset % RECORD_ALIGN != 0 {
+    if offset.checked_add(RECORD_HEADER_LEN)? > end || !offset.is_multiple_of(RECORD_ALIGN) {
         return None;
     }
     let (header, _) = RecordHeader::read_from_prefix(&bytes[offset as usize..]).ok()?;
@@ -373,8 +373,7 @@ impl Iterator for Walk<'_> {
         }
         let (header, location) = record_at(self.bytes, at, self.end)?;
         let record_end = at + location.len;
-        if record_end == self.end
-            && !crc_ok(&self.bytes[at as usize..record_end as usize], &header)
+        if record_end == self.end && !crc_ok(&self.bytes[at as usize..record_end as usize], &header)
         {
             return None;
         }
@@ -382,6 +381,62 @@ impl Iterator for Walk<'_> {
         // follows them; a trailing footer is accounted for by the caller.
         self.offset = record_end;
         Some((header, location))
+    }
+}
+
+/// What [`locate`] finds at one place of the file.
+pub enum Found {
+    /// A record whose header is well formed (its CRC is checked when read).
+    Record(RecordHeader, RecordLocation),
+    /// Bytes that are no record, followed by a sound record: damage in the
+    /// middle of the file. Reading this location is a `CorruptRecord`.
+    Damaged(RecordLocation),
+}
+
+/// The records of `bytes[from..]` in file order, like [`Walk`], but where
+/// the walk stops before a later sound record (damage in the middle of the
+/// file, never a torn tail) it reports the damage and resumes at that sound
+/// record. Returns what it found, where the readable records end, and the
+/// offset of the first damage, if any.
+pub fn locate(bytes: &[u8], from: u64) -> (Vec<Found>, u64, Option<u64>) {
+    let end = bytes.len() as u64;
+    let mut found = Vec::new();
+    let mut first_damage = None;
+    let mut offset = from;
+    loop {
+        let mut walk = Walk::new(bytes, offset, end);
+        let mut last: Option<(RecordHeader, RecordLocation)> = None;
+        for (header, location) in walk.by_ref() {
+            last = Some((header, location));
+            found.push(Found::Record(header, location));
+        }
+        let stop = walk.offset;
+        if stop >= end {
+            return (found, stop, first_damage);
+        }
+        // A damaged length makes the walk stop inside or after its record:
+        // search from just after the last record's start.
+        let search_from = last.map_or(stop, |(_, location)| location.offset + 1);
+        let Some(sound) = next_sound_record(bytes, search_from).filter(|&s| s > offset) else {
+            return (found, stop, first_damage);
+        };
+        let last_is_damaged = last.is_some_and(|(header, location)| {
+            let record =
+                &bytes[location.offset as usize..(location.offset + location.len) as usize];
+            !crc_ok(record, &header)
+        });
+        let damage = match last {
+            Some((_, location)) if last_is_damaged => location.offset,
+            _ => stop,
+        };
+        first_damage.get_or_insert(damage);
+        if !last_is_damaged && sound > stop {
+            found.push(Found::Damaged(RecordLocation {
+                offset: stop,
+                len: sound - stop,
+            }));
+        }
+        offset = sound;
     }
 }
 
@@ -394,11 +449,9 @@ pub fn next_sound_record(bytes: &[u8], from: u64) -> Option<u64> {
     let magic = RECORD_MAGIC.to_le_bytes();
     while at + RECORD_HEADER_LEN <= end {
         let rest = &bytes[at as usize..];
-        let Some(found) = memchr::memmem::find(rest, &magic) else {
-            return None;
-        };
+        let found = memchr::memmem::find(rest, &magic)?;
         at += found as u64;
-        if at % RECORD_ALIGN == 0
+        if at.is_multiple_of(RECORD_ALIGN)
             && let Some((header, location)) = record_at(bytes, at, end)
             && crc_ok(&bytes[at as usize..(at + location.len) as usize], &header)
         {

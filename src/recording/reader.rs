@@ -236,13 +236,9 @@ impl Recording {
     /// and iteration goes on.
     pub fn iter(&self) -> impl Iterator<Item = Result<RecordView, RecordingError>> + '_ {
         let s = self.current();
-        let locations: Vec<RecordLocation> = if s.persisted.is_some() {
-            format::Walk::new(&s.bytes, FILE_HEADER_LEN, s.bytes.len() as u64)
-                .filter(|(header, _)| header.kind.get() != KIND_INDEX)
-                .map(|(_, location)| location)
-                .collect()
-        } else {
-            s.order.clone()
+        let locations = match s.persisted {
+            Some(index) => locations_in_order(&s, index),
+            None => s.order.clone(),
         };
         locations
             .into_iter()
@@ -274,8 +270,8 @@ impl Recording {
             let bytes = match self.backend {
                 ReadBackend::Mmap => super::mmap::map(&file).map_err(io_error(path))?,
                 ReadBackend::IoUring => {
-                    let tail =
-                        super::uring::read(&file, old_len, len - old_len).map_err(io_error(path))?;
+                    let tail = super::uring::read(&file, old_len, len - old_len)
+                        .map_err(io_error(path))?;
                     let mut joined = BytesMut::with_capacity(old.bytes.len() + tail.len());
                     joined.extend_from_slice(&old.bytes);
                     joined.extend_from_slice(&tail);
@@ -368,7 +364,9 @@ fn persisted_index(
         return Err(bad("the footer points outside the file or at no record"));
     };
     if header.kind.get() != KIND_INDEX || index_offset + location.len != len - FOOTER_LEN {
-        return Err(bad("the footer does not point at the index record before it"));
+        return Err(bad(
+            "the footer does not point at the index record before it",
+        ));
     }
     let head_at = (index_offset + RECORD_HEADER_LEN) as usize;
     let (head, _) =
@@ -377,7 +375,9 @@ fn persisted_index(
     let slots_end = (index_offset + RECORD_HEADER_LEN + INDEX_HEAD_LEN)
         .checked_add(head.pad_len.get())
         .and_then(|slots_offset| {
-            let end = slot_count.checked_mul(INDEX_SLOT_LEN)?.checked_add(slots_offset)?;
+            let end = slot_count
+                .checked_mul(INDEX_SLOT_LEN)?
+                .checked_add(slots_offset)?;
             Some((slots_offset, end))
         });
     let Some((slots_offset, slots_end)) = slots_end else {
@@ -385,7 +385,7 @@ fn persisted_index(
     };
     let payload_end = index_offset + RECORD_HEADER_LEN + header.payload_len.get();
     if !slot_count.is_power_of_two()
-        || slots_offset % INDEX_SLOT_LEN != 0
+        || !slots_offset.is_multiple_of(INDEX_SLOT_LEN)
         || slots_end > payload_end
         || head.records_end.get() > index_offset
         || head.record_count.get() > slot_count
@@ -447,11 +447,24 @@ fn probe(
     None
 }
 
-/// Adds the complete records after `scanned_end` (see [`format::Walk`]:
-/// stale footers stepped over, a torn tail never served).
+/// Adds the complete records after `scanned_end` (see [`format::locate`]:
+/// stale footers stepped over, a torn tail never served, damage in the
+/// middle of the file reported where it is read and stepped over).
 fn scan(path: &Path, s: &mut Snapshot) {
-    let mut walk = format::Walk::new(&s.bytes, s.scanned_end, s.bytes.len() as u64);
-    for (header, location) in walk.by_ref() {
+    let (found, end, damage) = format::locate(&s.bytes, s.scanned_end);
+    if let Some(offset) = damage {
+        tracing::warn!("{}: damaged record at offset {offset}", path.display());
+    }
+    for found in found {
+        let (header, location) = match found {
+            format::Found::Record(header, location) => (header, location),
+            format::Found::Damaged(location) => {
+                if s.persisted.is_none() {
+                    s.order.push(location); // iter reports it
+                }
+                continue;
+            }
+        };
         if header.kind.get() == KIND_INDEX {
             continue;
         }
@@ -467,7 +480,7 @@ fn scan(path: &Path, s: &mut Snapshot) {
         }
         s.record_count += 1;
     }
-    s.scanned_end = walk.offset;
+    s.scanned_end = end;
     if s.record_count > s.verified.len() {
         let grown = tags(s.record_count);
         for (new, old) in grown.iter().zip(s.verified.iter()) {
@@ -475,6 +488,38 @@ fn scan(path: &Path, s: &mut Snapshot) {
         }
         s.verified = Arc::new(grown);
     }
+}
+
+/// Every interaction location of a file with a persisted index, in file
+/// order: the records a walk finds, plus any the index holds that damage
+/// hid from the walk.
+fn locations_in_order(s: &Snapshot, index: PersistedIndex) -> Vec<RecordLocation> {
+    let (found, _, _) = format::locate(&s.bytes, FILE_HEADER_LEN);
+    let mut locations: Vec<RecordLocation> = found
+        .into_iter()
+        .filter_map(|found| match found {
+            format::Found::Record(header, location) => {
+                (header.kind.get() != KIND_INDEX).then_some(location)
+            }
+            format::Found::Damaged(location) => Some(location),
+        })
+        .collect();
+    let walked: std::collections::HashSet<u64> = locations.iter().map(|l| l.offset).collect();
+    for i in 0..index.slot_count {
+        let at = (index.slots_offset + i * INDEX_SLOT_LEN) as usize;
+        if let Ok((slot, _)) = IndexSlot::ref_from_prefix(&s.bytes[at..])
+            && slot.used.get() != 0
+            && !walked.contains(&slot.offset.get())
+        {
+            locations.push(RecordLocation {
+                offset: slot.offset.get(),
+                len: slot.len.get(),
+            });
+        }
+    }
+    locations.sort_by_key(|l| l.offset);
+    locations.dedup_by_key(|l| l.offset);
+    locations
 }
 
 /// A view of one record: accessors parse lazily; bodies are `Bytes` slices of

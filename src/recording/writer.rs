@@ -78,28 +78,26 @@ impl RecordingWriter {
         let bytes = std::fs::read(path).map_err(io(path))?;
         format::check_file_header(path, &bytes)?;
         let len = bytes.len() as u64;
+        let (found, mut end, damage) = format::locate(&bytes, FILE_HEADER_LEN);
+        if let Some(damage) = damage {
+            return Err(RecordingError::CorruptRecord {
+                path: path.to_path_buf(),
+                offset: damage,
+                what: "damaged record before sound ones; refusing to cut or append \
+                       (move the file aside to re-record)"
+                    .into(),
+            });
+        }
         let mut entries = Vec::new();
-        let mut walk = format::Walk::new(&bytes, FILE_HEADER_LEN, len);
-        for (header, location) in walk.by_ref() {
-            if header.kind.get() != KIND_INDEX {
+        for found in found {
+            if let format::Found::Record(header, location) = found
+                && header.kind.get() != KIND_INDEX
+            {
                 entries.push((header.fingerprint, location, entries.len() as u32));
             }
         }
-        let mut end = walk.offset;
         if end + format::FOOTER_LEN <= len && format::footer_at(&bytes, end).is_some() {
             end += format::FOOTER_LEN;
-        }
-        if end < len
-            && let Some(sound) = format::next_sound_record(&bytes, end + 1)
-        {
-            return Err(RecordingError::CorruptRecord {
-                path: path.to_path_buf(),
-                offset: end,
-                what: format!(
-                    "damaged bytes before the sound record at offset {sound}; \
-                     refusing to cut committed records (move the file aside to re-record)"
-                ),
-            });
         }
         let mut file = OpenOptions::new()
             .read(true)
@@ -305,7 +303,10 @@ pub fn encode_recording(interactions: &[Interaction]) -> Vec<u8> {
         }
         let record = format::encode_record(kind, ordinal, interaction);
         if record.len() as u64 > format::RECORD_BYTES_MAX {
-            tracing::warn!("interaction {} left out: record too large", interaction.fingerprint);
+            tracing::warn!(
+                "interaction {} left out: record too large",
+                interaction.fingerprint
+            );
             continue;
         }
         bytes.extend_from_slice(&record);
