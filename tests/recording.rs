@@ -650,6 +650,28 @@ fn a_new_recording_replaces_the_old_one_only_when_finished() {
 }
 
 #[test]
+fn a_new_record_run_leaves_a_served_partial_file_intact_for_its_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = small_records();
+    let partial = write(dir.path(), "interrupted", &records, false);
+    let path = dir.path().join("interrupted.ouli");
+    for backend in BACKENDS {
+        // A replay server serving the interrupted run's partial file...
+        let served = open(&partial, backend);
+        // ...while a new record run begins at the same path: were the old
+        // partial file truncated in place, reading its map would fault.
+        let mut writer = RecordingWriter::create(&path, Durability::None).unwrap();
+        assert_eq!(writer.path(), partial);
+        assert_eq!(open(&partial, ReadBackend::Mmap).len(), 0);
+        assert_serves(&served, &records);
+        for record in &records {
+            writer.append(record).unwrap();
+        }
+        drop(writer);
+    }
+}
+
+#[test]
 fn an_interaction_over_the_limits_is_refused_and_the_file_stays_sound() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("limits.ouli");

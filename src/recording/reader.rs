@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use zerocopy::FromBytes;
 
 /// The persisted table: where its slots sit in the file.
@@ -49,7 +49,50 @@ struct Snapshot {
     /// Keyed by ordinal for size, tagged by offset so that a record carrying
     /// another record's ordinal (damage) is never served unchecked. Sized by
     /// the records actually present, never by a header's claim.
-    verified: Arc<Vec<AtomicU64>>,
+    verified: Arc<Verified>,
+}
+
+/// The CRC verification cache of [`Snapshot::verified`]: allocated at the
+/// first read, so that opening a recording with an index stays O(1).
+struct Verified {
+    len: usize,
+    tags: OnceLock<Box<[AtomicU64]>>,
+}
+
+impl Verified {
+    fn new(len: usize) -> Verified {
+        Verified {
+            len,
+            tags: OnceLock::new(),
+        }
+    }
+
+    /// The tag of `ordinal`, if the table has one.
+    fn tag(&self, ordinal: usize) -> Option<&AtomicU64> {
+        if ordinal >= self.len {
+            return None;
+        }
+        let tags = self
+            .tags
+            .get_or_init(|| (0..self.len).map(|_| AtomicU64::new(0)).collect());
+        tags.get(ordinal)
+    }
+
+    /// A table for `len` ordinals keeping this one's checks.
+    fn grown(&self, len: usize) -> Verified {
+        let grown = Verified::new(len.max(self.len));
+        if let Some(old) = self.tags.get() {
+            for (ordinal, tag) in old.iter().enumerate() {
+                let offset = tag.load(Ordering::Relaxed);
+                if offset != 0
+                    && let Some(new) = grown.tag(ordinal)
+                {
+                    new.store(offset, Ordering::Relaxed);
+                }
+            }
+        }
+        grown
+    }
 }
 
 /// An open recording: shared by all connections of a session (`Send + Sync`).
@@ -72,20 +115,25 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RecordingError + '_ {
 /// (the first refusal is logged once per process).
 fn resolve(path: &Path, wanted: ReadBackend) -> ReadBackend {
     static WARNED: AtomicBool = AtomicBool::new(false);
-    match wanted {
-        ReadBackend::Mmap => ReadBackend::Mmap,
-        ReadBackend::IoUring => match super::uring::probe() {
-            Ok(()) => ReadBackend::IoUring,
-            Err(why) => {
-                if !WARNED.swap(true, Ordering::Relaxed) {
-                    tracing::warn!(
-                        "{}: io_uring is refused here ({why}); reading recordings through mmap",
-                        path.display()
-                    );
-                }
-                ReadBackend::Mmap
-            }
-        },
+    let (backend, refusal) = resolve_with(wanted, super::uring::probe());
+    if let Some(why) = refusal
+        && !WARNED.swap(true, Ordering::Relaxed)
+    {
+        tracing::warn!(
+            "{}: io_uring is refused here ({why}); reading recordings through mmap",
+            path.display()
+        );
+    }
+    backend
+}
+
+/// [`resolve`] given the probe's answer: the backend, and why io_uring was
+/// refused when it was wanted and is not used.
+fn resolve_with(wanted: ReadBackend, probe: &Result<(), String>) -> (ReadBackend, Option<&str>) {
+    match (wanted, probe) {
+        (ReadBackend::Mmap, _) => (ReadBackend::Mmap, None),
+        (ReadBackend::IoUring, Ok(())) => (ReadBackend::IoUring, None),
+        (ReadBackend::IoUring, Err(why)) => (ReadBackend::Mmap, Some(why)),
     }
 }
 
@@ -205,7 +253,7 @@ impl Recording {
             return Err(corrupt("no interaction record here"));
         }
         let record = s.bytes.slice(location.offset as usize..end as usize);
-        let tag = s.verified.get(header.ordinal.get() as usize);
+        let tag = s.verified.tag(header.ordinal.get() as usize);
         if tag.is_none_or(|t| t.load(Ordering::Relaxed) != location.offset) {
             if !format::crc_ok(&record, &header) {
                 return Err(corrupt("CRC32C mismatch"));
@@ -320,7 +368,7 @@ fn build(
         overflow: HashMap::new(),
         order: Vec::new(),
         scanned_end: FILE_HEADER_LEN,
-        verified: Arc::new(Vec::new()),
+        verified: Arc::new(Verified::new(0)),
         bytes,
     };
     match persisted {
@@ -328,16 +376,12 @@ fn build(
             // Nothing follows a current index: a refresh resumes at the end.
             let count = head.record_count.get() as usize;
             snapshot.record_count = count;
-            snapshot.verified = Arc::new(tags(count));
+            snapshot.verified = Arc::new(Verified::new(count));
             snapshot.scanned_end = snapshot.bytes.len() as u64;
         }
         None => scan(path, &mut snapshot),
     }
     Ok(snapshot)
-}
-
-fn tags(count: usize) -> Vec<AtomicU64> {
-    (0..count).map(|_| AtomicU64::new(0)).collect()
 }
 
 /// The footer's index if it is current and sound; `Ok(None)` means rebuild.
@@ -481,12 +525,8 @@ fn scan(path: &Path, s: &mut Snapshot) {
         s.record_count += 1;
     }
     s.scanned_end = end;
-    if s.record_count > s.verified.len() {
-        let grown = tags(s.record_count);
-        for (new, old) in grown.iter().zip(s.verified.iter()) {
-            new.store(old.load(Ordering::Relaxed), Ordering::Relaxed);
-        }
-        s.verified = Arc::new(grown);
+    if s.record_count > s.verified.len {
+        s.verified = Arc::new(s.verified.grown(s.record_count));
     }
 }
 
@@ -592,5 +632,44 @@ impl RecordView {
                 what: "malformed payload".into(),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_uring_refused_by_the_kernel_falls_back_to_mmap_and_says_why() {
+        let refused = Err("Operation not permitted (os error 1)".to_owned());
+        assert_eq!(
+            resolve_with(ReadBackend::IoUring, &refused),
+            (
+                ReadBackend::Mmap,
+                Some("Operation not permitted (os error 1)")
+            )
+        );
+        assert_eq!(
+            resolve_with(ReadBackend::IoUring, &Ok(())),
+            (ReadBackend::IoUring, None)
+        );
+        assert_eq!(
+            resolve_with(ReadBackend::Mmap, &refused),
+            (ReadBackend::Mmap, None)
+        );
+    }
+
+    #[test]
+    fn the_verification_cache_is_allocated_at_first_read_and_keeps_checks_when_grown() {
+        let verified = Verified::new(3);
+        assert!(verified.tags.get().is_none());
+        assert!(
+            verified.tag(3).is_none(),
+            "past the table: checked every read"
+        );
+        verified.tag(1).unwrap().store(640, Ordering::Relaxed);
+        let grown = verified.grown(5);
+        assert_eq!(grown.tag(1).unwrap().load(Ordering::Relaxed), 640);
+        assert_eq!(grown.tag(4).unwrap().load(Ordering::Relaxed), 0);
     }
 }

@@ -35,7 +35,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RecordingError + '_ {
 
 impl RecordingWriter {
     /// Begins a new recording for `final_path` (`<dir>/<session>.ouli`): writes
-    /// to `<final_path>.partial`, creating parent folders. The old recording at
+    /// to `<final_path>.partial` (a new file: a leftover one is unlinked, never
+    /// truncated in place), creating parent folders. The old recording at
     /// `final_path`, if any, stays untouched until [`Self::finish`].
     pub fn create(final_path: &Path, durability: Durability) -> Result<Self, RecordingError> {
         let mut partial = final_path.as_os_str().to_owned();
@@ -44,9 +45,17 @@ impl RecordingWriter {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io(parent))?;
         }
+        // A leftover partial file (a record run that died) may be mapped by
+        // a replay server serving it: unlink it rather than truncate it in
+        // place, so that the mapping keeps its bytes (rfcs/0001, mmap).
+        match std::fs::remove_file(&path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io(&path)(error));
+            }
+            _ => {}
+        }
         let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .read(true)
             .write(true)
             .open(&path)
