@@ -603,7 +603,7 @@ fn a_partial_recording_is_readable_while_its_writer_appends() {
     let records = many_records();
     for backend in BACKENDS {
         let path = dir.path().join(format!("live-{backend:?}.ouli"));
-        let mut writer = RecordingWriter::create(&path, Durability::None).unwrap();
+        let mut writer = RecordingWriter::create(&path, Durability::EveryInteraction).unwrap();
         writer.append(&records[0]).unwrap();
         let recording = open(writer.path(), backend);
         for n in 1..records.len() {
