@@ -78,8 +78,10 @@ fn recording_file(dir: &Path, n: u32, finish: bool) -> PathBuf {
     }
 }
 
-const BACKENDS: [(&str, ReadBackend); 2] =
-    [("mmap", ReadBackend::Mmap), ("io_uring", ReadBackend::IoUring)];
+const BACKENDS: [(&str, ReadBackend); 2] = [
+    ("mmap", ReadBackend::Mmap),
+    ("io_uring", ReadBackend::IoUring),
+];
 
 fn open(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();

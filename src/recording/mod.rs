@@ -8,6 +8,11 @@
 //!   stale), look up by fingerprint (no allocation), read a record as a
 //!   [`RecordView`] whose bodies are `Bytes` pointing into the map, iterate in
 //!   recorded order, [`Recording::refresh`] to see records appended since open.
+//! * Read backends ([`ReadBackend`]): `mmap.rs` maps the file (zero-copy, the
+//!   default); `uring.rs` reads it into an owned buffer with io_uring, probed
+//!   once per process, falling back to mmap (logged) where the kernel refuses.
+//! * `format.rs` holds the bytes: zerocopy structs, payload encoding, the
+//!   record walker that finds torn tails and steps over damage.
 
 mod format;
 mod mmap;

@@ -115,6 +115,9 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RecordingError + '_ {
 /// (the first refusal is logged once per process).
 fn resolve(path: &Path, wanted: ReadBackend) -> ReadBackend {
     static WARNED: AtomicBool = AtomicBool::new(false);
+    if wanted == ReadBackend::Mmap {
+        return wanted; // no ring is set up for a process that never asks
+    }
     let (backend, refusal) = resolve_with(wanted, super::uring::probe());
     if let Some(why) = refusal
         && !WARNED.swap(true, Ordering::Relaxed)
