@@ -97,7 +97,8 @@ impl Verified {
 
 /// An open recording: shared by all connections of a session (`Send + Sync`).
 pub struct Recording {
-    path: PathBuf,
+    /// Shared with every view, so that their errors name the file too.
+    path: Arc<Path>,
     backend: ReadBackend,
     snapshot: RwLock<Arc<Snapshot>>,
     /// One refresh at a time (each extends the snapshot the last one made).
@@ -165,7 +166,7 @@ impl Recording {
         let bytes = load(&file, metadata.len(), backend).map_err(io_error(path))?;
         let snapshot = build(path, bytes, Some(identity(&metadata)))?;
         Ok(Recording {
-            path: path.to_path_buf(),
+            path: Arc::from(path),
             backend,
             snapshot: RwLock::new(Arc::new(snapshot)),
             refreshing: Mutex::new(()),
@@ -178,7 +179,7 @@ impl Recording {
     pub fn from_bytes(name: PathBuf, bytes: Bytes) -> Result<Recording, RecordingError> {
         let snapshot = build(&name, bytes, None)?;
         Ok(Recording {
-            path: name,
+            path: Arc::from(name),
             backend: ReadBackend::Mmap,
             snapshot: RwLock::new(Arc::new(snapshot)),
             refreshing: Mutex::new(()),
@@ -238,7 +239,7 @@ impl Recording {
 
     fn view(&self, s: &Snapshot, location: RecordLocation) -> Result<RecordView, RecordingError> {
         let corrupt = |what: &str| RecordingError::CorruptRecord {
-            path: self.path.clone(),
+            path: self.path.to_path_buf(),
             offset: location.offset,
             what: what.to_owned(),
         };
@@ -272,6 +273,7 @@ impl Recording {
             header,
             layout,
             location,
+            path: self.path.clone(),
         })
     }
 
@@ -573,6 +575,7 @@ pub struct RecordView {
     header: RecordHeader,
     layout: format::Layout,
     location: RecordLocation,
+    path: Arc<Path>,
 }
 
 impl RecordView {
@@ -630,7 +633,7 @@ impl RecordView {
     pub fn to_interaction(&self) -> Result<Interaction, RecordingError> {
         format::decode(&self.record, &self.header, &self.layout).ok_or_else(|| {
             RecordingError::CorruptRecord {
-                path: PathBuf::new(),
+                path: self.path.to_path_buf(),
                 offset: self.location.offset,
                 what: "malformed payload".into(),
             }
