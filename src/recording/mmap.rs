@@ -12,7 +12,7 @@ pub fn map(file: &File) -> std::io::Result<Bytes> {
     }
     // SAFETY: `Mmap::map` is unsafe because the bytes behind the mapping
     // may change, or vanish, while Rust holds `&[u8]` into them. For a
-    // recording (rfcs/0001, "Reading through mmap"):
+    // recording (rfcs/0001, "Read backends"):
     // * Bytes are never rewritten in place: writers only append past the
     //   current end. A reader touches only bytes below the length it mapped,
     //   and serves only complete records (whole before it mapped them), so

@@ -47,7 +47,7 @@ impl RecordingWriter {
         }
         // A leftover partial file (a record run that died) may be mapped by
         // a replay server serving it: unlink it rather than truncate it in
-        // place, so that the mapping keeps its bytes (rfcs/0001, mmap).
+        // place, so that the mapping keeps its bytes (rfcs/0001, "Read backends").
         match std::fs::remove_file(&path) {
             Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
                 return Err(io(&path)(error));
