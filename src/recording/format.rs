@@ -26,12 +26,18 @@ pub const KIND_INDEX: u16 = 3;
 
 /// Records start and end on 8-byte boundaries.
 pub const RECORD_ALIGN: u64 = 8;
-/// Largest record accepted (a response body is bounded far below this).
+/// Largest record (header, payload and padding) written or accepted: 4 GiB.
+/// Every length inside a payload is a `u32`, and a reader must be able to
+/// hold a record in one `Bytes`; the proxy's body limits sit far below.
 pub const RECORD_BYTES_MAX: u64 = 1 << 32;
-/// Most headers in one request or response.
+/// Most headers in one request or response (far above any HTTP server's
+/// limit; bounds the work of walking a damaged count).
 pub const HEADERS_PER_MESSAGE_MAX: u32 = 65_536;
 /// Most body chunks or WebSocket frames in one record.
 pub const PARTS_PER_RECORD_MAX: u32 = 1 << 24;
+/// Longest single length-prefixed field (a `u32` length).
+pub const FIELD_BYTES_MAX: u64 = u32::MAX as u64;
+const _: () = assert!(FIELD_BYTES_MAX < RECORD_BYTES_MAX);
 
 /// The file header: 64 bytes at offset 0.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
@@ -58,7 +64,8 @@ pub struct RecordHeader {
     pub endpoint: U16,
     /// Bytes of payload after this header (padding excluded).
     pub payload_len: U64,
-    /// CRC32C of header bytes 20..96 and the payload.
+    /// CRC32C of header bytes 0..16, then header bytes 20..96 and the
+    /// payload (everything but the CRC itself and the padding).
     pub crc: U32,
     /// 0-based position of the interaction in the file (index records: 0).
     pub ordinal: U32,
@@ -68,8 +75,10 @@ pub struct RecordHeader {
 }
 pub const RECORD_HEADER_LEN: u64 = 96;
 const _: () = assert!(size_of::<RecordHeader>() as u64 == RECORD_HEADER_LEN);
-/// Bytes covered by the record CRC start here.
-pub const RECORD_CRC_START: usize = 20;
+/// The record CRC field sits at header bytes 16..20; the CRC covers the
+/// header bytes before and after it and the payload.
+pub const RECORD_CRC_AT: usize = 16;
+const RECORD_CRC_END: usize = RECORD_CRC_AT + 4;
 
 /// One index slot: a cache line.
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Clone, Copy)]
@@ -135,7 +144,8 @@ pub fn new_file_header(created_unix_us: u64) -> FileHeader {
 
 /// Checks the file header; the error names the file.
 pub fn check_file_header(path: &Path, bytes: &[u8]) -> Result<(), RecordingError> {
-    if bytes.len() >= 8 && bytes[..8] != MAGIC {
+    let seen = bytes.len().min(MAGIC.len());
+    if bytes[..seen] != MAGIC[..seen] {
         return Err(RecordingError::NotARecording {
             path: path.to_path_buf(),
         });
@@ -163,7 +173,62 @@ pub fn check_file_header(path: &Path, bytes: &[u8]) -> Result<(), RecordingError
     Ok(())
 }
 
-/// Encodes one record (header, payload, padding) ready to append.
+/// Why an interaction cannot be written: a field or count over its limit.
+pub fn check_limits(interaction: &Interaction) -> Result<(), String> {
+    let field = |what: &str, len: usize| {
+        if len as u64 > FIELD_BYTES_MAX {
+            Err(format!("{what} is {len} bytes (at most {FIELD_BYTES_MAX})"))
+        } else {
+            Ok(())
+        }
+    };
+    let headers = |what: &str, headers: &[(Bytes, Bytes)]| {
+        if headers.len() as u64 > u64::from(HEADERS_PER_MESSAGE_MAX) {
+            return Err(format!(
+                "{what} has {} headers (at most {HEADERS_PER_MESSAGE_MAX})",
+                headers.len()
+            ));
+        }
+        headers.iter().try_for_each(|(name, value)| {
+            field("a header name", name.len())?;
+            field("a header value", value.len())
+        })
+    };
+    let parts = |what: &str, n: usize| {
+        if n as u64 > u64::from(PARTS_PER_RECORD_MAX) {
+            Err(format!("{n} {what} (at most {PARTS_PER_RECORD_MAX})"))
+        } else {
+            Ok(())
+        }
+    };
+    let request = &interaction.request;
+    field("the canonical request", interaction.canonical.len())?;
+    field("the method", request.method.len())?;
+    field("the target", request.target.len())?;
+    headers("the request", &request.headers)?;
+    field("the request body", request.body.len())?;
+    let response = match &interaction.exchange {
+        Exchange::Http(response) => response,
+        Exchange::WebSocket { response, frames } => {
+            parts("WebSocket frames", frames.len())?;
+            for frame in frames {
+                field("a WebSocket frame", frame.payload.len())?;
+            }
+            response
+        }
+    };
+    headers("the response", &response.headers)?;
+    field("the original encoding", response.original_encoding.len())?;
+    parts("body chunks", response.chunks.len())?;
+    for chunk in &response.chunks {
+        field("a body chunk", chunk.data.len())?;
+    }
+    Ok(())
+}
+
+/// Encodes one record (header, payload, padding) ready to append. The
+/// caller has checked [`check_limits`]; the record may still exceed
+/// [`RECORD_BYTES_MAX`] (checked on the result).
 pub fn encode_record(kind: u16, ordinal: u32, interaction: &Interaction) -> Vec<u8> {
     let mut payload = Vec::with_capacity(256 + interaction.canonical.len());
     put_bytes(&mut payload, &interaction.canonical);
@@ -213,8 +278,7 @@ pub fn seal(mut header: RecordHeader, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(total);
     out.extend_from_slice(header.as_bytes());
     out.extend_from_slice(payload);
-    let crc = crc32c::crc32c(&out[RECORD_CRC_START..]);
-    header.crc = U32::new(crc);
+    header.crc = U32::new(record_crc(&out));
     out[..RECORD_HEADER_LEN as usize].copy_from_slice(header.as_bytes());
     out.resize(total, 0);
     out
@@ -233,10 +297,19 @@ fn put_headers(out: &mut Vec<u8>, headers: &[(Bytes, Bytes)]) {
     }
 }
 
-/// Reads a record header at `offset` if one fits before `end`; `None` marks
-/// the end of the readable records (torn tail, garbage, or end of file).
+/// CRC32C of a record's header (without its CRC field) and payload;
+/// `covered` is header + payload, without padding.
+fn record_crc(covered: &[u8]) -> u32 {
+    let head = crc32c::crc32c(&covered[..RECORD_CRC_AT]);
+    crc32c::crc32c_append(head, &covered[RECORD_CRC_END..])
+}
+
+/// Reads a record header at `offset` if the whole record fits before `end`;
+/// `None` marks the end of the readable records (torn tail, garbage, or end
+/// of file). Checks the header's shape only, not the CRC.
 pub fn record_at(bytes: &[u8], offset: u64, end: u64) -> Option<(RecordHeader, RecordLocation)> {
-    if offset + RECORD_HEADER_LEN > end {
+    let end = end.min(bytes.len() as u64);
+    if offset.checked_add(RECORD_HEADER_LEN)? > end || !offset.is_multiple_of(RECORD_ALIGN) {
         return None;
     }
     let (header, _) = RecordHeader::read_from_prefix(&bytes[offset as usize..]).ok()?;
@@ -253,9 +326,140 @@ pub fn record_at(bytes: &[u8], offset: u64, end: u64) -> Option<(RecordHeader, R
 
 /// Whether the record's CRC matches its bytes.
 pub fn crc_ok(record: &[u8], header: &RecordHeader) -> bool {
-    let covered = (RECORD_HEADER_LEN + header.payload_len.get()) as usize;
-    record.len() >= covered
-        && crc32c::crc32c(&record[RECORD_CRC_START..covered]) == header.crc.get()
+    let Some(covered) = RECORD_HEADER_LEN.checked_add(header.payload_len.get()) else {
+        return false;
+    };
+    record.len() as u64 >= covered && record_crc(&record[..covered as usize]) == header.crc.get()
+}
+
+/// Whether a sound footer (magic and CRC) sits at `offset`. A footer left
+/// mid-file by a later `append_to` is stale: walkers step over it.
+pub fn footer_at(bytes: &[u8], offset: u64) -> Option<Footer> {
+    let start = usize::try_from(offset).ok()?;
+    let (footer, _) = Footer::read_from_prefix(bytes.get(start..)?).ok()?;
+    (footer.magic == FOOTER_MAGIC && footer.crc.get() == crc32c::crc32c(&footer.as_bytes()[..28]))
+        .then_some(footer)
+}
+
+/// Walks the records of `bytes[offset..end]` in file order, stepping over
+/// stale footers. Stops at the first bytes that are no complete record, and
+/// at a last record (one ending exactly at `end`) whose CRC fails: that is a
+/// torn write, never served, cut by the next writer. [`Walk::offset`] is
+/// then where the readable records end.
+pub struct Walk<'a> {
+    bytes: &'a [u8],
+    /// End of the last record yielded (or the start).
+    pub offset: u64,
+    end: u64,
+}
+
+impl<'a> Walk<'a> {
+    pub fn new(bytes: &'a [u8], offset: u64, end: u64) -> Walk<'a> {
+        Walk {
+            bytes,
+            offset,
+            end: end.min(bytes.len() as u64),
+        }
+    }
+}
+
+impl Iterator for Walk<'_> {
+    type Item = (RecordHeader, RecordLocation);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut at = self.offset;
+        while at.checked_add(FOOTER_LEN)? <= self.end && footer_at(self.bytes, at).is_some() {
+            at += FOOTER_LEN;
+        }
+        let (header, location) = record_at(self.bytes, at, self.end)?;
+        let record_end = at + location.len;
+        if record_end == self.end && !crc_ok(&self.bytes[at as usize..record_end as usize], &header)
+        {
+            return None;
+        }
+        // Footers stepped over belong to the readable part only once a record
+        // follows them; a trailing footer is accounted for by the caller.
+        self.offset = record_end;
+        Some((header, location))
+    }
+}
+
+/// What [`locate`] finds at one place of the file.
+pub enum Found {
+    /// A record whose header is well formed (its CRC is checked when read).
+    Record(RecordHeader, RecordLocation),
+    /// Bytes that are no record, followed by a sound record: damage in the
+    /// middle of the file. Reading this location is a `CorruptRecord`.
+    Damaged(RecordLocation),
+}
+
+/// The records of `bytes[from..]` in file order, like [`Walk`], but where
+/// the walk stops before a later sound record (damage in the middle of the
+/// file, never a torn tail) it reports the damage and resumes at that sound
+/// record. Returns what it found, where the readable records end, and the
+/// offset of the first damage, if any.
+pub fn locate(bytes: &[u8], from: u64) -> (Vec<Found>, u64, Option<u64>) {
+    let end = bytes.len() as u64;
+    let mut found = Vec::new();
+    let mut first_damage = None;
+    let mut offset = from;
+    loop {
+        let mut walk = Walk::new(bytes, offset, end);
+        let mut last: Option<(RecordHeader, RecordLocation)> = None;
+        for (header, location) in walk.by_ref() {
+            last = Some((header, location));
+            found.push(Found::Record(header, location));
+        }
+        let stop = walk.offset;
+        if stop >= end {
+            return (found, stop, first_damage);
+        }
+        // A damaged length makes the walk stop inside or after its record:
+        // search from just after the last record's start.
+        let search_from = last.map_or(stop, |(_, location)| location.offset + 1);
+        let Some(sound) = next_sound_record(bytes, search_from).filter(|&s| s > offset) else {
+            return (found, stop, first_damage);
+        };
+        let last_is_damaged = last.is_some_and(|(header, location)| {
+            let record =
+                &bytes[location.offset as usize..(location.offset + location.len) as usize];
+            !crc_ok(record, &header)
+        });
+        let damage = match last {
+            Some((_, location)) if last_is_damaged => location.offset,
+            _ => stop,
+        };
+        first_damage.get_or_insert(damage);
+        if !last_is_damaged && sound > stop {
+            found.push(Found::Damaged(RecordLocation {
+                offset: stop,
+                len: sound - stop,
+            }));
+        }
+        offset = sound;
+    }
+}
+
+/// The first 8-aligned offset in `bytes[from..]` where a complete record
+/// with a sound CRC starts: proof that the bytes at `from` are damage in the
+/// middle of the file, not a torn tail.
+pub fn next_sound_record(bytes: &[u8], from: u64) -> Option<u64> {
+    let end = bytes.len() as u64;
+    let mut at = from.next_multiple_of(RECORD_ALIGN);
+    let magic = RECORD_MAGIC.to_le_bytes();
+    while at + RECORD_HEADER_LEN <= end {
+        let rest = &bytes[at as usize..];
+        let found = memchr::memmem::find(rest, &magic)?;
+        at += found as u64;
+        if at.is_multiple_of(RECORD_ALIGN)
+            && let Some((header, location)) = record_at(bytes, at, end)
+            && crc_ok(&bytes[at as usize..(at + location.len) as usize], &header)
+        {
+            return Some(at);
+        }
+        at = (at + 1).next_multiple_of(RECORD_ALIGN);
+    }
+    None
 }
 
 /// A bounds-checked reader over a record's payload.
@@ -456,16 +660,4 @@ pub fn home_slot(fingerprint: &[u8; 32], slot_count: u64) -> u64 {
 /// Slots for `entries` records: load factor at most 1/2.
 pub fn slot_count_for(entries: usize) -> u64 {
     ((entries as u64).max(8) * 2).next_power_of_two()
-}
-
-/// A footer in the middle of a file (a recording finished, then appended to
-/// by record-missing) is dead space between records: the offset after it,
-/// or `offset` unchanged when there is no complete footer there.
-pub fn skip_inner_footer(bytes: &[u8], offset: u64, end: u64) -> u64 {
-    let at = offset as usize;
-    if offset + FOOTER_LEN <= end && bytes.get(at..at + 8) == Some(&FOOTER_MAGIC[..]) {
-        offset + FOOTER_LEN
-    } else {
-        offset
-    }
 }

@@ -8,15 +8,28 @@
 //!   stale), look up by fingerprint (no allocation), read a record as a
 //!   [`RecordView`] whose bodies are `Bytes` pointing into the map, iterate in
 //!   recorded order, [`Recording::refresh`] to see records appended since open.
+//! * Read backends ([`ReadBackend`]): `mmap.rs` maps the file (zero-copy, the
+//!   default); `uring.rs` reads it into an owned buffer with io_uring, probed
+//!   once per process, falling back to mmap (logged) where the kernel refuses.
+//! * `format.rs` holds the bytes: zerocopy structs, payload encoding, the
+//!   record walker that finds torn tails and steps over damage.
 
 mod format;
 mod mmap;
 mod reader;
+mod uring;
 mod writer;
 
 pub use format::{FORMAT_VERSION, MAGIC};
 pub use reader::{RecordView, Recording};
 pub use writer::{RecordingWriter, encode_recording};
+
+/// Whether io_uring works for this process (a ring was set up and a read
+/// through it completed; probed once). Where it does not,
+/// [`ReadBackend::IoUring`] falls back to mmap.
+pub fn io_uring_available() -> bool {
+    uring::probe().is_ok()
+}
 
 use std::path::PathBuf;
 
@@ -41,6 +54,8 @@ pub enum RecordingError {
         offset: u64,
         what: String,
     },
+    #[error("{path}: interaction not recorded: {what}")]
+    RecordTooLarge { path: PathBuf, what: String },
     #[error("{path}: index is invalid: {what}")]
     BadIndex { path: PathBuf, what: String },
     #[error("{path}: {source}")]

@@ -3,106 +3,186 @@
 //! record's CRC is checked the first time it is read.
 
 use super::format::{
-    self, FILE_HEADER_LEN, FOOTER_LEN, Footer, INDEX_HEAD_LEN, INDEX_SLOT_LEN, IndexHead,
-    IndexSlot, KIND_INDEX, KIND_WEBSOCKET, RECORD_HEADER_LEN, RecordHeader,
+    self, FILE_HEADER_LEN, FOOTER_LEN, INDEX_HEAD_LEN, INDEX_SLOT_LEN, IndexHead, IndexSlot,
+    KIND_INDEX, KIND_WEBSOCKET, RECORD_HEADER_LEN, RecordHeader,
 };
 use super::{ReadBackend, RecordLocation, RecordingError};
 use crate::interaction::{Fingerprint, Interaction};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use zerocopy::FromBytes;
 
-/// The persisted table: where its slots sit in the mapping.
+/// The persisted table: where its slots sit in the file.
 #[derive(Clone, Copy)]
 struct PersistedIndex {
     slots_offset: u64,
     slot_count: u64,
 }
 
+/// Which file a snapshot was read from: (device, inode). A refresh that
+/// finds another file at the path (a new recording renamed over it) reads
+/// that file afresh.
+type FileIdentity = (u64, u64);
+
 /// What a reader sees at one moment; replaced whole by `refresh`.
 struct Snapshot {
     bytes: Bytes,
+    /// `None` for a recording built in memory ([`Recording::from_bytes`]).
+    identity: Option<FileIdentity>,
     persisted: Option<PersistedIndex>,
-    /// Interactions the persisted index holds.
-    persisted_records: usize,
-    /// Records not in the persisted index (all of them after a rebuild).
-    overflow: HashMap<Fingerprint, (RecordLocation, u32)>,
-    /// Interaction records in file order.
+    /// Interaction records visible (a fingerprint recorded twice counts twice).
+    record_count: usize,
+    /// Records not in the persisted index (all of them without one); a
+    /// fingerprint recorded twice keeps its first record.
+    overflow: HashMap<Fingerprint, RecordLocation>,
+    /// Interaction records in file order, kept only without a persisted
+    /// index (with one, `iter` walks the file).
     order: Vec<RecordLocation>,
-    /// End of the last complete record seen (scan resumes here).
+    /// Where the next scan starts: the end of the last complete record seen.
     scanned_end: u64,
-    /// One bit per ordinal: CRC already checked.
-    verified: Arc<Vec<AtomicU64>>,
+    /// CRC verification cache, one word per ordinal: the offset of the
+    /// record with that ordinal whose CRC was found sound, 0 for none yet.
+    /// Keyed by ordinal for size, tagged by offset so that a record carrying
+    /// another record's ordinal (damage) is never served unchecked. Sized by
+    /// the records actually present, never by a header's claim.
+    verified: Arc<Verified>,
+}
+
+/// The CRC verification cache of [`Snapshot::verified`]: allocated at the
+/// first read, so that opening a recording with an index stays O(1).
+struct Verified {
+    len: usize,
+    tags: OnceLock<Box<[AtomicU64]>>,
+}
+
+impl Verified {
+    fn new(len: usize) -> Verified {
+        Verified {
+            len,
+            tags: OnceLock::new(),
+        }
+    }
+
+    /// The tag of `ordinal`, if the table has one.
+    fn tag(&self, ordinal: usize) -> Option<&AtomicU64> {
+        if ordinal >= self.len {
+            return None;
+        }
+        let tags = self
+            .tags
+            .get_or_init(|| (0..self.len).map(|_| AtomicU64::new(0)).collect());
+        tags.get(ordinal)
+    }
+
+    /// A table for `len` ordinals keeping this one's checks.
+    fn grown(&self, len: usize) -> Verified {
+        let grown = Verified::new(len.max(self.len));
+        if let Some(old) = self.tags.get() {
+            for (ordinal, tag) in old.iter().enumerate() {
+                let offset = tag.load(Ordering::Relaxed);
+                if offset != 0
+                    && let Some(new) = grown.tag(ordinal)
+                {
+                    new.store(offset, Ordering::Relaxed);
+                }
+            }
+        }
+        grown
+    }
 }
 
 /// An open recording: shared by all connections of a session (`Send + Sync`).
 pub struct Recording {
-    path: PathBuf,
+    /// Shared with every view, so that their errors name the file too.
+    path: Arc<Path>,
     backend: ReadBackend,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// One refresh at a time (each extends the snapshot the last one made).
+    refreshing: Mutex<()>,
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RecordingError + '_ {
+    move |source| RecordingError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The backend to use for `wanted`: io_uring only where the probe succeeded
+/// (the first refusal is logged once per process).
+fn resolve(path: &Path, wanted: ReadBackend) -> ReadBackend {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if wanted == ReadBackend::Mmap {
+        return wanted; // no ring is set up for a process that never asks
+    }
+    let (backend, refusal) = resolve_with(wanted, super::uring::probe());
+    if let Some(why) = refusal
+        && !WARNED.swap(true, Ordering::Relaxed)
+    {
+        tracing::warn!(
+            "{}: io_uring is refused here ({why}); reading recordings through mmap",
+            path.display()
+        );
+    }
+    backend
+}
+
+/// [`resolve`] given the probe's answer: the backend, and why io_uring was
+/// refused when it was wanted and is not used.
+fn resolve_with(wanted: ReadBackend, probe: &Result<(), String>) -> (ReadBackend, Option<&str>) {
+    match (wanted, probe) {
+        (ReadBackend::Mmap, _) => (ReadBackend::Mmap, None),
+        (ReadBackend::IoUring, Ok(())) => (ReadBackend::IoUring, None),
+        (ReadBackend::IoUring, Err(why)) => (ReadBackend::Mmap, Some(why)),
+    }
+}
+
+/// Reads `file` (of length `len`) whole with `backend`.
+fn load(file: &File, len: u64, backend: ReadBackend) -> std::io::Result<Bytes> {
+    match backend {
+        ReadBackend::Mmap => super::mmap::map(file),
+        ReadBackend::IoUring => super::uring::read(file, 0, len).map(Bytes::from),
+    }
+}
+
+fn identity(metadata: &std::fs::Metadata) -> FileIdentity {
+    use std::os::unix::fs::MetadataExt;
+    (metadata.dev(), metadata.ino())
 }
 
 impl Recording {
+    /// Opens a recording with `backend` (see [`Recording::backend`] for the
+    /// one actually used). O(1) when the file ends with a current index;
+    /// otherwise the records are scanned once (headers only: CRCs are
+    /// checked lazily, the first time each record is read).
     pub fn open(path: &Path, backend: ReadBackend) -> Result<Recording, RecordingError> {
-        if backend == ReadBackend::IoUring {
-            tracing::warn!(
-                "{}: the io_uring read backend is not built yet; reading through mmap",
-                path.display()
-            );
-        }
-        let file = std::fs::File::open(path).map_err(|source| RecordingError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let bytes = super::mmap::map(&file).map_err(|source| RecordingError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut recording = Recording::from_bytes(path.to_path_buf(), bytes)?;
-        recording.backend = ReadBackend::Mmap;
-        Ok(recording)
+        let backend = resolve(path, backend);
+        let file = File::open(path).map_err(io_error(path))?;
+        let metadata = file.metadata().map_err(io_error(path))?;
+        let bytes = load(&file, metadata.len(), backend).map_err(io_error(path))?;
+        let snapshot = build(path, bytes, Some(identity(&metadata)))?;
+        Ok(Recording {
+            path: Arc::from(path),
+            backend,
+            snapshot: RwLock::new(Arc::new(snapshot)),
+            refreshing: Mutex::new(()),
+        })
     }
 
     /// A recording held in memory (e.g. built from a test-server directory);
-    /// `name` is used in errors.
+    /// `name` is used in errors. Reports [`ReadBackend::Mmap`] (its bytes are
+    /// served in place, as from a mapping); `refresh` finds nothing new.
     pub fn from_bytes(name: PathBuf, bytes: Bytes) -> Result<Recording, RecordingError> {
-        format::check_file_header(&name, &bytes)?;
-        let snapshot = match persisted_index(&name, &bytes)? {
-            Some((persisted, head)) => {
-                let records_end = head.records_end.get();
-                let count = head.record_count.get() as usize;
-                // File order is needed only to iterate: found then.
-                Snapshot {
-                    verified: Arc::new(bitset(count)),
-                    bytes,
-                    persisted: Some(persisted),
-                    persisted_records: count,
-                    overflow: HashMap::new(),
-                    order: Vec::new(),
-                    scanned_end: records_end,
-                }
-            }
-            None => {
-                let mut snapshot = Snapshot {
-                    verified: Arc::new(Vec::new()),
-                    bytes,
-                    persisted: None,
-                    persisted_records: 0,
-                    overflow: HashMap::new(),
-                    order: Vec::new(),
-                    scanned_end: FILE_HEADER_LEN,
-                };
-                scan(&mut snapshot);
-                snapshot
-            }
-        };
+        let snapshot = build(&name, bytes, None)?;
         Ok(Recording {
-            path: name,
+            path: Arc::from(name),
             backend: ReadBackend::Mmap,
             snapshot: RwLock::new(Arc::new(snapshot)),
+            refreshing: Mutex::new(()),
         })
     }
 
@@ -110,9 +190,16 @@ impl Recording {
         &self.path
     }
 
-    /// The backend actually in use (io_uring falls back to mmap).
+    /// The backend actually in use (io_uring falls back to mmap where the
+    /// kernel refuses it).
     pub fn backend(&self) -> ReadBackend {
         self.backend
+    }
+
+    /// Whether lookups probe the index persisted in the file (it was current
+    /// at open: nothing was scanned) rather than a table rebuilt by a scan.
+    pub fn uses_persisted_index(&self) -> bool {
+        self.current().persisted.is_some()
     }
 
     fn current(&self) -> Arc<Snapshot> {
@@ -122,13 +209,10 @@ impl Recording {
             .clone()
     }
 
-    /// Number of interactions visible.
+    /// Number of interactions visible (a fingerprint recorded twice counts
+    /// twice).
     pub fn len(&self) -> usize {
-        let s = self.current();
-        match s.persisted {
-            Some(_) => s.persisted_records + s.overflow.len(),
-            None => s.order.len(),
-        }
+        self.current().record_count
     }
 
     pub fn is_empty(&self) -> bool {
@@ -139,11 +223,11 @@ impl Recording {
     pub fn lookup(&self, fingerprint: &Fingerprint) -> Option<RecordLocation> {
         let s = self.snapshot.read().unwrap_or_else(|p| p.into_inner());
         if let Some(index) = s.persisted
-            && let Some((location, _)) = probe(&s.bytes, index, fingerprint)
+            && let Some(location) = probe(&self.path, &s.bytes, index, fingerprint)
         {
             return Some(location);
         }
-        s.overflow.get(fingerprint).map(|(location, _)| *location)
+        s.overflow.get(fingerprint).copied()
     }
 
     /// Reads a record. Its CRC is checked the first time it is read; a
@@ -155,7 +239,7 @@ impl Recording {
 
     fn view(&self, s: &Snapshot, location: RecordLocation) -> Result<RecordView, RecordingError> {
         let corrupt = |what: &str| RecordingError::CorruptRecord {
-            path: self.path.clone(),
+            path: self.path.to_path_buf(),
             offset: location.offset,
             what: what.to_owned(),
         };
@@ -166,23 +250,20 @@ impl Recording {
         if end > s.bytes.len() as u64 || location.len < RECORD_HEADER_LEN {
             return Err(corrupt("record lies outside the file"));
         }
-        let record = s.bytes.slice(location.offset as usize..end as usize);
-        let (header, _) = RecordHeader::read_from_prefix(&record)
-            .map_err(|_| corrupt("truncated record header"))?;
-        if format::record_at(&s.bytes, location.offset, end).is_none()
-            || header.kind.get() == KIND_INDEX
-        {
+        let Some((header, found)) = format::record_at(&s.bytes, location.offset, end) else {
+            return Err(corrupt("no record header here"));
+        };
+        if found.len != location.len || header.kind.get() == KIND_INDEX {
             return Err(corrupt("no interaction record here"));
         }
-        let ordinal = header.ordinal.get() as usize;
-        let word = s.verified.get(ordinal / 64);
-        let bit = 1u64 << (ordinal % 64);
-        if word.is_none_or(|w| w.load(Ordering::Relaxed) & bit == 0) {
+        let record = s.bytes.slice(location.offset as usize..end as usize);
+        let tag = s.verified.tag(header.ordinal.get() as usize);
+        if tag.is_none_or(|t| t.load(Ordering::Relaxed) != location.offset) {
             if !format::crc_ok(&record, &header) {
                 return Err(corrupt("CRC32C mismatch"));
             }
-            if let Some(w) = word {
-                w.fetch_or(bit, Ordering::Relaxed);
+            if let Some(t) = tag {
+                t.store(location.offset, Ordering::Relaxed);
             }
         }
         let layout = format::layout(&record, header.kind.get())
@@ -192,6 +273,7 @@ impl Recording {
             header,
             layout,
             location,
+            path: self.path.clone(),
         })
     }
 
@@ -207,68 +289,104 @@ impl Recording {
     /// and iteration goes on.
     pub fn iter(&self) -> impl Iterator<Item = Result<RecordView, RecordingError>> + '_ {
         let s = self.current();
-        let locations: Vec<RecordLocation> = if s.persisted.is_some() {
-            let mut order = Vec::new();
-            let mut offset = FILE_HEADER_LEN;
-            let end = s.bytes.len() as u64;
-            while let Some((header, location)) = format::record_at(&s.bytes, offset, end) {
-                if header.kind.get() != KIND_INDEX {
-                    order.push(location);
-                }
-                offset += location.len;
-            }
-            order
-        } else {
-            s.order.clone()
+        let locations = match s.persisted {
+            Some(index) => locations_in_order(&s, index),
+            None => s.order.clone(),
         };
         locations
             .into_iter()
             .map(move |location| self.view(&s, location))
     }
 
-    /// Picks up records appended since open (by this process or another).
-    /// Returns whether anything new became visible.
+    /// Picks up records appended since open (by this process or another):
+    /// the bytes past the last complete record are read again (mmap: the
+    /// file is mapped anew; io_uring: only the new bytes are read). A file
+    /// replaced at the path (a new recording renamed over it) or cut shorter
+    /// is read afresh. Returns whether anything new became visible.
     pub fn refresh(&self) -> Result<bool, RecordingError> {
-        let file = std::fs::File::open(&self.path).map_err(|source| RecordingError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
-        let len = file
-            .metadata()
-            .map_err(|source| RecordingError::Io {
-                path: self.path.clone(),
-                source,
-            })?
-            .len();
+        let _one_at_a_time = self.refreshing.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.current();
-        if len <= old.bytes.len() as u64 {
-            return Ok(false);
-        }
-        let bytes = super::mmap::map(&file).map_err(|source| RecordingError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
-        let mut next = Snapshot {
-            bytes,
-            persisted: old.persisted,
-            persisted_records: old.persisted_records,
-            overflow: old.overflow.clone(),
-            order: old.order.clone(),
-            scanned_end: old.scanned_end,
-            verified: old.verified.clone(),
+        let Some(old_identity) = old.identity else {
+            return Ok(false); // built in memory: nothing to re-read
         };
-        let before = next.overflow.len() + next.order.len();
-        scan(&mut next);
-        let grew = next.overflow.len() + next.order.len() > before;
+        let path = &self.path;
+        let file = File::open(path).map_err(io_error(path))?;
+        let metadata = file.metadata().map_err(io_error(path))?;
+        let len = metadata.len();
+        let old_len = old.bytes.len() as u64;
+        let next = if identity(&metadata) != old_identity || len < old_len {
+            let bytes = load(&file, len, self.backend).map_err(io_error(path))?;
+            build(path, bytes, Some(identity(&metadata)))?
+        } else if len == old_len {
+            return Ok(false);
+        } else {
+            let bytes = match self.backend {
+                ReadBackend::Mmap => super::mmap::map(&file).map_err(io_error(path))?,
+                ReadBackend::IoUring => {
+                    let tail = super::uring::read(&file, old_len, len - old_len)
+                        .map_err(io_error(path))?;
+                    let mut joined = BytesMut::with_capacity(old.bytes.len() + tail.len());
+                    joined.extend_from_slice(&old.bytes);
+                    joined.extend_from_slice(&tail);
+                    joined.freeze()
+                }
+            };
+            let mut next = Snapshot {
+                bytes,
+                identity: old.identity,
+                persisted: old.persisted,
+                record_count: old.record_count,
+                overflow: old.overflow.clone(),
+                order: old.order.clone(),
+                scanned_end: old.scanned_end,
+                verified: old.verified.clone(),
+            };
+            scan(path, &mut next);
+            if next.record_count == old.record_count {
+                // Nothing complete yet: keep the old snapshot (and its map).
+                return Ok(false);
+            }
+            next
+        };
+        let grew = next.record_count != old.record_count || next.identity != old.identity;
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         Ok(grew)
     }
 }
 
-fn bitset(count: usize) -> Vec<AtomicU64> {
-    (0..count.div_ceil(64) + 1)
-        .map(|_| AtomicU64::new(0))
-        .collect()
+/// A snapshot of `bytes`: the persisted index if current, else a scan.
+fn build(
+    path: &Path,
+    bytes: Bytes,
+    identity: Option<FileIdentity>,
+) -> Result<Snapshot, RecordingError> {
+    format::check_file_header(path, &bytes)?;
+    let persisted = persisted_index(path, &bytes).unwrap_or_else(|error| {
+        // A damaged index must not hide sound records: rebuild it.
+        tracing::warn!("{error}; rebuilding it from the records");
+        None
+    });
+    let mut snapshot = Snapshot {
+        identity,
+        persisted: persisted.map(|(index, _)| index),
+        record_count: 0,
+        overflow: HashMap::new(),
+        order: Vec::new(),
+        scanned_end: FILE_HEADER_LEN,
+        verified: Arc::new(Verified::new(0)),
+        bytes,
+    };
+    match persisted {
+        Some((_, head)) => {
+            // Nothing follows a current index: a refresh resumes at the end.
+            let count = head.record_count.get() as usize;
+            snapshot.record_count = count;
+            snapshot.verified = Arc::new(Verified::new(count));
+            snapshot.scanned_end = snapshot.bytes.len() as u64;
+        }
+        None => scan(path, &mut snapshot),
+    }
+    Ok(snapshot)
 }
 
 /// The footer's index if it is current and sound; `Ok(None)` means rebuild.
@@ -280,14 +398,11 @@ fn persisted_index(
     if len < FILE_HEADER_LEN + FOOTER_LEN {
         return Ok(None);
     }
-    let Ok((footer, _)) = Footer::read_from_prefix(&bytes[(len - FOOTER_LEN) as usize..]) else {
-        return Ok(None);
+    let Some(footer) = format::footer_at(bytes, len - FOOTER_LEN) else {
+        return Ok(None); // no footer: a recording never finished
     };
-    if footer.magic != format::FOOTER_MAGIC
-        || footer.crc.get() != crc32c::crc32c(&zerocopy::IntoBytes::as_bytes(&footer)[..28])
-        || footer.file_len.get() != len
-    {
-        return Ok(None); // stale (records appended after it) or missing
+    if footer.file_len.get() != len {
+        return Ok(None); // a footer that came with bytes from elsewhere
     }
     let bad = |what: &str| RecordingError::BadIndex {
         path: path.to_path_buf(),
@@ -297,20 +412,30 @@ fn persisted_index(
     let Some((header, location)) = format::record_at(bytes, index_offset, len - FOOTER_LEN) else {
         return Err(bad("the footer points outside the file or at no record"));
     };
-    if header.kind.get() != KIND_INDEX {
-        return Err(bad("the footer does not point at an index record"));
+    if header.kind.get() != KIND_INDEX || index_offset + location.len != len - FOOTER_LEN {
+        return Err(bad(
+            "the footer does not point at the index record before it",
+        ));
     }
     let head_at = (index_offset + RECORD_HEADER_LEN) as usize;
     let (head, _) =
         IndexHead::read_from_prefix(&bytes[head_at..]).map_err(|_| bad("truncated index head"))?;
     let slot_count = head.slot_count.get();
-    let slots_offset = index_offset + RECORD_HEADER_LEN + INDEX_HEAD_LEN + head.pad_len.get();
-    let slots_end = slot_count
-        .checked_mul(INDEX_SLOT_LEN)
-        .and_then(|n| n.checked_add(slots_offset))
-        .ok_or_else(|| bad("slot count overflows"))?;
+    let slots_end = (index_offset + RECORD_HEADER_LEN + INDEX_HEAD_LEN)
+        .checked_add(head.pad_len.get())
+        .and_then(|slots_offset| {
+            let end = slot_count
+                .checked_mul(INDEX_SLOT_LEN)?
+                .checked_add(slots_offset)?;
+            Some((slots_offset, end))
+        });
+    let Some((slots_offset, slots_end)) = slots_end else {
+        return Err(bad("slot count overflows"));
+    };
+    let payload_end = index_offset + RECORD_HEADER_LEN + header.payload_len.get();
     if !slot_count.is_power_of_two()
-        || slots_end > index_offset + location.len
+        || !slots_offset.is_multiple_of(INDEX_SLOT_LEN)
+        || slots_end > payload_end
         || head.records_end.get() > index_offset
         || head.record_count.get() > slot_count
     {
@@ -325,11 +450,16 @@ fn persisted_index(
     )))
 }
 
+/// Probes the persisted table from the fingerprint's home slot to the first
+/// empty slot. A hit is trusted only if the record it points at carries the
+/// same fingerprint (the index's own CRC is not checked at open, to keep
+/// open O(1)); a damaged slot is logged and treated as a miss.
 fn probe(
+    path: &Path,
     bytes: &[u8],
     index: PersistedIndex,
     fingerprint: &Fingerprint,
-) -> Option<(RecordLocation, u32)> {
+) -> Option<RecordLocation> {
     let mask = index.slot_count - 1;
     let mut i = format::home_slot(&fingerprint.0, index.slot_count);
     for _ in 0..index.slot_count {
@@ -339,60 +469,102 @@ fn probe(
             return None;
         }
         if slot.fingerprint == fingerprint.0 {
-            return Some((
-                RecordLocation {
-                    offset: slot.offset.get(),
-                    len: slot.len.get(),
-                },
-                slot.ordinal.get(),
-            ));
+            let location = RecordLocation {
+                offset: slot.offset.get(),
+                len: slot.len.get(),
+            };
+            let sound = location
+                .offset
+                .checked_add(location.len)
+                .and_then(|end| format::record_at(bytes, location.offset, end))
+                .is_some_and(|(header, found)| {
+                    found.len == location.len
+                        && header.kind.get() != KIND_INDEX
+                        && header.fingerprint == fingerprint.0
+                });
+            if !sound {
+                tracing::warn!(
+                    "{}: index slot {i} for {fingerprint} points at no such record (damaged index)",
+                    path.display()
+                );
+                return None;
+            }
+            return Some(location);
         }
         i = (i + 1) & mask;
     }
     None
 }
 
-/// Indexes the complete records after `scanned_end` into the overflow
-/// table. Stops at the first incomplete or foreign bytes (a torn tail).
-fn scan(s: &mut Snapshot) {
-    let end = s.bytes.len() as u64;
-    let mut offset = s.scanned_end;
-    let mut ordinals = s.verified.len() * 64;
-    loop {
-        offset = format::skip_inner_footer(&s.bytes, offset, end);
-        let Some((header, location)) = format::record_at(&s.bytes, offset, end) else {
-            break;
+/// Adds the complete records after `scanned_end` (see [`format::locate`]:
+/// stale footers stepped over, a torn tail never served, damage in the
+/// middle of the file reported where it is read and stepped over).
+fn scan(path: &Path, s: &mut Snapshot) {
+    let (found, end, damage) = format::locate(&s.bytes, s.scanned_end);
+    if let Some(offset) = damage {
+        tracing::warn!("{}: damaged record at offset {offset}", path.display());
+    }
+    for found in found {
+        let (header, location) = match found {
+            format::Found::Record(header, location) => (header, location),
+            format::Found::Damaged(location) => {
+                if s.persisted.is_none() {
+                    s.order.push(location); // iter reports it
+                }
+                continue;
+            }
         };
-        let record = &s.bytes[offset as usize..(offset + location.len) as usize];
-        let is_last = offset + location.len >= end;
-        if is_last && !format::crc_ok(record, &header) {
-            break; // torn last record: ignored, the next writer cuts it
+        if header.kind.get() == KIND_INDEX {
+            continue;
         }
-        if header.kind.get() != KIND_INDEX {
-            let fingerprint = Fingerprint(header.fingerprint);
-            let known = s
-                .persisted
-                .is_some_and(|index| probe(&s.bytes, index, &fingerprint).is_some());
-            if !known {
-                s.overflow
-                    .entry(fingerprint)
-                    .or_insert((location, header.ordinal.get()));
-            }
-            if s.persisted.is_none() {
-                s.order.push(location);
-            }
-            ordinals = ordinals.max(header.ordinal.get() as usize + 1);
+        let fingerprint = Fingerprint(header.fingerprint);
+        let indexed = s
+            .persisted
+            .is_some_and(|index| probe(path, &s.bytes, index, &fingerprint).is_some());
+        if !indexed {
+            s.overflow.entry(fingerprint).or_insert(location);
         }
-        offset += location.len;
+        if s.persisted.is_none() {
+            s.order.push(location);
+        }
+        s.record_count += 1;
     }
-    s.scanned_end = offset;
-    if ordinals > s.verified.len() * 64 {
-        let mut grown = bitset(ordinals);
-        for (new, old) in grown.iter_mut().zip(s.verified.iter()) {
-            *new.get_mut() = old.load(Ordering::Relaxed);
-        }
-        s.verified = Arc::new(grown);
+    s.scanned_end = end;
+    if s.record_count > s.verified.len {
+        s.verified = Arc::new(s.verified.grown(s.record_count));
     }
+}
+
+/// Every interaction location of a file with a persisted index, in file
+/// order: the records a walk finds, plus any the index holds that damage
+/// hid from the walk.
+fn locations_in_order(s: &Snapshot, index: PersistedIndex) -> Vec<RecordLocation> {
+    let (found, _, _) = format::locate(&s.bytes, FILE_HEADER_LEN);
+    let mut locations: Vec<RecordLocation> = found
+        .into_iter()
+        .filter_map(|found| match found {
+            format::Found::Record(header, location) => {
+                (header.kind.get() != KIND_INDEX).then_some(location)
+            }
+            format::Found::Damaged(location) => Some(location),
+        })
+        .collect();
+    let walked: std::collections::HashSet<u64> = locations.iter().map(|l| l.offset).collect();
+    for i in 0..index.slot_count {
+        let at = (index.slots_offset + i * INDEX_SLOT_LEN) as usize;
+        if let Ok((slot, _)) = IndexSlot::ref_from_prefix(&s.bytes[at..])
+            && slot.used.get() != 0
+            && !walked.contains(&slot.offset.get())
+        {
+            locations.push(RecordLocation {
+                offset: slot.offset.get(),
+                len: slot.len.get(),
+            });
+        }
+    }
+    locations.sort_by_key(|l| l.offset);
+    locations.dedup_by_key(|l| l.offset);
+    locations
 }
 
 /// A view of one record: accessors parse lazily; bodies are `Bytes` slices of
@@ -403,6 +575,7 @@ pub struct RecordView {
     header: RecordHeader,
     layout: format::Layout,
     location: RecordLocation,
+    path: Arc<Path>,
 }
 
 impl RecordView {
@@ -460,10 +633,49 @@ impl RecordView {
     pub fn to_interaction(&self) -> Result<Interaction, RecordingError> {
         format::decode(&self.record, &self.header, &self.layout).ok_or_else(|| {
             RecordingError::CorruptRecord {
-                path: PathBuf::new(),
+                path: self.path.to_path_buf(),
                 offset: self.location.offset,
                 what: "malformed payload".into(),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_uring_refused_by_the_kernel_falls_back_to_mmap_and_says_why() {
+        let refused = Err("Operation not permitted (os error 1)".to_owned());
+        assert_eq!(
+            resolve_with(ReadBackend::IoUring, &refused),
+            (
+                ReadBackend::Mmap,
+                Some("Operation not permitted (os error 1)")
+            )
+        );
+        assert_eq!(
+            resolve_with(ReadBackend::IoUring, &Ok(())),
+            (ReadBackend::IoUring, None)
+        );
+        assert_eq!(
+            resolve_with(ReadBackend::Mmap, &refused),
+            (ReadBackend::Mmap, None)
+        );
+    }
+
+    #[test]
+    fn the_verification_cache_is_allocated_at_first_read_and_keeps_checks_when_grown() {
+        let verified = Verified::new(3);
+        assert!(verified.tags.get().is_none());
+        assert!(
+            verified.tag(3).is_none(),
+            "past the table: checked every read"
+        );
+        verified.tag(1).unwrap().store(640, Ordering::Relaxed);
+        let grown = verified.grown(5);
+        assert_eq!(grown.tag(1).unwrap().load(Ordering::Relaxed), 640);
+        assert_eq!(grown.tag(4).unwrap().load(Ordering::Relaxed), 0);
     }
 }

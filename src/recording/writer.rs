@@ -35,7 +35,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RecordingError + '_ {
 
 impl RecordingWriter {
     /// Begins a new recording for `final_path` (`<dir>/<session>.ouli`): writes
-    /// to `<final_path>.partial`, creating parent folders. The old recording at
+    /// to `<final_path>.partial` (a new file: a leftover one is unlinked, never
+    /// truncated in place), creating parent folders. The old recording at
     /// `final_path`, if any, stays untouched until [`Self::finish`].
     pub fn create(final_path: &Path, durability: Durability) -> Result<Self, RecordingError> {
         let mut partial = final_path.as_os_str().to_owned();
@@ -44,9 +45,17 @@ impl RecordingWriter {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io(parent))?;
         }
+        // A leftover partial file (a record run that died) may be mapped by
+        // a replay server serving it: unlink it rather than truncate it in
+        // place, so that the mapping keeps its bytes (rfcs/0001, "Read backends").
+        match std::fs::remove_file(&path) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io(&path)(error));
+            }
+            _ => {}
+        }
         let mut file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .read(true)
             .write(true)
             .open(&path)
@@ -68,37 +77,35 @@ impl RecordingWriter {
     }
 
     /// Re-opens an existing recording to append to it (record-missing mode):
-    /// cuts a torn tail, then appends after the last complete record.
+    /// cuts a torn tail (or foreign bytes after the last record), then
+    /// appends after the last complete record. A current footer is kept (it
+    /// turns stale, and readers step over it, once records follow it).
+    /// Refuses, with [`RecordingError::CorruptRecord`], to cut anything when
+    /// a sound record follows the damage: that is a damaged record in the
+    /// middle of the file, and cutting would destroy committed records.
     pub fn append_to(path: &Path, durability: Durability) -> Result<Self, RecordingError> {
         let bytes = std::fs::read(path).map_err(io(path))?;
         format::check_file_header(path, &bytes)?;
-        let mut entries = Vec::new();
-        let mut offset = FILE_HEADER_LEN;
-        let mut end = FILE_HEADER_LEN;
         let len = bytes.len() as u64;
-        loop {
-            // Footers of earlier sessions are dead space between records.
-            let after_footer = format::skip_inner_footer(&bytes, offset, len);
-            let Some((header, location)) = format::record_at(&bytes, after_footer, len) else {
-                break;
-            };
-            offset = after_footer;
-            let record = &bytes[offset as usize..(offset + location.len) as usize];
-            let is_last = offset + location.len >= len;
-            if is_last && !format::crc_ok(record, &header) {
-                break; // a torn last record
-            }
-            if header.kind.get() != KIND_INDEX {
+        let (found, mut end, damage) = format::locate(&bytes, FILE_HEADER_LEN);
+        if let Some(damage) = damage {
+            return Err(RecordingError::CorruptRecord {
+                path: path.to_path_buf(),
+                offset: damage,
+                what: "damaged record before sound ones; refusing to cut or append \
+                       (move the file aside to re-record)"
+                    .into(),
+            });
+        }
+        let mut entries = Vec::new();
+        for found in found {
+            if let format::Found::Record(header, location) = found
+                && header.kind.get() != KIND_INDEX
+            {
                 entries.push((header.fingerprint, location, entries.len() as u32));
             }
-            offset += location.len;
-            end = offset;
         }
-        // A current footer after the last record is kept (it is dead space
-        // once more records follow).
-        if end + format::FOOTER_LEN <= len
-            && bytes[end as usize..(end + 8) as usize] == format::FOOTER_MAGIC
-        {
+        if end + format::FOOTER_LEN <= len && format::footer_at(&bytes, end).is_some() {
             end += format::FOOTER_LEN;
         }
         let mut file = OpenOptions::new()
@@ -113,6 +120,9 @@ impl RecordingWriter {
                 len - end
             );
             file.set_len(end).map_err(io(path))?;
+            if durability != Durability::None {
+                file.sync_data().map_err(io(path))?;
+            }
         }
         file.seek(SeekFrom::Start(end)).map_err(io(path))?;
         Ok(RecordingWriter {
@@ -132,8 +142,21 @@ impl RecordingWriter {
             Exchange::Http(_) => KIND_HTTP,
             Exchange::WebSocket { .. } => KIND_WEBSOCKET,
         };
-        let ordinal = self.entries.len() as u32;
+        let too_large = |what: String| RecordingError::RecordTooLarge {
+            path: self.path.clone(),
+            what,
+        };
+        format::check_limits(interaction).map_err(too_large)?;
+        let ordinal = u32::try_from(self.entries.len())
+            .map_err(|_| too_large("the recording holds 2^32 interactions".into()))?;
         let record = format::encode_record(kind, ordinal, interaction);
+        if record.len() as u64 > format::RECORD_BYTES_MAX {
+            return Err(too_large(format!(
+                "the record is {} bytes (at most {})",
+                record.len(),
+                format::RECORD_BYTES_MAX
+            )));
+        }
         self.write(&record)?;
         let location = RecordLocation {
             offset: self.end,
@@ -151,7 +174,16 @@ impl RecordingWriter {
     fn write(&mut self, bytes: &[u8]) -> Result<(), RecordingError> {
         // One write of the whole record: a crash leaves it whole or torn at
         // the tail, never interleaved.
-        self.file.write_all(bytes).map_err(io(&self.path))
+        let written = self.file.write_all(bytes).map_err(io(&self.path));
+        if written.is_err() {
+            // A failed write (ENOSPC, EIO) may have left part of the record:
+            // cut it, so that the next record does not follow garbage (which
+            // would hide it from every reader). Best effort: if this fails
+            // too, the part is a torn tail that the next writer cuts.
+            let _ = self.file.set_len(self.end);
+            let _ = self.file.seek(SeekFrom::Start(self.end));
+        }
+        written
     }
 
     /// Number of interactions in the file.
@@ -260,19 +292,34 @@ impl RecordingWriter {
 
 /// A whole recording file in memory (file header and records, no index: a
 /// reader scans it), for recordings converted on the fly, such as a
-/// test-server directory served as it is. Nothing touches the disk.
+/// test-server directory served as it is. Nothing touches the disk. An
+/// interaction over the format's limits is left out (logged).
 pub fn encode_recording(interactions: &[Interaction]) -> Vec<u8> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0);
     let mut bytes = format::new_file_header(now).as_bytes().to_vec();
-    for (ordinal, interaction) in interactions.iter().enumerate() {
+    let mut ordinal = 0u32;
+    for interaction in interactions {
         let kind = match interaction.exchange {
             Exchange::Http(_) => KIND_HTTP,
             Exchange::WebSocket { .. } => KIND_WEBSOCKET,
         };
-        bytes.extend_from_slice(&format::encode_record(kind, ordinal as u32, interaction));
+        if let Err(what) = format::check_limits(interaction) {
+            tracing::warn!("interaction {} left out: {what}", interaction.fingerprint);
+            continue;
+        }
+        let record = format::encode_record(kind, ordinal, interaction);
+        if record.len() as u64 > format::RECORD_BYTES_MAX {
+            tracing::warn!(
+                "interaction {} left out: record too large",
+                interaction.fingerprint
+            );
+            continue;
+        }
+        bytes.extend_from_slice(&record);
+        ordinal += 1;
     }
     bytes
 }
