@@ -818,6 +818,13 @@ async fn import_then_replay_answers_as_the_source_does() {
     assert!(dst.join("second.ouli").is_file());
     assert!(dst.join("default.ouli").is_file());
     assert!(!dst.join("broken.ouli").exists());
+    let verify = Command::new(OULI).arg("verify").arg(&dst).output().unwrap();
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
 
     // The WebSocket log became a WebSocket record.
     let recording = Recording::open(&dst.join("suite/first test.ouli"), ReadBackend::Mmap).unwrap();

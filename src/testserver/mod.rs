@@ -446,7 +446,6 @@ impl Converter {
 
     /// A whole `<name>.json`: the interactions in array order, and what
     /// test-server dropped (reported, not fatal). `Err` names the place.
-    #[allow(clippy::type_complexity)]
     fn convert_json(&self, bytes: &[u8]) -> Result<(Vec<Pending>, Vec<String>), String> {
         let file: Value =
             serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON: {e}"))?;
@@ -807,4 +806,119 @@ fn content_type_note(content_type: Option<&[u8]>) -> String {
     content_type
         .map(|t| format!(", Content-Type {}", String::from_utf8_lossy(t)))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        let (config, _) = Config::from_text(
+            "endpoints:\n  - target_host: api.example.test\n    target_port: 443\n    source_port: 0\n",
+            crate::config::Format::Yaml,
+            Path::new("test.yml"),
+        )
+        .unwrap();
+        config
+    }
+
+    #[test]
+    fn unnamed_files_are_64_lower_case_hex_digits() {
+        let sha = "a".repeat(64);
+        assert_eq!(unnamed_stem(&format!("{sha}.json")), Some(sha.as_str()));
+        assert_eq!(
+            unnamed_stem(&format!("{sha}.websocket.log")),
+            Some(sha.as_str())
+        );
+        assert_eq!(unnamed_stem(&format!("{}.json", "A".repeat(64))), None);
+        assert_eq!(unnamed_stem(&format!("{}.json", "a".repeat(63))), None);
+        assert_eq!(unnamed_stem("default.json"), None);
+    }
+
+    #[test]
+    fn default_session_is_default_json_then_unnamed_files_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (b, a) = ("b".repeat(64), "a".repeat(64));
+        for name in [
+            format!("{b}.json"),
+            format!("{a}.json"),
+            "default.json".into(),
+            "named.json".into(),
+            format!("{a}.websocket.log"),
+        ] {
+            std::fs::write(dir.path().join(name), "{}").unwrap();
+        }
+        let sources = session_sources(dir.path(), &SessionName::default_session()).unwrap();
+        let names: Vec<String> = sources
+            .json
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "default.json".to_owned(),
+                format!("{a}.json"),
+                format!("{b}.json")
+            ]
+        );
+        assert_eq!(sources.websocket.len(), 1);
+        let named = session_sources(dir.path(), &SessionName::parse("named").unwrap()).unwrap();
+        assert_eq!(named.json.len(), 1);
+        assert!(named.websocket.is_empty());
+    }
+
+    #[test]
+    fn a_file_without_interactions_is_an_empty_recording_and_no_file_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("empty_test.json"),
+            r#"{"recordID": "empty_test"}"#,
+        )
+        .unwrap();
+        let recording = open_session(
+            dir.path(),
+            &SessionName::parse("empty test").unwrap(),
+            &config(),
+        )
+        .unwrap()
+        .expect("the file exists");
+        assert!(recording.is_empty());
+        assert!(
+            open_session(
+                dir.path(),
+                &SessionName::parse("absent").unwrap(),
+                &config()
+            )
+            .unwrap()
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn a_response_without_segments_is_empty_and_sse_segments_are_events() {
+        let converter = Converter::new(&config()).unwrap();
+        let file = serde_json::json!({"interactions": [
+            {"request": {"method": "GET", "url": "/page"},
+             "response": {"statusCode": 200, "headers": {"Content-Type": "text/html", "Content-Length": "12"}}},
+            {"request": {"method": "GET", "url": "/s?alt=sse"},
+             "response": {"statusCode": 200, "bodySegments": [{"b": 1, "a": "<"}, {"c": 1e21}]}}
+        ]});
+        let (converted, problems) = converter.convert_json(file.to_string().as_bytes()).unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("interactions[0]"), "{problems:?}");
+        let body = |p: &Pending| match &p.exchange {
+            Exchange::Http(r) => r
+                .chunks
+                .iter()
+                .flat_map(|c| c.data.to_vec())
+                .collect::<Vec<u8>>(),
+            Exchange::WebSocket { .. } => panic!("an HTTP interaction was expected"),
+        };
+        assert!(body(&converted[0]).is_empty());
+        assert_eq!(
+            String::from_utf8(body(&converted[1])).unwrap(),
+            "data: {\"a\":\"\\u003c\",\"b\":1}\n\ndata: {\"c\":1e+21}\n\n"
+        );
+    }
 }
