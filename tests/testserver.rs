@@ -788,28 +788,32 @@ async fn import_then_replay_answers_as_the_source_does() {
     ] {
         assert!(stdout.contains(line), "{line:?} not in: {stdout}");
     }
-    let skipped: Vec<&str> = stdout
-        .lines()
-        .filter(|l| l.starts_with("skipped"))
-        .collect();
-    let skipped_text = skipped.join("\n");
+    let lines_starting = |prefix: &str| -> String {
+        stdout
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    // Files left out, with the place.
+    let skipped = lines_starting("skipped ");
+    assert!(skipped.contains("broken.json: not valid JSON"), "{stdout}");
     assert!(
-        skipped_text.contains("broken.json: not valid JSON"),
+        skipped.contains("cut.websocket.log: entry 1 at byte 6"),
+        "{stdout}"
+    );
+    // What test-server lost in a file that was converted.
+    let notes = lines_starting("note ");
+    assert!(
+        notes.contains("upload.json: interactions[0]: the request body (394671 bytes"),
         "{stdout}"
     );
     assert!(
-        skipped_text.contains("cut.websocket.log: entry 1 at byte 6"),
+        notes.contains("response body (120 bytes on the wire, Content-Type text/html) was dropped"),
         "{stdout}"
     );
-    assert!(
-        skipped_text.contains("upload.json: interactions[0]: the request body (394671 bytes"),
-        "{stdout}"
-    );
-    assert!(
-        skipped_text
-            .contains("response body (120 bytes on the wire, Content-Type text/html) was dropped"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("upload.json (1 interactions)"), "{stdout}");
+    assert!(stdout.contains(", 2 skipped, 2 note(s)"), "{stdout}");
     assert_eq!(hash_tree(&src), src_before, "import changed its source");
 
     // The session keeps its space (from the Test-Name header); unnamed
