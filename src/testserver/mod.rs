@@ -155,6 +155,15 @@ pub fn import_dir(
     let mut groups: BTreeMap<String, Sources> = BTreeMap::new();
     let mut report = ImportReport::default();
     collect_sources(src, src, dst, &mut groups, &mut report)?;
+    // `default.*` comes before the unnamed files (already in name order), as
+    // when serving.
+    if let Some(group) = groups.get_mut(DEFAULT_SESSION) {
+        let is_unnamed = |p: &PathBuf| {
+            unnamed_stem(p.file_name().and_then(|n| n.to_str()).unwrap_or("")).is_some()
+        };
+        group.json.sort_by_key(is_unnamed);
+        group.websocket.sort_by_key(is_unnamed);
+    }
     for (stem, sources) in groups {
         let mut pending = Vec::new();
         let mut converted_files = Vec::new();
@@ -335,16 +344,6 @@ fn collect_sources(
         } else {
             group.json.push(path);
         }
-    }
-    // `default.*` comes before the unnamed files, as when serving.
-    if let Some(group) = groups.get_mut(DEFAULT_SESSION) {
-        let first = |paths: &mut Vec<PathBuf>| {
-            paths.sort_by_key(|p| {
-                unnamed_stem(p.file_name().and_then(|n| n.to_str()).unwrap_or("")).is_some()
-            })
-        };
-        first(&mut group.json);
-        first(&mut group.websocket);
     }
     Ok(())
 }
