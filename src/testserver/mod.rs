@@ -315,17 +315,23 @@ fn collect_sources(
         let Ok(relative) = path.strip_prefix(root) else {
             continue;
         };
-        let Some(relative) = relative.to_str() else {
-            if path.to_string_lossy().ends_with(JSON_SUFFIX)
-                || path.to_string_lossy().ends_with(WEBSOCKET_SUFFIX)
-            {
+        // Session names use `/` whatever the platform's separator.
+        let segments: Option<Vec<&str>> = relative
+            .components()
+            .map(|c| c.as_os_str().to_str())
+            .collect();
+        let Some(segments) = segments else {
+            let lossy = path.to_string_lossy();
+            if lossy.ends_with(JSON_SUFFIX) || lossy.ends_with(WEBSOCKET_SUFFIX) {
                 report
                     .problems
                     .push((path.clone(), "file name is not UTF-8".into()));
             }
             continue;
         };
-        let top_level = !relative.contains('/');
+        let relative = segments.join("/");
+        let relative = relative.as_str();
+        let top_level = segments.len() == 1;
         let (stem, websocket) = if let Some(stem) = relative.strip_suffix(WEBSOCKET_SUFFIX) {
             (stem, true)
         } else if let Some(stem) = relative.strip_suffix(JSON_SUFFIX) {
