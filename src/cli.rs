@@ -363,6 +363,39 @@ fn existing_dir(dir: &Path) -> Result<PathBuf, CliError> {
     }
 }
 
+/// `ouli import test-server`'s output: one line per file converted, one per
+/// thing test-server lost in a converted file (`note`), one per file left out
+/// (`skipped`), then a summary.
+pub fn write_import_report(
+    report: &crate::testserver::ImportReport,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let converted = |file: &Path| report.converted.iter().any(|(f, _)| f == file);
+    for (file, interactions) in &report.converted {
+        writeln!(
+            out,
+            "converted {} ({interactions} interactions)",
+            file.display()
+        )?;
+    }
+    let mut skipped = 0;
+    let mut notes = 0;
+    for (file, why) in &report.problems {
+        if converted(file) {
+            notes += 1;
+            writeln!(out, "note {}: {why}", file.display())?;
+        } else {
+            skipped += 1;
+            writeln!(out, "skipped {}: {why}", file.display())?;
+        }
+    }
+    writeln!(
+        out,
+        "{} file(s) converted, {skipped} skipped, {notes} note(s)",
+        report.converted.len()
+    )
+}
+
 // ---------------------------------------------------------------------------
 // Inspection tools.
 

@@ -65,22 +65,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let report = ouli::testserver::import_dir(&src, &dst, &config)
                 .with_context(|| format!("importing {} into {}", src.display(), dst.display()))?;
             let mut stdout = std::io::stdout().lock();
-            for (file, interactions) in &report.converted {
-                writeln!(
-                    stdout,
-                    "converted {} ({interactions} interactions)",
-                    file.display()
-                )?;
-            }
-            for (file, why) in &report.problems {
-                writeln!(stdout, "skipped {}: {why}", file.display())?;
-            }
-            writeln!(
-                stdout,
-                "{} file(s) converted, {} skipped",
-                report.converted.len(),
-                report.problems.len()
-            )?;
+            ouli::cli::write_import_report(&report, &mut stdout)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { file, json } => {
