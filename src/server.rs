@@ -673,14 +673,16 @@ impl Replayer {
         *response.status_mut() =
             StatusCode::from_u16(view.response_status()).unwrap_or(StatusCode::OK);
         let headers = response.headers_mut();
-        for (name, value) in view.response_headers() {
+        headers.reserve(16);
+        for (name, value) in view.response_headers_shared() {
             let Ok(name) = HeaderName::from_bytes(name) else {
                 continue;
             };
             if HEADERS_NOT_REPLAYED.contains(&name.as_str()) {
                 continue;
             }
-            if let Ok(value) = HeaderValue::from_bytes(value) {
+            // Zero-copy: the value stays in the mapped record.
+            if let Ok(value) = HeaderValue::from_maybe_shared(value) {
                 headers.append(name, value);
             }
         }
@@ -722,8 +724,12 @@ impl Replayer {
             );
             Some(Recording::open(&partial, self.backend).map_err(|e| e.to_string())?)
         } else {
-            crate::testserver::open_session(dir, name, &self.options.config)
-                .map_err(|e| e.to_string())?
+            // Reading and converting a JSON file blocks: let the runtime move
+            // other work off this thread meanwhile (first request only).
+            tokio::task::block_in_place(|| {
+                crate::testserver::open_session(dir, name, &self.options.config)
+            })
+            .map_err(|e| e.to_string())?
         };
         let session = Arc::new(Session {
             recording,

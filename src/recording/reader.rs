@@ -613,6 +613,21 @@ impl RecordView {
             Some((&self.record[name], &self.record[value]))
         })
     }
+    /// Response headers with each value as `Bytes` pointing into the map:
+    /// a replayed header block copies no value.
+    pub fn response_headers_shared(&self) -> impl Iterator<Item = (&[u8], Bytes)> + '_ {
+        let mut c = format::Cursor {
+            bytes: &self.record,
+            pos: self.layout.response_headers_start,
+        };
+        let n = c.u32().unwrap_or(0);
+        (0..n).map_while(move |_| {
+            let name = c.field()?;
+            let value = c.field()?;
+            Some((&self.record[name], self.record.slice(value)))
+        })
+    }
+
     /// Response body chunks: (arrival offset µs, bytes pointing into the map).
     pub fn response_chunks(&self) -> impl Iterator<Item = (u64, Bytes)> + '_ {
         let mut c = format::Cursor {
