@@ -32,32 +32,3 @@ pub fn map(file: &File) -> std::io::Result<Bytes> {
     let mmap = unsafe { memmap2::Mmap::map(file)? };
     Ok(Bytes::from_owner(mmap))
 }
-
-/// Recordings at least this large are pre-faulted in the background (below
-/// it, the first requests fault the few pages in at no visible cost).
-pub const PREFAULT_BYTES_MIN: usize = 4 << 20;
-
-/// Recordings larger than this are not pre-faulted: pulling a recording of
-/// many GiB into memory on every start costs more than the faults it saves.
-pub const PREFAULT_BYTES_MAX: usize = 1 << 30;
-
-/// Maps every page of `bytes` into the process on a background thread, so
-/// that requests do not pay a page fault (and the address-space lock it
-/// takes) the first time they touch a page. Measured: 100k interactions in
-/// random order at 256 connections (rfcs/0003). Start-up does not wait.
-pub fn prefault_in_background(bytes: &Bytes) {
-    if bytes.len() < PREFAULT_BYTES_MIN || bytes.len() > PREFAULT_BYTES_MAX {
-        return;
-    }
-    let bytes = bytes.clone();
-    let _ = std::thread::Builder::new()
-        .name("ouli-prefault".into())
-        .spawn(move || {
-            const PAGE: usize = 4096;
-            let mut sum = 0u8;
-            for offset in (0..bytes.len()).step_by(PAGE) {
-                sum = sum.wrapping_add(bytes[offset]);
-            }
-            std::hint::black_box(sum);
-        });
-}

@@ -165,9 +165,6 @@ impl Recording {
         let metadata = file.metadata().map_err(io_error(path))?;
         let bytes = load(&file, metadata.len(), backend).map_err(io_error(path))?;
         let snapshot = build(path, bytes, Some(identity(&metadata)))?;
-        if backend == ReadBackend::Mmap {
-            super::mmap::prefault_in_background(&snapshot.bytes);
-        }
         Ok(Recording {
             path: Arc::from(path),
             backend,
