@@ -184,7 +184,12 @@ struct Endpoint {
     index: usize,
     target: Target,
     matcher: Matcher,
-    redactor: Redactor,
+    /// Shared with the record path's end-of-body callback: cloning the rules
+    /// per request would allocate every list in them.
+    redactor: Arc<Redactor>,
+    /// The `Host` header sent upstream (port left out when it is the
+    /// scheme's default), built once.
+    upstream_host: Option<HeaderValue>,
     health: Option<String>,
 }
 
@@ -269,7 +274,20 @@ async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                     .extend(config.session_header.iter().cloned());
                 rules
             }),
-            redactor,
+            redactor: Arc::new(redactor),
+            upstream_host: {
+                let default_port = if endpoint.target_type == Scheme::Https {
+                    443
+                } else {
+                    80
+                };
+                let host = if endpoint.target_port == default_port {
+                    endpoint.target_host.clone()
+                } else {
+                    format!("{}:{}", endpoint.target_host, endpoint.target_port)
+                };
+                HeaderValue::from_str(&host).ok()
+            },
             health: endpoint.health.clone(),
         });
     }
@@ -823,7 +841,6 @@ impl Replayer {
         step: ChainStep,
     ) -> Response<ResponseBody> {
         let config = &self.options.config;
-        let endpoint_config = &config.endpoints[endpoint.index];
         let path_and_query = parts
             .uri
             .path_and_query()
@@ -852,18 +869,8 @@ impl Replayer {
                 headers.append(name.clone(), value.clone());
             }
         }
-        let default_port = if endpoint_config.target_type == Scheme::Https {
-            443
-        } else {
-            80
-        };
-        let host = if endpoint.target.port == default_port {
-            endpoint.target.host.clone()
-        } else {
-            format!("{}:{}", endpoint.target.host, endpoint.target.port)
-        };
-        if let Ok(host) = HeaderValue::from_str(&host) {
-            headers.insert(http::header::HOST, host);
+        if let Some(host) = &endpoint.upstream_host {
+            headers.insert(http::header::HOST, host.clone());
         }
         let client = self.upstream.as_ref().expect("proxy modes have a client");
         let timeout = Duration::from_millis(config.limits.upstream_response_timeout_ms);
