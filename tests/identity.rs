@@ -1,0 +1,697 @@
+//! Request identity (rfcs/0002): canonical form and fingerprint, matching
+//! rules, chains, redaction and body decoding, through the public API.
+
+use std::io::Write;
+
+use bytes::Bytes;
+use ouli::chain::{ChainMode, ChainState, steps_for};
+use ouli::decode::{DecodeError, decode_body};
+use ouli::fingerprint::{
+    CANONICAL_VERSION, CanonicalRequest, MatchRules, Matcher, RequestParts, Target,
+    VOLATILE_HEADER_PREFIXES, VOLATILE_HEADERS, canonical_and_fingerprint, canonical_hash,
+    fingerprint,
+};
+use ouli::interaction::{
+    BodyChunk, Fingerprint, RecordedRequest, RecordedResponse, WsDirection, WsFrame,
+};
+use ouli::redact::{
+    DEFAULT_SENSITIVE_JSON_KEYS, HeaderReplacement, REDACTED, RedactError, RedactionRules,
+    Redactor, secrets_from,
+};
+use proptest::prelude::*;
+
+// ---------------------------------------------------------------- helpers
+
+/// A request as a test writes it.
+#[derive(Clone, Debug)]
+struct Req<'a> {
+    method: &'a str,
+    target: &'a str,
+    headers: Vec<(&'a str, &'a str)>,
+    body: &'a [u8],
+}
+
+fn req(method: &'static str, target: &'static str) -> Req<'static> {
+    Req {
+        method,
+        target,
+        headers: Vec::new(),
+        body: b"",
+    }
+}
+
+impl<'a> Req<'a> {
+    fn header(mut self, name: &'a str, value: &'a str) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+    fn body(mut self, body: &'a [u8]) -> Self {
+        self.body = body;
+        self
+    }
+}
+
+fn api() -> Target {
+    Target {
+        scheme: "https".into(),
+        host: "api.example.com".into(),
+        port: 443,
+    }
+}
+
+fn header_map(headers: &[(&str, &str)]) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    for (name, value) in headers {
+        map.append(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    map
+}
+
+fn canonical_with(matcher: &Matcher, target: &Target, r: &Req<'_>) -> Vec<u8> {
+    let headers = header_map(&r.headers);
+    let mut out = Vec::new();
+    matcher.canonical_form(
+        target,
+        &RequestParts {
+            method: r.method.as_bytes(),
+            path_and_query: r.target.as_bytes(),
+            headers: &headers,
+            body: r.body,
+        },
+        &mut out,
+    );
+    out
+}
+
+fn canonical(r: &Req<'_>) -> Vec<u8> {
+    canonical_with(&Matcher::new(&MatchRules::default()), &api(), r)
+}
+
+fn text(canonical: &[u8]) -> String {
+    String::from_utf8_lossy(canonical).into_owned()
+}
+
+/// Asserts that two requests share a canonical form (and so a fingerprint).
+#[track_caller]
+fn assert_same(a: &Req<'_>, b: &Req<'_>) {
+    let (ca, cb) = (canonical(a), canonical(b));
+    assert_eq!(text(&ca), text(&cb), "\n{a:?}\n{b:?}");
+}
+
+/// Asserts that two requests never share a fingerprint.
+#[track_caller]
+fn assert_differ(a: &Req<'_>, b: &Req<'_>) {
+    let (ca, cb) = (canonical(a), canonical(b));
+    assert_ne!(text(&ca), text(&cb), "\n{a:?}\n{b:?}");
+    assert_ne!(
+        fingerprint(&ca, &Fingerprint::CHAIN_HEAD),
+        fingerprint(&cb, &Fingerprint::CHAIN_HEAD)
+    );
+}
+
+// ------------------------------------------------- matching: same request
+
+#[test]
+fn a_new_user_agent_and_other_volatile_headers_still_match() {
+    let old = req("GET", "/v1/items")
+        .header("User-Agent", "client/1.0")
+        .header("X-Request-Id", "1111")
+        .header("traceparent", "00-aaaa-01")
+        .header("Date", "Mon, 23 Nov 2026 09:00:00 GMT")
+        .header("Authorization", "Bearer real-token")
+        .header("Accept-Encoding", "gzip")
+        .header("X-Stainless-Retry-Count", "0");
+    let new = req("GET", "/v1/items")
+        .header("user-agent", "client/2.0 (rust)")
+        .header("x-request-id", "2222")
+        .header("x-b3-traceid", "abc")
+        .header("authorization", "Bearer dummy")
+        .header("Accept-Encoding", "br, zstd")
+        .header("X-Ouli-Test-Name", "t")
+        .header("Expect", "100-continue")
+        .header("X-Forwarded-For", "10.0.0.1");
+    assert_same(&old, &new);
+}
+
+#[test]
+fn header_order_and_name_case_do_not_matter() {
+    let a = req("GET", "/")
+        .header("Accept", "application/json")
+        .header("X-Custom", "  one  ")
+        .header("Content-Type", "text/plain");
+    let b = req("GET", "/")
+        .header("content-type", "text/plain")
+        .header("x-custom", "one")
+        .header("ACCEPT", "application/json");
+    assert_same(&a, &b);
+}
+
+#[test]
+fn json_key_order_and_spacing_do_not_matter() {
+    let a = req("POST", "/v1/chat")
+        .header("content-type", "application/json")
+        .body(br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"n":1}"#);
+    let b = req("POST", "/v1/chat")
+        .header("Content-Type", "application/json")
+        .body(b"{\n  \"n\" : 1,\n  \"messages\": [ {\"content\": \"hi\", \"role\": \"user\"} ],\n  \"model\": \"m\"\n}\n");
+    assert_same(&a, &b);
+    // Escapes that spell the same string are the same string.
+    let c = req("POST", "/v1/chat")
+        .header("content-type", "application/json")
+        .body(br#"{"model":"\u006d","messages":[{"role":"user","content":"hi"}],"n":1}"#);
+    assert_same(&a, &c);
+}
+
+#[test]
+fn query_order_plus_and_percent_encoding_case_do_not_matter() {
+    assert_same(&req("GET", "/s?a=1&b=2"), &req("GET", "/s?b=2&a=1"));
+    assert_same(&req("GET", "/s?q=a+b"), &req("GET", "/s?q=a%20b"));
+    assert_same(&req("GET", "/s?q=%2f%7e"), &req("GET", "/s?q=%2F~"));
+    assert_same(&req("GET", "/s?a=1&&b=2&"), &req("GET", "/s?b=2&a=1"));
+}
+
+#[test]
+fn path_escapes_and_dot_segments_are_normalized() {
+    assert_same(&req("GET", "/a/%7euser"), &req("GET", "/a/~user"));
+    assert_same(&req("GET", "/a/%3a"), &req("GET", "/a/%3A"));
+    assert_same(&req("GET", "/a/b/../c/./d"), &req("GET", "/a/c/d"));
+    assert_same(&req("GET", "/a/%2E%2E/b"), &req("GET", "/b"));
+    assert_same(&req("GET", "/a/b/.."), &req("GET", "/a/"));
+    assert_same(&req("GET", "/../../x"), &req("GET", "/x"));
+    assert_same(&req("GET", ""), &req("GET", "/"));
+    // A byte a path may not hold raw is the byte its escape is.
+    assert_same(&req("GET", "/a/{id}"), &req("GET", "/a/%7Bid%7D"));
+    assert_same(&req("GET", "/100%"), &req("GET", "/100%25"));
+}
+
+// ------------------------------------------- matching: different requests
+
+#[test]
+fn what_a_server_may_treat_differently_does_not_match() {
+    let base = req("GET", "/v1/items?a=1&a=2&b=x").header("accept", "application/json");
+    assert_differ(&base, &req("GET", "/v1/item?a=1&a=2&b=x").header("accept", "application/json"));
+    assert_differ(&base, &req("GET", "/v1/items?a=1&a=2&b=y").header("accept", "application/json"));
+    // Repeated keys keep their order: a=1&a=2 is not a=2&a=1.
+    assert_differ(&base, &req("GET", "/v1/items?a=2&a=1&b=x").header("accept", "application/json"));
+    assert_differ(&base, &req("DELETE", "/v1/items?a=1&a=2&b=x").header("accept", "application/json"));
+    // Methods are case-sensitive.
+    assert_differ(&base, &req("get", "/v1/items?a=1&a=2&b=x").header("accept", "application/json"));
+    // An extra header that is not volatile.
+    assert_differ(
+        &base,
+        &req("GET", "/v1/items?a=1&a=2&b=x")
+            .header("accept", "application/json")
+            .header("x-tenant", "blue"),
+    );
+    assert_differ(&base, &req("GET", "/v1/items?a=1&a=2&b=x").header("accept", "text/html"));
+    // Path escapes of reserved characters stay escapes: a%2Fb is one segment.
+    assert_differ(&req("GET", "/a%2Fb"), &req("GET", "/a/b"));
+    assert_differ(&req("GET", "/a/b/"), &req("GET", "/a/b"));
+    // `+` is a space in a query, a plus in a path.
+    assert_differ(&req("GET", "/a+b"), &req("GET", "/a%20b"));
+    assert_differ(&req("GET", "/s?q=a%2Bb"), &req("GET", "/s?q=a+b"));
+}
+
+#[test]
+fn another_json_value_does_not_match() {
+    let json = |body: &'static [u8]| {
+        req("POST", "/v1/x")
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    assert_differ(&json(br#"{"a":1,"b":[1,2]}"#), &json(br#"{"a":2,"b":[1,2]}"#));
+    assert_differ(&json(br#"{"a":1,"b":[1,2]}"#), &json(br#"{"a":1,"b":[2,1]}"#));
+    assert_differ(&json(br#"{"a":"1"}"#), &json(br#"{"a":1}"#));
+    assert_differ(&json(br#"{"a":1}"#), &json(br#"{"a":1.0}"#));
+    // Past 2^64 and past f64 precision numbers stay distinct (kept as written).
+    assert_differ(
+        &json(br#"{"id":123456789012345678901234567890}"#),
+        &json(br#"{"id":123456789012345678901234567891}"#),
+    );
+    assert_differ(
+        &json(br#"{"x":0.1000000000000000000001}"#),
+        &json(br#"{"x":0.1}"#),
+    );
+    // Duplicate keys are all kept.
+    assert_differ(&json(br#"{"a":1,"a":2}"#), &json(br#"{"a":2}"#));
+    // A JSON body and the same text declared as something else.
+    assert_differ(
+        &json(br#"{"a":1}"#),
+        &req("POST", "/v1/x")
+            .header("content-type", "text/plain")
+            .body(br#"{"a":1}"#),
+    );
+}
+
+#[test]
+fn another_target_does_not_match() {
+    let r = req("GET", "/");
+    let matcher = Matcher::new(&MatchRules::default());
+    let base = canonical_with(&matcher, &api(), &r);
+    for other in [
+        Target { scheme: "http".into(), ..api() },
+        Target { host: "api2.example.com".into(), ..api() },
+        Target { port: 8443, ..api() },
+    ] {
+        assert_ne!(canonical_with(&matcher, &other, &r), base, "{other:?}");
+    }
+    // Host names are case-insensitive.
+    let upper = Target { host: "API.Example.COM".into(), ..api() };
+    assert_eq!(canonical_with(&matcher, &upper, &r), base);
+}
+
+#[test]
+fn form_bodies_match_by_sorted_pairs() {
+    let form = |body: &'static [u8]| {
+        req("POST", "/token")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+    };
+    assert_same(&form(b"b=2&a=x+y"), &form(b"a=x%20y&b=2"));
+    assert_differ(&form(b"a=1&a=2"), &form(b"a=2&a=1"));
+    assert_differ(&form(b"a=1"), &form(b"a=2"));
+}
+
+#[test]
+fn every_volatile_header_is_lower_case_and_left_out() {
+    for name in VOLATILE_HEADERS {
+        assert_eq!(*name, name.to_ascii_lowercase());
+        let with = req("GET", "/").header(name, "v");
+        assert_same(&with, &req("GET", "/"));
+    }
+    for prefix in VOLATILE_HEADER_PREFIXES {
+        let name = format!("{prefix}anything");
+        let headers = header_map(&[(name.as_str(), "v")]);
+        let mut out = Vec::new();
+        Matcher::new(&MatchRules::default()).canonical_form(
+            &api(),
+            &RequestParts { method: b"GET", path_and_query: b"/", headers: &headers, body: b"" },
+            &mut out,
+        );
+        assert_eq!(out, canonical(&req("GET", "/")), "{name}");
+    }
+}
+
+// ------------------------------------------------- matching configuration
+
+#[test]
+fn include_headers_makes_a_volatile_header_matter() {
+    let matcher = Matcher::new(&MatchRules {
+        include_headers: vec!["User-Agent".into()],
+        ..MatchRules::default()
+    });
+    let a = canonical_with(&matcher, &api(), &req("GET", "/").header("user-agent", "a/1"));
+    let b = canonical_with(&matcher, &api(), &req("GET", "/").header("user-agent", "a/2"));
+    assert_ne!(a, b);
+    assert!(text(&a).contains("header user-agent: a/1\n"), "{}", text(&a));
+    assert!(matcher.header_matches("user-agent"));
+}
+
+#[test]
+fn ignore_headers_leaves_a_header_out() {
+    let matcher = Matcher::new(&MatchRules {
+        ignore_headers: vec!["X-Run".into()],
+        ..MatchRules::default()
+    });
+    let a = canonical_with(&matcher, &api(), &req("GET", "/").header("x-run", "1").header("x-keep", "k"));
+    let b = canonical_with(&matcher, &api(), &req("GET", "/").header("X-Run", "2").header("x-keep", "k"));
+    assert_eq!(a, b);
+    assert!(!matcher.header_matches("x-run"));
+    // Ignoring wins over including.
+    let both = Matcher::new(&MatchRules {
+        include_headers: vec!["x-run".into()],
+        ignore_headers: vec!["x-run".into()],
+        ..MatchRules::default()
+    });
+    assert!(!both.header_matches("x-run"));
+}
+
+#[test]
+fn ignore_query_params_leaves_parameters_out() {
+    let matcher = Matcher::new(&MatchRules {
+        ignore_query_params: vec!["ts".into(), "cache buster".into()],
+        ..MatchRules::default()
+    });
+    let a = canonical_with(&matcher, &api(), &req("GET", "/s?q=1&ts=100&cache+buster=x"));
+    let b = canonical_with(&matcher, &api(), &req("GET", "/s?ts=200&q=1"));
+    assert_eq!(text(&a), text(&b));
+    let c = canonical_with(&matcher, &api(), &req("GET", "/s?q=2&ts=100"));
+    assert_ne!(a, c);
+}
+
+#[test]
+fn ignore_json_paths_nested_indexed_and_wildcard() {
+    let matcher = Matcher::new(&MatchRules {
+        ignore_json_paths: vec![
+            "$.meta.request_id".into(),
+            "items[1].id".into(),
+            "$.events[*].at".into(),
+            "$[\"odd.key\"]".into(),
+        ],
+        ..MatchRules::default()
+    });
+    let json = |body: &'static [u8]| {
+        req("POST", "/x")
+            .header("content-type", "application/json")
+            .body(body)
+    };
+    let a = canonical_with(
+        &matcher,
+        &api(),
+        &json(br#"{"meta":{"request_id":"r1","v":1},"items":[{"id":1},{"id":2}],"events":[{"at":1,"k":"a"},{"at":2,"k":"b"}],"odd.key":1}"#),
+    );
+    let b = canonical_with(
+        &matcher,
+        &api(),
+        &json(br#"{"meta":{"request_id":"r2","v":1},"items":[{"id":1},{"id":99}],"events":[{"at":7,"k":"a"},{"at":8,"k":"b"}],"odd.key":2}"#),
+    );
+    assert_eq!(text(&a), text(&b));
+    // What the paths do not name still counts.
+    for other in [
+        &br#"{"meta":{"request_id":"r1","v":2},"items":[{"id":1},{"id":2}],"events":[{"at":1,"k":"a"},{"at":2,"k":"b"}],"odd.key":1}"#[..],
+        br#"{"meta":{"request_id":"r1","v":1},"items":[{"id":0},{"id":2}],"events":[{"at":1,"k":"a"},{"at":2,"k":"b"}],"odd.key":1}"#,
+        br#"{"meta":{"request_id":"r1","v":1},"items":[{"id":1},{"id":2}],"events":[{"at":1,"k":"z"},{"at":2,"k":"b"}],"odd.key":1}"#,
+    ] {
+        let c = canonical_with(&matcher, &api(), &json(other));
+        assert_ne!(text(&a), text(&c), "{}", String::from_utf8_lossy(other));
+    }
+}
+
+// ------------------------------------------------------- canonical bytes
+
+#[test]
+fn canonical_form_bytes_of_a_small_request() {
+    let r = req("POST", "/v1/items/../things?b=2&a=x+y")
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json")
+        .header("User-Agent", "demo/1.0")
+        .body(br#"{"name": "widget", "count": 2}"#);
+    let c = canonical(&r);
+    let expected = "ouli-canonical/1\n\
+                    target https://api.example.com:443\n\
+                    method POST\n\
+                    path /v1/things\n\
+                    query a=x%20y\n\
+                    query b=2\n\
+                    header accept: application/json\n\
+                    header content-type: application/json\n\
+                    body json 27\n\
+                    {\"count\":2,\"name\":\"widget\"}";
+    assert_eq!(text(&c), expected);
+    let parsed = CanonicalRequest::parse(&c).unwrap();
+    assert_eq!(parsed.target, "https://api.example.com:443");
+    assert_eq!(parsed.method, "POST");
+    assert_eq!(parsed.path, "/v1/things");
+    assert_eq!(parsed.query, vec![("a".into(), "x%20y".into()), ("b".into(), "2".into())]);
+    assert_eq!(parsed.body_kind, "json");
+    assert_eq!(parsed.body, br#"{"count":2,"name":"widget"}"#);
+    // The hashes are SHA-256 over the canonical bytes, then those and the link.
+    let (hash, fp) = canonical_and_fingerprint(&c, &Fingerprint::CHAIN_HEAD);
+    assert_eq!(hash, canonical_hash(&c));
+    assert_eq!(fp, fingerprint(&c, &Fingerprint::CHAIN_HEAD));
+    assert_ne!(fp, fingerprint(&c, &Fingerprint([1; 32])));
+}
+
+#[test]
+fn parse_refuses_what_is_not_a_canonical_form() {
+    let c = canonical(&req("POST", "/").body(b"raw bytes"));
+    assert!(CanonicalRequest::parse(&c).is_some());
+    assert!(CanonicalRequest::parse(&c[..c.len() - 1]).is_none(), "short body");
+    assert!(CanonicalRequest::parse(&c[CANONICAL_VERSION.len()..]).is_none(), "no version");
+    let mut longer = c.clone();
+    longer.push(b'!');
+    assert!(CanonicalRequest::parse(&longer).is_none(), "long body");
+}
+
+// ------------------------------------------------------------- proptests
+
+/// A JSON document as a test builds it: object keys distinct.
+#[derive(Clone, Debug)]
+enum Doc {
+    Leaf(String),
+    Array(Vec<Doc>),
+    Object(Vec<(String, Doc)>),
+}
+
+fn doc() -> impl Strategy<Value = Doc> {
+    let leaf = prop_oneof![
+        Just("null".to_string()),
+        Just("true".to_string()),
+        any::<i64>().prop_map(|n| n.to_string()),
+        "[a-zA-Z0-9 é\"\\\\/]{0,8}".prop_map(|s| serde_json::to_string(&s).unwrap()),
+        Just("12345678901234567890123.5e-3".to_string()),
+    ]
+    .prop_map(Doc::Leaf);
+    leaf.prop_recursive(4, 32, 5, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Doc::Array),
+            prop::collection::btree_map("[a-z_]{1,6}", inner, 0..5)
+                .prop_map(|m| Doc::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Writes `doc`; `spaced` adds whitespace, `reversed` reverses every
+/// object's keys.
+fn write_doc(doc: &Doc, spaced: bool, reversed: bool, out: &mut String) {
+    let gap = if spaced { " \n\t" } else { "" };
+    match doc {
+        Doc::Leaf(text) => out.push_str(text),
+        Doc::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                    out.push_str(gap);
+                }
+                write_doc(item, spaced, reversed, out);
+            }
+            out.push_str(gap);
+            out.push(']');
+        }
+        Doc::Object(members) => {
+            out.push('{');
+            out.push_str(gap);
+            let mut order: Vec<&(String, Doc)> = members.iter().collect();
+            if reversed {
+                order.reverse();
+            }
+            for (i, (key, value)) in order.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(gap);
+                out.push_str(&serde_json::to_string(key).unwrap());
+                out.push_str(gap);
+                out.push(':');
+                out.push_str(gap);
+                write_doc(value, spaced, reversed, out);
+            }
+            out.push('}');
+        }
+    }
+}
+
+fn header_name() -> impl Strategy<Value = String> {
+    "x-[a-z]{1,8}"
+}
+
+fn flip_case(name: &str, mask: u64) -> String {
+    name.chars()
+        .enumerate()
+        .map(|(i, c)| if mask >> (i % 64) & 1 == 1 { c.to_ascii_uppercase() } else { c })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn canonical_form_ignores_header_order_and_case(
+        headers in prop::collection::btree_map(header_name(), "[ -~]{0,12}", 0..8),
+        seed in any::<u64>(),
+    ) {
+        let pairs: Vec<(String, String)> = headers.into_iter().collect();
+        let mut shuffled: Vec<(String, String)> =
+            pairs.iter().map(|(n, v)| (flip_case(n, seed), v.clone())).collect();
+        // A permutation derived from the seed.
+        let len = shuffled.len().max(1);
+        shuffled.rotate_left(seed as usize % len);
+        if seed & 1 == 1 {
+            shuffled.reverse();
+        }
+        let a: Vec<(&str, &str)> = pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let b: Vec<(&str, &str)> = shuffled.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let ra = Req { method: "GET", target: "/", headers: a, body: b"" };
+        let rb = Req { method: "GET", target: "/", headers: b, body: b"" };
+        prop_assert_eq!(canonical(&ra), canonical(&rb));
+    }
+
+    #[test]
+    fn canonical_form_ignores_json_key_order_and_whitespace(doc in doc()) {
+        let (mut compact, mut spaced) = (String::new(), String::new());
+        write_doc(&doc, false, false, &mut compact);
+        write_doc(&doc, true, true, &mut spaced);
+        let json = |body: &[u8]| canonical(&Req {
+            method: "POST",
+            target: "/",
+            headers: vec![("content-type", "application/json")],
+            body,
+        });
+        let a = json(compact.as_bytes());
+        prop_assert_eq!(text(&a), text(&json(spaced.as_bytes())));
+        prop_assert_eq!(CanonicalRequest::parse(&a).unwrap().body_kind, "json");
+    }
+
+    #[test]
+    fn parse_round_trips_the_canonical_form(
+        method in "[A-Z]{1,7}",
+        segments in prop::collection::vec("[a-zA-Z0-9._~%!$&'()*+,;=:@ -]{0,6}", 0..4),
+        query in prop::collection::vec(("[a-z+%0-9]{0,4}", "[ -~]{0,6}"), 0..4),
+        headers in prop::collection::vec((header_name(), "[!-~]([ -~]{0,8}[!-~])?"), 0..4),
+        body in prop::collection::vec(any::<u8>(), 0..24),
+        port in any::<u16>(),
+    ) {
+        let query: String = query
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.replace(['&', '#'], "%26")))
+            .collect::<Vec<_>>()
+            .join("&");
+        let target = format!("/{}?{query}", segments.join("/"));
+        let header_refs: Vec<(&str, &str)> =
+            headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let target_endpoint = Target { port, ..api() };
+        let r = Req { method: &method, target: &target, headers: header_refs, body: &body };
+        let c = canonical_with(&Matcher::new(&MatchRules::default()), &target_endpoint, &r);
+        let parsed = CanonicalRequest::parse(&c).expect("a canonical form parses");
+        prop_assert_eq!(&parsed.method, &method);
+        prop_assert_eq!(&parsed.target, &format!("https://api.example.com:{port}"));
+        // Headers: the request's, names lower-cased, sorted stably by name.
+        let mut expected: Vec<(String, String)> = headers.clone();
+        expected.sort_by(|a, b| a.0.cmp(&b.0));
+        prop_assert_eq!(&parsed.headers, &expected);
+        // Writing the parsed fields back gives the same bytes.
+        let mut again = CANONICAL_VERSION.to_vec();
+        again.extend_from_slice(format!("target {}\nmethod {}\npath {}\n", parsed.target, parsed.method, parsed.path).as_bytes());
+        for (k, v) in &parsed.query {
+            again.extend_from_slice(format!("query {k}={v}\n").as_bytes());
+        }
+        for (k, v) in &parsed.headers {
+            again.extend_from_slice(format!("header {k}: {v}\n").as_bytes());
+        }
+        again.extend_from_slice(format!("body {} {}\n", parsed.body_kind, parsed.body.len()).as_bytes());
+        again.extend_from_slice(&parsed.body);
+        prop_assert_eq!(text(&again), text(&c));
+        prop_assert_eq!(again, c);
+    }
+
+    #[test]
+    fn fingerprint_changes_when_any_single_field_changes(
+        field in 0usize..8,
+        a in "[a-z0-9]{1,8}",
+        b in "[a-z0-9]{1,8}",
+    ) {
+        prop_assume!(a != b);
+        let base = |v: &str, field_changed: Option<usize>| -> (Target, String, String, Vec<(String, String)>, Vec<u8>, Fingerprint) {
+            let pick = |f: usize, default: &str| if field_changed == Some(f) { v.to_string() } else { default.to_string() };
+            let target = Target {
+                scheme: "https".into(),
+                host: format!("{}.example.com", pick(0, "api")),
+                port: if field_changed == Some(1) { 1000 + v.len() as u16 * 7 + v.as_bytes()[0] as u16 } else { 443 },
+            };
+            let method = pick(2, "POST").to_ascii_uppercase();
+            let path_and_query = format!("/{}?k={}", pick(3, "p"), pick(4, "q"));
+            let headers = vec![("x-h".to_string(), pick(5, "h"))];
+            let body = format!("{{\"k\":\"{}\"}}", pick(6, "b")).into_bytes();
+            let link = if field_changed == Some(7) { Fingerprint(canonical_hash(v.as_bytes())) } else { Fingerprint::CHAIN_HEAD };
+            (target, method, path_and_query, headers, body, link)
+        };
+        let fp = |v: &str, changed: Option<usize>| {
+            let (target, method, pq, headers, body, link) = base(v, changed);
+            let refs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+            let mut refs = refs;
+            refs.push(("content-type", "application/json"));
+            let c = canonical_with(&Matcher::new(&MatchRules::default()), &target, &Req { method: &method, target: &pq, headers: refs, body: &body });
+            fingerprint(&c, &link)
+        };
+        prop_assert_ne!(fp(&a, Some(field)), fp(&b, Some(field)));
+        // Unchanged fields: the two values make no difference.
+        prop_assert_eq!(fp(&a, None), fp(&b, None));
+    }
+}
+
+// ---------------------------------------------------------------- chains
+
+#[test]
+fn request_mode_gives_the_nth_identical_request_the_nth_link() {
+    let recorded = ["A", "B", "A", "C", "A", "B"];
+    let steps = steps_for(ChainMode::Request, recorded.iter().map(|s| s.as_bytes()));
+    let recorded_fps: Vec<(&str, Fingerprint)> =
+        recorded.iter().zip(&steps).map(|(r, s)| (*r, s.fingerprint)).collect();
+    assert_eq!(steps[2].link, steps[0].fingerprint);
+    assert_eq!(steps[4].link, steps[2].fingerprint);
+    assert_eq!(steps[4].position, 2);
+    assert_eq!(steps[5].position, 1);
+    // Replayed in another interleaving, each A, B, C finds its own response.
+    let mut chain = ChainState::new(ChainMode::Request);
+    let mut seen = std::collections::HashMap::<&str, usize>::new();
+    for name in ["C", "A", "A", "B", "A", "B"] {
+        let step = chain.peek(name.as_bytes());
+        chain.commit(&step);
+        let n = seen.entry(name).or_default();
+        let expected = recorded_fps.iter().filter(|(r, _)| *r == name).nth(*n).unwrap().1;
+        assert_eq!(step.fingerprint, expected, "{name} #{n}");
+        assert_eq!(step.position as usize, *n);
+        *n += 1;
+    }
+    // A fourth A was never recorded.
+    let fourth = chain.peek(b"A");
+    assert!(recorded_fps.iter().all(|(_, fp)| *fp != fourth.fingerprint));
+    assert_eq!(fourth.position, 3);
+}
+
+#[test]
+fn session_mode_links_every_request_to_the_one_before() {
+    let steps = steps_for(ChainMode::Session, [&b"A"[..], b"B", b"A"]);
+    assert_eq!(steps[0].link, Fingerprint::CHAIN_HEAD);
+    assert_eq!(steps[1].link, steps[0].fingerprint);
+    assert_eq!(steps[2].link, steps[1].fingerprint);
+    assert_eq!(
+        steps.iter().map(|s| s.position).collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
+    // Another order is another chain: B first is not the recorded B.
+    let other = steps_for(ChainMode::Session, [&b"B"[..], b"A", b"A"]);
+    assert_ne!(other[0].fingerprint, steps[1].fingerprint);
+    assert_ne!(other[1].fingerprint, steps[0].fingerprint);
+    assert_eq!(ChainState::new(ChainMode::Session).mode(), ChainMode::Session);
+}
+
+#[test]
+fn reset_serves_the_session_again_from_the_head() {
+    for mode in [ChainMode::Request, ChainMode::Session] {
+        let mut chain = ChainState::new(mode);
+        let first: Vec<Fingerprint> = [b"A", b"B", b"A"]
+            .iter()
+            .map(|c| {
+                let step = chain.peek(*c);
+                chain.commit(&step);
+                step.fingerprint
+            })
+            .collect();
+        chain.reset();
+        let again: Vec<Fingerprint> = [b"A", b"B", b"A"]
+            .iter()
+            .map(|c| {
+                let step = chain.peek(*c);
+                assert_eq!(chain.peek(*c), step, "peek does not advance");
+                chain.commit(&step);
+                step.fingerprint
+            })
+            .collect();
+        assert_eq!(first, again, "{mode:?}");
+    }
+}
