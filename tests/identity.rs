@@ -695,3 +695,382 @@ fn reset_serves_the_session_again_from_the_head() {
         assert_eq!(first, again, "{mode:?}");
     }
 }
+
+// ------------------------------------------------------------- redaction
+
+fn redactor(secrets: &[&str]) -> Redactor {
+    Redactor::new(&RedactionRules {
+        drop_request_headers: vec!["X-Api-Token".into(), "cookie".into()],
+        secrets: secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        sensitive_json_keys: DEFAULT_SENSITIVE_JSON_KEYS.iter().map(|k| k.to_string()).collect(),
+        response_header_replacements: vec![],
+    })
+    .unwrap()
+}
+
+fn pairs(headers: &[(&'static str, &'static str)]) -> Vec<(Bytes, Bytes)> {
+    headers
+        .iter()
+        .map(|(n, v)| (Bytes::from_static(n.as_bytes()), Bytes::from_static(v.as_bytes())))
+        .collect()
+}
+
+fn chunks(parts: &[&'static str]) -> Vec<BodyChunk> {
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| BodyChunk { offset_us: i as u64 * 100, data: Bytes::from_static(p.as_bytes()) })
+        .collect()
+}
+
+fn joined(chunks: &[BodyChunk]) -> String {
+    chunks.iter().map(|c| String::from_utf8_lossy(&c.data).into_owned()).collect()
+}
+
+fn header<'a>(headers: &'a [(Bytes, Bytes)], name: &str) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+        .map(|(_, v)| &v[..])
+}
+
+#[test]
+fn configured_headers_are_dropped_whatever_their_case() {
+    let r = redactor(&[]);
+    assert!(r.drops_request_header(b"X-API-TOKEN"));
+    assert!(!r.drops_request_header(b"x-api"));
+    let mut live = header_map(&[("X-Api-Token", "t"), ("Cookie", "c=1"), ("accept", "*/*")]);
+    r.redact_header_map(&mut live);
+    assert_eq!(live.len(), 1);
+    assert!(live.contains_key("accept"));
+    let mut recorded = RecordedRequest {
+        method: Bytes::from_static(b"GET"),
+        target: Bytes::from_static(b"/"),
+        headers: pairs(&[("X-API-TOKEN", "t"), ("COOKIE", "c"), ("Accept", "*/*")]),
+        body: Bytes::new(),
+    };
+    r.redact_request(&mut recorded);
+    assert_eq!(recorded.headers, pairs(&[("Accept", "*/*")]));
+}
+
+#[test]
+fn secrets_are_replaced_in_every_part_of_a_request() {
+    let r = redactor(&["s3cr3t", "hunter 2"]);
+    let mut request = RecordedRequest {
+        method: Bytes::from_static(b"POST"),
+        target: Bytes::from_static(b"/v1/keys/s3cr3t?key=s3cr3t&p=hunter%202&q=hunter+2"),
+        headers: pairs(&[
+            ("x-key", "Bearer s3cr3t"),
+            ("x-other", "s3cr3ts3cr3t and s3cr3"),
+            ("content-length", "27"),
+        ]),
+        body: Bytes::from_static(b"data=s3cr3t&more=hunter%202"),
+    };
+    r.redact_request(&mut request);
+    assert_eq!(
+        &request.target[..],
+        b"/v1/keys/REDACTED?key=REDACTED&p=REDACTED&q=REDACTED"
+    );
+    assert_eq!(header(&request.headers, "x-key"), Some(&b"Bearer REDACTED"[..]));
+    // Touching matches merge into one REDACTED; a partial secret stays.
+    assert_eq!(header(&request.headers, "x-other"), Some(&b"REDACTED and s3cr3"[..]));
+    assert_eq!(&request.body[..], b"data=REDACTED&more=REDACTED");
+    assert_eq!(
+        header(&request.headers, "content-length"),
+        Some(request.body.len().to_string().as_bytes())
+    );
+
+    // The live request, redacted the same way, has the same canonical form
+    // as the recorded one: replay finds what record stored.
+    let live_headers = header_map(&[("x-key", "Bearer s3cr3t"), ("content-type", "text/plain")]);
+    let mut redacted_headers = live_headers.clone();
+    r.redact_header_map(&mut redacted_headers);
+    assert_eq!(redacted_headers.get("x-key").unwrap(), "Bearer REDACTED");
+    let target = r.redact_bytes(b"/k/s3cr3t");
+    assert_eq!(&target[..], b"/k/REDACTED");
+    let body = r.redact_body(br#"{"password":"p","note":"s3cr3t"}"#);
+    assert_eq!(&body[..], br#"{"password":"REDACTED","note":"REDACTED"}"#);
+    // Nothing to redact: borrowed, not copied.
+    assert!(matches!(r.redact_bytes(b"plain"), std::borrow::Cow::Borrowed(_)));
+}
+
+#[test]
+fn secrets_are_replaced_in_responses_and_websocket_frames() {
+    let r = Redactor::new(&RedactionRules {
+        secrets: vec![b"tok-123".to_vec()],
+        response_header_replacements: vec![HeaderReplacement {
+            header: "Set-Cookie".into(),
+            regex: "session=[^;]+".into(),
+            replace: "session=xyz".into(),
+        }],
+        ..RedactionRules::default()
+    })
+    .unwrap();
+    let mut response = RecordedResponse {
+        status: 200,
+        headers: pairs(&[
+            ("set-cookie", "session=abc123; Path=/"),
+            ("x-echo", "tok-123"),
+            ("Content-Length", "21"),
+        ]),
+        chunks: chunks(&["token is tok-123 ok\r\n"]),
+        original_encoding: Bytes::new(),
+    };
+    r.redact_response(&mut response);
+    assert_eq!(header(&response.headers, "set-cookie"), Some(&b"session=xyz; Path=/"[..]));
+    assert_eq!(header(&response.headers, "x-echo"), Some(REDACTED));
+    assert_eq!(joined(&response.chunks), "token is REDACTED ok\r\n");
+    assert_eq!(
+        header(&response.headers, "content-length"),
+        Some(response.body_len().to_string().as_bytes())
+    );
+
+    let mut frames = vec![
+        WsFrame { direction: WsDirection::ClientToServer, opcode: 1, offset_us: 0, payload: Bytes::from_static(b"auth tok-123") },
+        WsFrame { direction: WsDirection::ServerToClient, opcode: 2, offset_us: 5, payload: Bytes::from_static(b"\x00tok-123\xff") },
+        WsFrame { direction: WsDirection::ServerToClient, opcode: 1, offset_us: 9, payload: Bytes::from_static(b"clean") },
+    ];
+    r.redact_ws_frames(&mut frames);
+    assert_eq!(&frames[0].payload[..], b"auth REDACTED");
+    assert_eq!(&frames[1].payload[..], b"\x00REDACTED\xff");
+    assert_eq!(&frames[2].payload[..], b"clean");
+}
+
+#[test]
+fn overlapping_secrets_become_one_redaction() {
+    let r = redactor(&["abcdef", "defghi"]);
+    assert_eq!(&r.redact_bytes(b"xxabcdefghiyy")[..], b"xxREDACTEDyy");
+    assert_eq!(&r.redact_bytes(b"abcdef defghi")[..], b"REDACTED REDACTED");
+    // One secret inside another.
+    let r = redactor(&["bcd", "abcdefg"]);
+    assert_eq!(&r.redact_bytes(b"abcdefg bcd")[..], b"REDACTED REDACTED");
+    // A chain of three overlapping secrets.
+    let r = redactor(&["aaab", "abbb", "bbbc"]);
+    assert_eq!(&r.redact_bytes(b"<aaabbbc>")[..], b"<REDACTED>");
+}
+
+#[test]
+fn a_secret_split_across_two_chunks_is_redacted() {
+    let r = redactor(&["s3cr3t"]);
+    let mut body = chunks(&["one s3c", "r3t two"]);
+    r.redact_chunks(&mut body);
+    assert_eq!(joined(&body), "one REDACTED two");
+    assert_eq!(body.len(), 2);
+    assert_eq!(&body[0].data[..], b"one REDACTED");
+    assert_eq!(&body[1].data[..], b" two");
+    assert_eq!(body[1].offset_us, 100);
+}
+
+#[test]
+fn a_secret_split_across_three_chunks_with_one_inside_it_is_redacted() {
+    let r = redactor(&["abcdefgh"]);
+    let mut body = chunks(&["x ab", "cdef", "gh y", "tail"]);
+    r.redact_chunks(&mut body);
+    assert_eq!(joined(&body), "x REDACTED ytail");
+    // The chunk that lay inside the secret has nothing left of its own.
+    assert_eq!(
+        body.iter().map(|c| (c.offset_us, String::from_utf8_lossy(&c.data).into_owned())).collect::<Vec<_>>(),
+        vec![(0, "x REDACTED".into()), (200, " y".into()), (300, "tail".into())]
+    );
+    // Overlapping secrets across chunks, with content-length kept true.
+    let r = redactor(&["abcdef", "defghi"]);
+    let mut response = RecordedResponse {
+        status: 200,
+        headers: pairs(&[("content-length", "15")]),
+        chunks: chunks(&["xxabc", "defg", "hiyy", "zz"]),
+        original_encoding: Bytes::new(),
+    };
+    r.redact_response(&mut response);
+    assert_eq!(joined(&response.chunks), "xxREDACTEDyyzz");
+    assert_eq!(header(&response.headers, "content-length"), Some(&b"14"[..]));
+}
+
+#[test]
+fn sensitive_json_keys_nested_in_arrays_and_any_case() {
+    let r = redactor(&[]);
+    let body = br#"{"user":{"Password":"p1","profile":{"ACCESS_TOKEN":{"nested":1}}},"list":[{"token":"t1"},{"api_key":null},[{"Secret":7}]],"id":123456789012345678901234567890,"tokens":"not sensitive"}"#;
+    let out = r.redact_body(body);
+    assert_eq!(
+        std::str::from_utf8(&out).unwrap(),
+        r#"{"user":{"Password":"REDACTED","profile":{"ACCESS_TOKEN":"REDACTED"}},"list":[{"token":"REDACTED"},{"api_key":"REDACTED"},[{"Secret":"REDACTED"}]],"id":123456789012345678901234567890,"tokens":"not sensitive"}"#
+    );
+    // Not JSON, or JSON without sensitive keys: left as it is.
+    assert!(matches!(r.redact_body(b"password=x"), std::borrow::Cow::Borrowed(_)));
+    assert!(matches!(r.redact_body(br#"{ "a": 1 }"#), std::borrow::Cow::Borrowed(_)));
+
+    // In a response of several chunks too, with content-length kept true.
+    let mut response = RecordedResponse {
+        status: 200,
+        headers: pairs(&[("content-length", "35")]),
+        chunks: chunks(&[r#"{"access_token": "#, r#""abc", "expires": 3600}"#]),
+        original_encoding: Bytes::new(),
+    };
+    r.redact_response(&mut response);
+    assert_eq!(joined(&response.chunks), r#"{"access_token":"REDACTED","expires":3600}"#);
+    assert_eq!(response.chunks.len(), 1);
+    assert_eq!(
+        header(&response.headers, "content-length"),
+        Some(response.body_len().to_string().as_bytes())
+    );
+}
+
+#[test]
+fn a_bad_header_replacement_regex_is_a_typed_error() {
+    let error = Redactor::new(&RedactionRules {
+        response_header_replacements: vec![
+            HeaderReplacement { header: "a".into(), regex: "ok".into(), replace: "x".into() },
+            HeaderReplacement { header: "b".into(), regex: "(unclosed".into(), replace: "x".into() },
+        ],
+        ..RedactionRules::default()
+    })
+    .unwrap_err();
+    match &error {
+        RedactError::BadRegex { index, regex, .. } => {
+            assert_eq!(*index, 1);
+            assert_eq!(regex, "(unclosed");
+        }
+        other => panic!("expected BadRegex, got {other:?}"),
+    }
+    assert!(error.to_string().contains("response_header_replacements[1]"));
+}
+
+#[test]
+fn secrets_come_from_lists_and_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secrets.txt");
+    std::fs::write(&file, b"line one\r\n\nline-two\n  spaced  \n").unwrap();
+    let secrets = secrets_from(["a, b ,,c", "d"], Some(&file)).unwrap();
+    let secrets: Vec<String> = secrets.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+    assert_eq!(secrets, ["a", "b", "c", "d", "line one", "line-two", "  spaced  "]);
+    let missing = dir.path().join("missing.txt");
+    match secrets_from([], Some(&missing)) {
+        Err(RedactError::SecretsFile { path, .. }) => assert_eq!(path, missing),
+        other => panic!("expected SecretsFile, got {other:?}"),
+    }
+}
+
+/// Run by [`secrets_come_from_the_environment`] in a child process with the
+/// variables set, so that no test of this binary races on the environment.
+#[test]
+#[ignore = "run in a child process by secrets_come_from_the_environment"]
+fn secrets_from_env_child() {
+    let secrets = ouli::redact::secrets_from_env().unwrap();
+    let secrets: Vec<String> = secrets.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+    assert_eq!(secrets, ["ouli-1", "ouli-2", "ts-1", "from-file"]);
+}
+
+#[test]
+fn secrets_come_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("secrets");
+    std::fs::write(&file, b"from-file\n").unwrap();
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "secrets_from_env_child", "--test-threads=1"])
+        .env("OULI_SECRETS", "ouli-1,ouli-2")
+        .env("TEST_SERVER_SECRETS", "ts-1")
+        .env("OULI_SECRETS_FILE", &file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("1 passed"), "{stdout}");
+}
+
+// -------------------------------------------------------------- decoding
+
+const PLAIN: &[u8] = b"{\"hello\":\"world\",\"n\":[1,2,3,4,5,6,7,8,9,10],\"pad\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}";
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+fn zlib(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+fn raw_deflate(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+fn br(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+        w.write_all(data).unwrap();
+    }
+    out
+}
+fn zstd(data: &[u8]) -> Vec<u8> {
+    zstd::encode_all(data, 3).unwrap()
+}
+
+fn encoders() -> Vec<(&'static str, fn(&[u8]) -> Vec<u8>)> {
+    vec![("gzip", gzip), ("deflate", zlib), ("deflate", raw_deflate), ("br", br), ("zstd", zstd)]
+}
+
+#[test]
+fn each_encoding_decodes() {
+    for (name, encode) in encoders() {
+        let decoded = decode_body(name.as_bytes(), &encode(PLAIN), 1 << 20).unwrap();
+        assert_eq!(decoded.as_deref(), Some(PLAIN), "{name}");
+    }
+    assert_eq!(decode_body(b"X-GZIP", &gzip(PLAIN), 1 << 20).unwrap().as_deref(), Some(PLAIN));
+    assert_eq!(decode_body(b"", PLAIN, 1).unwrap(), None);
+    assert_eq!(decode_body(b" identity ", PLAIN, 1).unwrap(), None);
+    // An encoded empty body (HEAD, 204) is empty.
+    assert_eq!(decode_body(b"br", b"", 1).unwrap().as_deref(), Some(&b""[..]));
+}
+
+#[test]
+fn stacked_encodings_are_undone_in_reverse() {
+    // content-encoding: gzip, br — gzip applied first, then br.
+    let body = br(&gzip(PLAIN));
+    assert_eq!(decode_body(b"gzip, br", &body, 1 << 20).unwrap().as_deref(), Some(PLAIN));
+    let body = zstd(&zlib(&br(PLAIN)));
+    assert_eq!(decode_body(b"br,deflate,zstd", &body, 1 << 20).unwrap().as_deref(), Some(PLAIN));
+    // The wrong order does not decode.
+    assert!(decode_body(b"br, gzip", &br(&gzip(PLAIN)), 1 << 20).is_err());
+}
+
+#[test]
+fn corrupt_and_truncated_bodies_are_typed_errors() {
+    for (name, encode) in encoders() {
+        let garbage = b"this is not compressed at all, not even a little";
+        match decode_body(name.as_bytes(), garbage, 1 << 20) {
+            Err(DecodeError::Corrupt { encoding, .. }) => assert_eq!(encoding, name),
+            other => panic!("{name}: expected Corrupt, got {other:?}"),
+        }
+        let whole = encode(PLAIN);
+        let truncated = &whole[..whole.len() / 2];
+        assert!(
+            matches!(decode_body(name.as_bytes(), truncated, 1 << 20), Err(DecodeError::Corrupt { .. })),
+            "{name}: truncated"
+        );
+    }
+    match decode_body(b"gzip, compress", b"x", 1 << 20) {
+        Err(DecodeError::Unsupported(name)) => assert_eq!(name, "compress"),
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_decompression_bomb_stops_at_the_limit() {
+    let zeros = vec![0u8; 4 << 20];
+    for (name, encode) in encoders() {
+        let bomb = encode(&zeros);
+        assert!(bomb.len() < 64 << 10, "{name}: {} bytes", bomb.len());
+        match decode_body(name.as_bytes(), &bomb, 1 << 20) {
+            Err(DecodeError::TooLarge { limit }) => assert_eq!(limit, 1 << 20),
+            other => panic!("{name}: expected TooLarge, got {:?}", other.map(|b| b.map(|b| b.len()))),
+        }
+        // Exactly at the limit is allowed.
+        let exact = encode(&zeros[..1 << 20]);
+        assert_eq!(decode_body(name.as_bytes(), &exact, 1 << 20).unwrap().map(|b| b.len()), Some(1 << 20));
+    }
+    // A bomb inside a stack of encodings is caught too.
+    let stacked = gzip(&gzip(&zeros));
+    assert!(matches!(decode_body(b"gzip, gzip", &stacked, 1 << 20), Err(DecodeError::TooLarge { .. })));
+}
