@@ -413,6 +413,25 @@ fn canonical_form_bytes_of_a_small_request() {
     assert_eq!(hash, canonical_hash(&c));
     assert_eq!(fp, fingerprint(&c, &Fingerprint::CHAIN_HEAD));
     assert_ne!(fp, fingerprint(&c, &Fingerprint([1; 32])));
+    // The worked example of rfcs/0002: a second implementation must get
+    // these bytes and hashes.
+    assert_eq!(c.len(), 214);
+    assert_eq!(
+        hex::encode(hash),
+        "2c9c782eeee5f5dd7cce7a97a067e8015421f3fa1d061ba964ae59f306c80c6d"
+    );
+    assert_eq!(
+        fp.to_hex(),
+        "db0fa7dea25325976e98ddaf4154873940c9a9ea330d5e993f901707934ca67b"
+    );
+    let mut chain = ChainState::new(ChainMode::Request);
+    let first = chain.peek(&c);
+    chain.commit(&first);
+    assert_eq!(first.fingerprint, fp);
+    assert_eq!(
+        chain.peek(&c).fingerprint.to_hex(),
+        "cfb319f4c07ff8b0e5bee32d02d4347385ea555b1113975952dbab8f1b257cb8"
+    );
 }
 
 #[test]
