@@ -48,7 +48,8 @@ fn canonical(matcher: &Matcher, target: &Target, headers: &HeaderMap) -> Vec<u8>
         target,
         &RequestParts {
             method: b"POST",
-            path_and_query: b"/v1beta/models/gemini-2.0-flash:generateContent?alt=json&key=REDACTED",
+            path_and_query:
+                b"/v1beta/models/gemini-2.0-flash:generateContent?alt=json&key=REDACTED",
             headers,
             body: BODY,
         },

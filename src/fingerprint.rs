@@ -352,11 +352,9 @@ pub(crate) mod json {
                 b'"' => self.string().map(Json::String),
                 _ => {
                     let start = self.at;
-                    while self
-                        .text
-                        .get(self.at)
-                        .is_some_and(|b| !matches!(b, b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r'))
-                    {
+                    while self.text.get(self.at).is_some_and(|b| {
+                        !matches!(b, b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r')
+                    }) {
                         self.at += 1;
                     }
                     (self.at > start).then(|| Json::Literal(&self.text[start..self.at]))
@@ -586,7 +584,19 @@ fn is_path_char(b: u8) -> bool {
     is_unreserved(b)
         || matches!(
             b,
-            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'@' | b'/'
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+                | b'/'
         )
 }
 

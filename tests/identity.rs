@@ -192,13 +192,28 @@ fn path_escapes_and_dot_segments_are_normalized() {
 #[test]
 fn what_a_server_may_treat_differently_does_not_match() {
     let base = req("GET", "/v1/items?a=1&a=2&b=x").header("accept", "application/json");
-    assert_differ(&base, &req("GET", "/v1/item?a=1&a=2&b=x").header("accept", "application/json"));
-    assert_differ(&base, &req("GET", "/v1/items?a=1&a=2&b=y").header("accept", "application/json"));
+    assert_differ(
+        &base,
+        &req("GET", "/v1/item?a=1&a=2&b=x").header("accept", "application/json"),
+    );
+    assert_differ(
+        &base,
+        &req("GET", "/v1/items?a=1&a=2&b=y").header("accept", "application/json"),
+    );
     // Repeated keys keep their order: a=1&a=2 is not a=2&a=1.
-    assert_differ(&base, &req("GET", "/v1/items?a=2&a=1&b=x").header("accept", "application/json"));
-    assert_differ(&base, &req("DELETE", "/v1/items?a=1&a=2&b=x").header("accept", "application/json"));
+    assert_differ(
+        &base,
+        &req("GET", "/v1/items?a=2&a=1&b=x").header("accept", "application/json"),
+    );
+    assert_differ(
+        &base,
+        &req("DELETE", "/v1/items?a=1&a=2&b=x").header("accept", "application/json"),
+    );
     // Methods are case-sensitive.
-    assert_differ(&base, &req("get", "/v1/items?a=1&a=2&b=x").header("accept", "application/json"));
+    assert_differ(
+        &base,
+        &req("get", "/v1/items?a=1&a=2&b=x").header("accept", "application/json"),
+    );
     // An extra header that is not volatile.
     assert_differ(
         &base,
@@ -206,7 +221,10 @@ fn what_a_server_may_treat_differently_does_not_match() {
             .header("accept", "application/json")
             .header("x-tenant", "blue"),
     );
-    assert_differ(&base, &req("GET", "/v1/items?a=1&a=2&b=x").header("accept", "text/html"));
+    assert_differ(
+        &base,
+        &req("GET", "/v1/items?a=1&a=2&b=x").header("accept", "text/html"),
+    );
     // Path escapes of reserved characters stay escapes: a%2Fb is one segment.
     assert_differ(&req("GET", "/a%2Fb"), &req("GET", "/a/b"));
     assert_differ(&req("GET", "/a/b/"), &req("GET", "/a/b"));
@@ -222,8 +240,14 @@ fn another_json_value_does_not_match() {
             .header("content-type", "application/json")
             .body(body)
     };
-    assert_differ(&json(br#"{"a":1,"b":[1,2]}"#), &json(br#"{"a":2,"b":[1,2]}"#));
-    assert_differ(&json(br#"{"a":1,"b":[1,2]}"#), &json(br#"{"a":1,"b":[2,1]}"#));
+    assert_differ(
+        &json(br#"{"a":1,"b":[1,2]}"#),
+        &json(br#"{"a":2,"b":[1,2]}"#),
+    );
+    assert_differ(
+        &json(br#"{"a":1,"b":[1,2]}"#),
+        &json(br#"{"a":1,"b":[2,1]}"#),
+    );
     assert_differ(&json(br#"{"a":"1"}"#), &json(br#"{"a":1}"#));
     assert_differ(&json(br#"{"a":1}"#), &json(br#"{"a":1.0}"#));
     // Past 2^64 and past f64 precision numbers stay distinct (kept as written).
@@ -252,14 +276,26 @@ fn another_target_does_not_match() {
     let matcher = Matcher::new(&MatchRules::default());
     let base = canonical_with(&matcher, &api(), &r);
     for other in [
-        Target { scheme: "http".into(), ..api() },
-        Target { host: "api2.example.com".into(), ..api() },
-        Target { port: 8443, ..api() },
+        Target {
+            scheme: "http".into(),
+            ..api()
+        },
+        Target {
+            host: "api2.example.com".into(),
+            ..api()
+        },
+        Target {
+            port: 8443,
+            ..api()
+        },
     ] {
         assert_ne!(canonical_with(&matcher, &other, &r), base, "{other:?}");
     }
     // Host names are case-insensitive.
-    let upper = Target { host: "API.Example.COM".into(), ..api() };
+    let upper = Target {
+        host: "API.Example.COM".into(),
+        ..api()
+    };
     assert_eq!(canonical_with(&matcher, &upper, &r), base);
 }
 
@@ -288,7 +324,12 @@ fn every_volatile_header_is_lower_case_and_left_out() {
         let mut out = Vec::new();
         Matcher::new(&MatchRules::default()).canonical_form(
             &api(),
-            &RequestParts { method: b"GET", path_and_query: b"/", headers: &headers, body: b"" },
+            &RequestParts {
+                method: b"GET",
+                path_and_query: b"/",
+                headers: &headers,
+                body: b"",
+            },
             &mut out,
         );
         assert_eq!(out, canonical(&req("GET", "/")), "{name}");
@@ -303,10 +344,22 @@ fn include_headers_makes_a_volatile_header_matter() {
         include_headers: vec!["User-Agent".into()],
         ..MatchRules::default()
     });
-    let a = canonical_with(&matcher, &api(), &req("GET", "/").header("user-agent", "a/1"));
-    let b = canonical_with(&matcher, &api(), &req("GET", "/").header("user-agent", "a/2"));
+    let a = canonical_with(
+        &matcher,
+        &api(),
+        &req("GET", "/").header("user-agent", "a/1"),
+    );
+    let b = canonical_with(
+        &matcher,
+        &api(),
+        &req("GET", "/").header("user-agent", "a/2"),
+    );
     assert_ne!(a, b);
-    assert!(text(&a).contains("header user-agent: a/1\n"), "{}", text(&a));
+    assert!(
+        text(&a).contains("header user-agent: a/1\n"),
+        "{}",
+        text(&a)
+    );
     assert!(matcher.header_matches("user-agent"));
 }
 
@@ -316,8 +369,16 @@ fn ignore_headers_leaves_a_header_out() {
         ignore_headers: vec!["X-Run".into()],
         ..MatchRules::default()
     });
-    let a = canonical_with(&matcher, &api(), &req("GET", "/").header("x-run", "1").header("x-keep", "k"));
-    let b = canonical_with(&matcher, &api(), &req("GET", "/").header("X-Run", "2").header("x-keep", "k"));
+    let a = canonical_with(
+        &matcher,
+        &api(),
+        &req("GET", "/").header("x-run", "1").header("x-keep", "k"),
+    );
+    let b = canonical_with(
+        &matcher,
+        &api(),
+        &req("GET", "/").header("X-Run", "2").header("x-keep", "k"),
+    );
     assert_eq!(a, b);
     assert!(!matcher.header_matches("x-run"));
     // Ignoring wins over including.
@@ -335,7 +396,11 @@ fn ignore_query_params_leaves_parameters_out() {
         ignore_query_params: vec!["ts".into(), "cache buster".into()],
         ..MatchRules::default()
     });
-    let a = canonical_with(&matcher, &api(), &req("GET", "/s?q=1&ts=100&cache+buster=x"));
+    let a = canonical_with(
+        &matcher,
+        &api(),
+        &req("GET", "/s?q=1&ts=100&cache+buster=x"),
+    );
     let b = canonical_with(&matcher, &api(), &req("GET", "/s?ts=200&q=1"));
     assert_eq!(text(&a), text(&b));
     let c = canonical_with(&matcher, &api(), &req("GET", "/s?q=2&ts=100"));
@@ -405,7 +470,10 @@ fn canonical_form_bytes_of_a_small_request() {
     assert_eq!(parsed.target, "https://api.example.com:443");
     assert_eq!(parsed.method, "POST");
     assert_eq!(parsed.path, "/v1/things");
-    assert_eq!(parsed.query, vec![("a".into(), "x%20y".into()), ("b".into(), "2".into())]);
+    assert_eq!(
+        parsed.query,
+        vec![("a".into(), "x%20y".into()), ("b".into(), "2".into())]
+    );
     assert_eq!(parsed.body_kind, "json");
     assert_eq!(parsed.body, br#"{"count":2,"name":"widget"}"#);
     // The hashes are SHA-256 over the canonical bytes, then those and the link.
@@ -438,8 +506,14 @@ fn canonical_form_bytes_of_a_small_request() {
 fn parse_refuses_what_is_not_a_canonical_form() {
     let c = canonical(&req("POST", "/").body(b"raw bytes"));
     assert!(CanonicalRequest::parse(&c).is_some());
-    assert!(CanonicalRequest::parse(&c[..c.len() - 1]).is_none(), "short body");
-    assert!(CanonicalRequest::parse(&c[CANONICAL_VERSION.len()..]).is_none(), "no version");
+    assert!(
+        CanonicalRequest::parse(&c[..c.len() - 1]).is_none(),
+        "short body"
+    );
+    assert!(
+        CanonicalRequest::parse(&c[CANONICAL_VERSION.len()..]).is_none(),
+        "no version"
+    );
     let mut longer = c.clone();
     longer.push(b'!');
     assert!(CanonicalRequest::parse(&longer).is_none(), "long body");
@@ -521,7 +595,13 @@ fn header_name() -> impl Strategy<Value = String> {
 fn flip_case(name: &str, mask: u64) -> String {
     name.chars()
         .enumerate()
-        .map(|(i, c)| if mask >> (i % 64) & 1 == 1 { c.to_ascii_uppercase() } else { c })
+        .map(|(i, c)| {
+            if mask >> (i % 64) & 1 == 1 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
@@ -648,8 +728,11 @@ proptest! {
 fn request_mode_gives_the_nth_identical_request_the_nth_link() {
     let recorded = ["A", "B", "A", "C", "A", "B"];
     let steps = steps_for(ChainMode::Request, recorded.iter().map(|s| s.as_bytes()));
-    let recorded_fps: Vec<(&str, Fingerprint)> =
-        recorded.iter().zip(&steps).map(|(r, s)| (*r, s.fingerprint)).collect();
+    let recorded_fps: Vec<(&str, Fingerprint)> = recorded
+        .iter()
+        .zip(&steps)
+        .map(|(r, s)| (*r, s.fingerprint))
+        .collect();
     assert_eq!(steps[2].link, steps[0].fingerprint);
     assert_eq!(steps[4].link, steps[2].fingerprint);
     assert_eq!(steps[4].position, 2);
@@ -661,7 +744,12 @@ fn request_mode_gives_the_nth_identical_request_the_nth_link() {
         let step = chain.peek(name.as_bytes());
         chain.commit(&step);
         let n = seen.entry(name).or_default();
-        let expected = recorded_fps.iter().filter(|(r, _)| *r == name).nth(*n).unwrap().1;
+        let expected = recorded_fps
+            .iter()
+            .filter(|(r, _)| *r == name)
+            .nth(*n)
+            .unwrap()
+            .1;
         assert_eq!(step.fingerprint, expected, "{name} #{n}");
         assert_eq!(step.position as usize, *n);
         *n += 1;
@@ -686,7 +774,10 @@ fn session_mode_links_every_request_to_the_one_before() {
     let other = steps_for(ChainMode::Session, [&b"B"[..], b"A", b"A"]);
     assert_ne!(other[0].fingerprint, steps[1].fingerprint);
     assert_ne!(other[1].fingerprint, steps[0].fingerprint);
-    assert_eq!(ChainState::new(ChainMode::Session).mode(), ChainMode::Session);
+    assert_eq!(
+        ChainState::new(ChainMode::Session).mode(),
+        ChainMode::Session
+    );
 }
 
 #[test]
@@ -721,7 +812,10 @@ fn redactor(secrets: &[&str]) -> Redactor {
     Redactor::new(&RedactionRules {
         drop_request_headers: vec!["X-Api-Token".into(), "cookie".into()],
         secrets: secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
-        sensitive_json_keys: DEFAULT_SENSITIVE_JSON_KEYS.iter().map(|k| k.to_string()).collect(),
+        sensitive_json_keys: DEFAULT_SENSITIVE_JSON_KEYS
+            .iter()
+            .map(|k| k.to_string())
+            .collect(),
         response_header_replacements: vec![],
     })
     .unwrap()
@@ -730,7 +824,12 @@ fn redactor(secrets: &[&str]) -> Redactor {
 fn pairs(headers: &[(&'static str, &'static str)]) -> Vec<(Bytes, Bytes)> {
     headers
         .iter()
-        .map(|(n, v)| (Bytes::from_static(n.as_bytes()), Bytes::from_static(v.as_bytes())))
+        .map(|(n, v)| {
+            (
+                Bytes::from_static(n.as_bytes()),
+                Bytes::from_static(v.as_bytes()),
+            )
+        })
         .collect()
 }
 
@@ -738,12 +837,18 @@ fn chunks(parts: &[&'static str]) -> Vec<BodyChunk> {
     parts
         .iter()
         .enumerate()
-        .map(|(i, p)| BodyChunk { offset_us: i as u64 * 100, data: Bytes::from_static(p.as_bytes()) })
+        .map(|(i, p)| BodyChunk {
+            offset_us: i as u64 * 100,
+            data: Bytes::from_static(p.as_bytes()),
+        })
         .collect()
 }
 
 fn joined(chunks: &[BodyChunk]) -> String {
-    chunks.iter().map(|c| String::from_utf8_lossy(&c.data).into_owned()).collect()
+    chunks
+        .iter()
+        .map(|c| String::from_utf8_lossy(&c.data).into_owned())
+        .collect()
 }
 
 fn header<'a>(headers: &'a [(Bytes, Bytes)], name: &str) -> Option<&'a [u8]> {
@@ -790,9 +895,15 @@ fn secrets_are_replaced_in_every_part_of_a_request() {
         &request.target[..],
         b"/v1/keys/REDACTED?key=REDACTED&p=REDACTED&q=REDACTED"
     );
-    assert_eq!(header(&request.headers, "x-key"), Some(&b"Bearer REDACTED"[..]));
+    assert_eq!(
+        header(&request.headers, "x-key"),
+        Some(&b"Bearer REDACTED"[..])
+    );
     // Touching matches merge into one REDACTED; a partial secret stays.
-    assert_eq!(header(&request.headers, "x-other"), Some(&b"REDACTED and s3cr3"[..]));
+    assert_eq!(
+        header(&request.headers, "x-other"),
+        Some(&b"REDACTED and s3cr3"[..])
+    );
     assert_eq!(&request.body[..], b"data=REDACTED&more=REDACTED");
     assert_eq!(
         header(&request.headers, "content-length"),
@@ -810,7 +921,10 @@ fn secrets_are_replaced_in_every_part_of_a_request() {
     let body = r.redact_body(br#"{"password":"p","note":"s3cr3t"}"#);
     assert_eq!(&body[..], br#"{"password":"REDACTED","note":"REDACTED"}"#);
     // Nothing to redact: borrowed, not copied.
-    assert!(matches!(r.redact_bytes(b"plain"), std::borrow::Cow::Borrowed(_)));
+    assert!(matches!(
+        r.redact_bytes(b"plain"),
+        std::borrow::Cow::Borrowed(_)
+    ));
 }
 
 #[test]
@@ -836,7 +950,10 @@ fn secrets_are_replaced_in_responses_and_websocket_frames() {
         original_encoding: Bytes::new(),
     };
     r.redact_response(&mut response);
-    assert_eq!(header(&response.headers, "set-cookie"), Some(&b"session=xyz; Path=/"[..]));
+    assert_eq!(
+        header(&response.headers, "set-cookie"),
+        Some(&b"session=xyz; Path=/"[..])
+    );
     assert_eq!(header(&response.headers, "x-echo"), Some(REDACTED));
     assert_eq!(joined(&response.chunks), "token is REDACTED ok\r\n");
     assert_eq!(
@@ -845,9 +962,24 @@ fn secrets_are_replaced_in_responses_and_websocket_frames() {
     );
 
     let mut frames = vec![
-        WsFrame { direction: WsDirection::ClientToServer, opcode: 1, offset_us: 0, payload: Bytes::from_static(b"auth tok-123") },
-        WsFrame { direction: WsDirection::ServerToClient, opcode: 2, offset_us: 5, payload: Bytes::from_static(b"\x00tok-123\xff") },
-        WsFrame { direction: WsDirection::ServerToClient, opcode: 1, offset_us: 9, payload: Bytes::from_static(b"clean") },
+        WsFrame {
+            direction: WsDirection::ClientToServer,
+            opcode: 1,
+            offset_us: 0,
+            payload: Bytes::from_static(b"auth tok-123"),
+        },
+        WsFrame {
+            direction: WsDirection::ServerToClient,
+            opcode: 2,
+            offset_us: 5,
+            payload: Bytes::from_static(b"\x00tok-123\xff"),
+        },
+        WsFrame {
+            direction: WsDirection::ServerToClient,
+            opcode: 1,
+            offset_us: 9,
+            payload: Bytes::from_static(b"clean"),
+        },
     ];
     r.redact_ws_frames(&mut frames);
     assert_eq!(&frames[0].payload[..], b"auth REDACTED");
@@ -888,8 +1020,14 @@ fn a_secret_split_across_three_chunks_with_one_inside_it_is_redacted() {
     assert_eq!(joined(&body), "x REDACTED ytail");
     // The chunk that lay inside the secret has nothing left of its own.
     assert_eq!(
-        body.iter().map(|c| (c.offset_us, String::from_utf8_lossy(&c.data).into_owned())).collect::<Vec<_>>(),
-        vec![(0, "x REDACTED".into()), (200, " y".into()), (300, "tail".into())]
+        body.iter()
+            .map(|c| (c.offset_us, String::from_utf8_lossy(&c.data).into_owned()))
+            .collect::<Vec<_>>(),
+        vec![
+            (0, "x REDACTED".into()),
+            (200, " y".into()),
+            (300, "tail".into())
+        ]
     );
     // Overlapping secrets across chunks, with content-length kept true.
     let r = redactor(&["abcdef", "defghi"]);
@@ -901,7 +1039,10 @@ fn a_secret_split_across_three_chunks_with_one_inside_it_is_redacted() {
     };
     r.redact_response(&mut response);
     assert_eq!(joined(&response.chunks), "xxREDACTEDyyzz");
-    assert_eq!(header(&response.headers, "content-length"), Some(&b"14"[..]));
+    assert_eq!(
+        header(&response.headers, "content-length"),
+        Some(&b"14"[..])
+    );
 }
 
 #[test]
@@ -914,8 +1055,14 @@ fn sensitive_json_keys_nested_in_arrays_and_any_case() {
         r#"{"user":{"Password":"REDACTED","profile":{"ACCESS_TOKEN":"REDACTED"}},"list":[{"token":"REDACTED"},{"api_key":"REDACTED"},[{"Secret":"REDACTED"}]],"id":123456789012345678901234567890,"tokens":"not sensitive"}"#
     );
     // Not JSON, or JSON without sensitive keys: left as it is.
-    assert!(matches!(r.redact_body(b"password=x"), std::borrow::Cow::Borrowed(_)));
-    assert!(matches!(r.redact_body(br#"{ "a": 1 }"#), std::borrow::Cow::Borrowed(_)));
+    assert!(matches!(
+        r.redact_body(b"password=x"),
+        std::borrow::Cow::Borrowed(_)
+    ));
+    assert!(matches!(
+        r.redact_body(br#"{ "a": 1 }"#),
+        std::borrow::Cow::Borrowed(_)
+    ));
 
     // In a response of several chunks too, with content-length kept true.
     let mut response = RecordedResponse {
@@ -925,7 +1072,10 @@ fn sensitive_json_keys_nested_in_arrays_and_any_case() {
         original_encoding: Bytes::new(),
     };
     r.redact_response(&mut response);
-    assert_eq!(joined(&response.chunks), r#"{"access_token":"REDACTED","expires":3600}"#);
+    assert_eq!(
+        joined(&response.chunks),
+        r#"{"access_token":"REDACTED","expires":3600}"#
+    );
     assert_eq!(response.chunks.len(), 1);
     assert_eq!(
         header(&response.headers, "content-length"),
@@ -937,8 +1087,16 @@ fn sensitive_json_keys_nested_in_arrays_and_any_case() {
 fn a_bad_header_replacement_regex_is_a_typed_error() {
     let error = Redactor::new(&RedactionRules {
         response_header_replacements: vec![
-            HeaderReplacement { header: "a".into(), regex: "ok".into(), replace: "x".into() },
-            HeaderReplacement { header: "b".into(), regex: "(unclosed".into(), replace: "x".into() },
+            HeaderReplacement {
+                header: "a".into(),
+                regex: "ok".into(),
+                replace: "x".into(),
+            },
+            HeaderReplacement {
+                header: "b".into(),
+                regex: "(unclosed".into(),
+                replace: "x".into(),
+            },
         ],
         ..RedactionRules::default()
     })
@@ -950,7 +1108,11 @@ fn a_bad_header_replacement_regex_is_a_typed_error() {
         }
         other => panic!("expected BadRegex, got {other:?}"),
     }
-    assert!(error.to_string().contains("response_header_replacements[1]"));
+    assert!(
+        error
+            .to_string()
+            .contains("response_header_replacements[1]")
+    );
 }
 
 #[test]
@@ -959,8 +1121,14 @@ fn secrets_come_from_lists_and_a_file() {
     let file = dir.path().join("secrets.txt");
     std::fs::write(&file, b"line one\r\n\nline-two\n  spaced  \n").unwrap();
     let secrets = secrets_from(["a, b ,,c", "d"], Some(&file)).unwrap();
-    let secrets: Vec<String> = secrets.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect();
-    assert_eq!(secrets, ["a", "b", "c", "d", "line one", "line-two", "  spaced  "]);
+    let secrets: Vec<String> = secrets
+        .iter()
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
+    assert_eq!(
+        secrets,
+        ["a", "b", "c", "d", "line one", "line-two", "  spaced  "]
+    );
     let missing = dir.path().join("missing.txt");
     match secrets_from([], Some(&missing)) {
         Err(RedactError::SecretsFile { path, .. }) => assert_eq!(path, missing),
@@ -974,7 +1142,10 @@ fn secrets_come_from_lists_and_a_file() {
 #[ignore = "run in a child process by secrets_come_from_the_environment"]
 fn secrets_from_env_child() {
     let secrets = ouli::redact::secrets_from_env().unwrap();
-    let secrets: Vec<String> = secrets.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect();
+    let secrets: Vec<String> = secrets
+        .iter()
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect();
     assert_eq!(secrets, ["ouli-1", "ouli-2", "ts-1", "from-file"]);
 }
 
@@ -984,20 +1155,30 @@ fn secrets_come_from_the_environment() {
     let file = dir.path().join("secrets");
     std::fs::write(&file, b"from-file\n").unwrap();
     let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "secrets_from_env_child", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            "secrets_from_env_child",
+            "--test-threads=1",
+        ])
         .env("OULI_SECRETS", "ouli-1,ouli-2")
         .env("TEST_SERVER_SECRETS", "ts-1")
         .env("OULI_SECRETS_FILE", &file)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains("1 passed"), "{stdout}");
 }
 
 // -------------------------------------------------------------- decoding
 
-const PLAIN: &[u8] = b"{\"hello\":\"world\",\"n\":[1,2,3,4,5,6,7,8,9,10],\"pad\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}";
+const PLAIN: &[u8] =
+    b"{\"hello\":\"world\",\"n\":[1,2,3,4,5,6,7,8,9,10],\"pad\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}";
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -1027,7 +1208,13 @@ fn zstd(data: &[u8]) -> Vec<u8> {
 }
 
 fn encoders() -> Vec<(&'static str, fn(&[u8]) -> Vec<u8>)> {
-    vec![("gzip", gzip), ("deflate", zlib), ("deflate", raw_deflate), ("br", br), ("zstd", zstd)]
+    vec![
+        ("gzip", gzip),
+        ("deflate", zlib),
+        ("deflate", raw_deflate),
+        ("br", br),
+        ("zstd", zstd),
+    ]
 }
 
 #[test]
@@ -1036,20 +1223,36 @@ fn each_encoding_decodes() {
         let decoded = decode_body(name.as_bytes(), &encode(PLAIN), 1 << 20).unwrap();
         assert_eq!(decoded.as_deref(), Some(PLAIN), "{name}");
     }
-    assert_eq!(decode_body(b"X-GZIP", &gzip(PLAIN), 1 << 20).unwrap().as_deref(), Some(PLAIN));
+    assert_eq!(
+        decode_body(b"X-GZIP", &gzip(PLAIN), 1 << 20)
+            .unwrap()
+            .as_deref(),
+        Some(PLAIN)
+    );
     assert_eq!(decode_body(b"", PLAIN, 1).unwrap(), None);
     assert_eq!(decode_body(b" identity ", PLAIN, 1).unwrap(), None);
     // An encoded empty body (HEAD, 204) is empty.
-    assert_eq!(decode_body(b"br", b"", 1).unwrap().as_deref(), Some(&b""[..]));
+    assert_eq!(
+        decode_body(b"br", b"", 1).unwrap().as_deref(),
+        Some(&b""[..])
+    );
 }
 
 #[test]
 fn stacked_encodings_are_undone_in_reverse() {
     // content-encoding: gzip, br — gzip applied first, then br.
     let body = br(&gzip(PLAIN));
-    assert_eq!(decode_body(b"gzip, br", &body, 1 << 20).unwrap().as_deref(), Some(PLAIN));
+    assert_eq!(
+        decode_body(b"gzip, br", &body, 1 << 20).unwrap().as_deref(),
+        Some(PLAIN)
+    );
     let body = zstd(&zlib(&br(PLAIN)));
-    assert_eq!(decode_body(b"br,deflate,zstd", &body, 1 << 20).unwrap().as_deref(), Some(PLAIN));
+    assert_eq!(
+        decode_body(b"br,deflate,zstd", &body, 1 << 20)
+            .unwrap()
+            .as_deref(),
+        Some(PLAIN)
+    );
     // The wrong order does not decode.
     assert!(decode_body(b"br, gzip", &br(&gzip(PLAIN)), 1 << 20).is_err());
 }
@@ -1065,7 +1268,10 @@ fn corrupt_and_truncated_bodies_are_typed_errors() {
         let whole = encode(PLAIN);
         let truncated = &whole[..whole.len() / 2];
         assert!(
-            matches!(decode_body(name.as_bytes(), truncated, 1 << 20), Err(DecodeError::Corrupt { .. })),
+            matches!(
+                decode_body(name.as_bytes(), truncated, 1 << 20),
+                Err(DecodeError::Corrupt { .. })
+            ),
             "{name}: truncated"
         );
     }
@@ -1083,13 +1289,24 @@ fn a_decompression_bomb_stops_at_the_limit() {
         assert!(bomb.len() < 64 << 10, "{name}: {} bytes", bomb.len());
         match decode_body(name.as_bytes(), &bomb, 1 << 20) {
             Err(DecodeError::TooLarge { limit }) => assert_eq!(limit, 1 << 20),
-            other => panic!("{name}: expected TooLarge, got {:?}", other.map(|b| b.map(|b| b.len()))),
+            other => panic!(
+                "{name}: expected TooLarge, got {:?}",
+                other.map(|b| b.map(|b| b.len()))
+            ),
         }
         // Exactly at the limit is allowed.
         let exact = encode(&zeros[..1 << 20]);
-        assert_eq!(decode_body(name.as_bytes(), &exact, 1 << 20).unwrap().map(|b| b.len()), Some(1 << 20));
+        assert_eq!(
+            decode_body(name.as_bytes(), &exact, 1 << 20)
+                .unwrap()
+                .map(|b| b.len()),
+            Some(1 << 20)
+        );
     }
     // A bomb inside a stack of encodings is caught too.
     let stacked = gzip(&gzip(&zeros));
-    assert!(matches!(decode_body(b"gzip, gzip", &stacked, 1 << 20), Err(DecodeError::TooLarge { .. })));
+    assert!(matches!(
+        decode_body(b"gzip, gzip", &stacked, 1 << 20),
+        Err(DecodeError::TooLarge { .. })
+    ));
 }
