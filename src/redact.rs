@@ -80,7 +80,7 @@ pub const SECRETS_FILE_ENV_VAR: &str = "OULI_SECRETS_FILE";
 pub fn secrets_from_env() -> Result<Vec<Vec<u8>>, RedactError> {
     let lists: Vec<String> = SECRETS_ENV_VARS
         .iter()
-        .filter_map(|var| std::env::var_os(var))
+        .filter_map(std::env::var_os)
         .map(|value| value.to_string_lossy().into_owned())
         .collect();
     let file = std::env::var_os(SECRETS_FILE_ENV_VAR).map(std::path::PathBuf::from);
