@@ -241,8 +241,11 @@ impl Matcher {
         }
         let mime = media_type(content_type);
         let json_declared = mime == b"application/json" || mime.ends_with(b"+json");
-        let json_sniffed =
-            mime.is_empty() && matches!(trim_ows(body).first(), Some(b'{') | Some(b'['));
+        let json_sniffed = mime.is_empty()
+            && matches!(
+                body.iter().find(|b| !b.is_ascii_whitespace()),
+                Some(b'{' | b'[')
+            );
         if (json_declared || json_sniffed)
             && let Some(mut value) = json::parse(body)
         {
@@ -752,7 +755,9 @@ fn json_path_segments(path: &str) -> Vec<String> {
     segments
 }
 
-/// Compact JSON with object keys sorted by their bytes.
+/// Compact JSON with object keys sorted by their bytes, from a parsed
+/// `serde_json::Value` (numbers already rounded by serde_json). The canonical
+/// form does not use it: it keeps numbers as written (`fingerprint::json`).
 pub fn write_sorted_json(value: &serde_json::Value, out: &mut Vec<u8>) {
     use serde_json::Value;
     match value {

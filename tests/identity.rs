@@ -259,6 +259,11 @@ fn another_json_value_does_not_match() {
         &json(br#"{"x":0.1000000000000000000001}"#),
         &json(br#"{"x":0.1}"#),
     );
+    // Without a content-type a body that looks like JSON is JSON.
+    assert_same(
+        &req("POST", "/v1/x").body(b"\n { \"b\": 1, \"a\": 2 }\n"),
+        &req("POST", "/v1/x").body(br#"{"a":2,"b":1}"#),
+    );
     // Duplicate keys are all kept.
     assert_differ(&json(br#"{"a":1,"a":2}"#), &json(br#"{"a":2}"#));
     // A JSON body and the same text declared as something else.
