@@ -30,6 +30,11 @@ pub fn decode_body(
     if encodings.is_empty() {
         return Ok(None);
     }
+    // A HEAD response or a 204/304 may carry a content-encoding and no
+    // body; some decoders call empty input truncated.
+    if body.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
     // Applied in order when encoding, so undone in reverse.
     let mut current: Option<Vec<u8>> = None;
     for encoding in encodings.iter().rev() {

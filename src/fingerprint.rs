@@ -62,6 +62,16 @@ pub const VOLATILE_HEADERS: &[&str] = &[
     "upgrade",
     "content-length",
     "host",
+    // `Expect: 100-continue` depends on the client's body-size threshold.
+    "expect",
+    // Added by proxies between the test and ouli; they name machines.
+    "via",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-real-ip",
     // Client identity and negotiation that a library upgrade changes.
     "user-agent",
     "accept-encoding",
@@ -150,9 +160,8 @@ impl Matcher {
         out.push(b':');
         out.extend_from_slice(target.port.to_string().as_bytes());
         out.extend_from_slice(b"\nmethod ");
-        for &b in request.method {
-            out.push(b.to_ascii_uppercase());
-        }
+        // Methods are case-sensitive (RFC 9110 §9.1): `get` is not `GET`.
+        out.extend_from_slice(request.method);
         out.push(b'\n');
 
         let (path, query) = match memchr::memchr(b'?', request.path_and_query) {
@@ -232,16 +241,19 @@ impl Matcher {
         }
         let mime = media_type(content_type);
         let json_declared = mime == b"application/json" || mime.ends_with(b"+json");
-        let json_sniffed =
-            mime.is_empty() && matches!(trim_ows(body).first(), Some(b'{') | Some(b'['));
+        let json_sniffed = mime.is_empty()
+            && matches!(
+                body.iter().find(|b| !b.is_ascii_whitespace()),
+                Some(b'{' | b'[')
+            );
         if (json_declared || json_sniffed)
-            && let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(body)
+            && let Some(mut value) = json::parse(body)
         {
             for path in &self.ignore_json_paths {
-                remove_json_path(&mut value, path);
+                json::remove_path(&mut value, path);
             }
             let mut canonical = Vec::with_capacity(body.len());
-            write_sorted_json(&value, &mut canonical);
+            json::write(&value, true, &mut canonical);
             return write("json", &canonical);
         }
         if mime == b"application/x-www-form-urlencoded" {
@@ -266,6 +278,259 @@ impl Matcher {
             return write("form", &canonical);
         }
         write("raw", body)
+    }
+}
+
+/// JSON as written, for canonical forms and key redaction.
+///
+/// `serde_json::Value` turns every number into an `f64`, `u64` or `i64`: an
+/// integer past 2^64 or a decimal with many digits comes back as a different
+/// number, so two different requests could share a canonical form and a
+/// redacted body could change a number. This tree keeps every number as its
+/// source text and every string as its source token. The text is validated by
+/// `serde_json` first (syntax, UTF-8, its nesting limit of 128), so the parser
+/// below only splits a document known to be valid.
+pub(crate) mod json {
+    use std::borrow::Cow;
+
+    /// One JSON value; slices borrow the body.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum Json<'a> {
+        /// `null`, `true`, `false` or a number, as written.
+        Literal(&'a [u8]),
+        /// A string token, quotes included, as written.
+        String(&'a [u8]),
+        Array(Vec<Json<'a>>),
+        /// Members in document order; duplicate keys kept.
+        Object(Vec<Member<'a>>),
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Member<'a> {
+        /// The key token, quotes included, as written.
+        pub raw_key: &'a [u8],
+        /// The key with escapes decoded.
+        pub key: Cow<'a, str>,
+        pub value: Json<'a>,
+    }
+
+    /// The string token `"REDACTED"`.
+    pub const REDACTED_TOKEN: &[u8] = b"\"REDACTED\"";
+
+    /// `None` unless `text` is one valid JSON document.
+    pub fn parse(text: &[u8]) -> Option<Json<'_>> {
+        serde_json::from_slice::<serde::de::IgnoredAny>(text).ok()?;
+        let mut parser = Parser { text, at: 0 };
+        let value = parser.value()?;
+        parser.skip_whitespace();
+        (parser.at == text.len()).then_some(value)
+    }
+
+    /// Decodes a string token (quotes included).
+    pub fn decode_string(token: &[u8]) -> Option<Cow<'_, str>> {
+        let inner = token.get(1..token.len().checked_sub(1)?)?;
+        if memchr::memchr(b'\\', inner).is_none() {
+            return std::str::from_utf8(inner).ok().map(Cow::Borrowed);
+        }
+        serde_json::from_slice::<String>(token).ok().map(Cow::Owned)
+    }
+
+    struct Parser<'a> {
+        text: &'a [u8],
+        at: usize,
+    }
+
+    impl<'a> Parser<'a> {
+        fn skip_whitespace(&mut self) {
+            while matches!(self.text.get(self.at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+                self.at += 1;
+            }
+        }
+
+        fn value(&mut self) -> Option<Json<'a>> {
+            self.skip_whitespace();
+            match *self.text.get(self.at)? {
+                b'{' => self.object(),
+                b'[' => self.array(),
+                b'"' => self.string().map(Json::String),
+                _ => {
+                    let start = self.at;
+                    while self.text.get(self.at).is_some_and(|b| {
+                        !matches!(b, b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r')
+                    }) {
+                        self.at += 1;
+                    }
+                    (self.at > start).then(|| Json::Literal(&self.text[start..self.at]))
+                }
+            }
+        }
+
+        fn string(&mut self) -> Option<&'a [u8]> {
+            let start = self.at;
+            self.at += 1;
+            loop {
+                let found = memchr::memchr2(b'"', b'\\', &self.text[self.at..])?;
+                self.at += found;
+                if self.text[self.at] == b'\\' {
+                    self.at += 2;
+                } else {
+                    self.at += 1;
+                    return Some(&self.text[start..self.at]);
+                }
+            }
+        }
+
+        fn expect(&mut self, byte: u8) -> Option<()> {
+            self.skip_whitespace();
+            (self.text.get(self.at) == Some(&byte)).then(|| self.at += 1)
+        }
+
+        /// After a member or element: `true` at the closing `close`.
+        fn end_or_comma(&mut self, close: u8) -> Option<bool> {
+            self.skip_whitespace();
+            let b = *self.text.get(self.at)?;
+            self.at += 1;
+            match b {
+                b',' => Some(false),
+                b if b == close => Some(true),
+                _ => None,
+            }
+        }
+
+        fn array(&mut self) -> Option<Json<'a>> {
+            self.at += 1;
+            let mut items = Vec::new();
+            self.skip_whitespace();
+            if self.text.get(self.at) == Some(&b']') {
+                self.at += 1;
+                return Some(Json::Array(items));
+            }
+            loop {
+                items.push(self.value()?);
+                if self.end_or_comma(b']')? {
+                    return Some(Json::Array(items));
+                }
+            }
+        }
+
+        fn object(&mut self) -> Option<Json<'a>> {
+            self.at += 1;
+            let mut members = Vec::new();
+            self.skip_whitespace();
+            if self.text.get(self.at) == Some(&b'}') {
+                self.at += 1;
+                return Some(Json::Object(members));
+            }
+            loop {
+                self.skip_whitespace();
+                let raw_key = self.string()?;
+                self.expect(b':')?;
+                let value = self.value()?;
+                members.push(Member {
+                    raw_key,
+                    key: decode_string(raw_key)?,
+                    value,
+                });
+                if self.end_or_comma(b'}')? {
+                    return Some(Json::Object(members));
+                }
+            }
+        }
+    }
+
+    /// Compact JSON. `canonical`: object members sorted by decoded key
+    /// (bytes; duplicates keep their order) and strings re-escaped the one
+    /// way `serde_json` writes them; otherwise members and string tokens as
+    /// written.
+    pub fn write(value: &Json<'_>, canonical: bool, out: &mut Vec<u8>) {
+        match value {
+            Json::Literal(text) => out.extend_from_slice(text),
+            Json::String(token) => write_string(token, canonical, out),
+            Json::Array(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write(item, canonical, out);
+                }
+                out.push(b']');
+            }
+            Json::Object(members) => {
+                let mut order: Vec<&Member<'_>> = members.iter().collect();
+                if canonical {
+                    order.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
+                }
+                out.push(b'{');
+                for (i, member) in order.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_string(member.raw_key, canonical, out);
+                    out.push(b':');
+                    write(&member.value, canonical, out);
+                }
+                out.push(b'}');
+            }
+        }
+    }
+
+    fn write_string(token: &[u8], canonical: bool, out: &mut Vec<u8>) {
+        // Without a backslash a valid token holds no quote or control
+        // byte: it already is what serde_json would write.
+        if !canonical || memchr::memchr(b'\\', token).is_none() {
+            return out.extend_from_slice(token);
+        }
+        match decode_string(token) {
+            // Writing into a Vec cannot fail.
+            Some(text) => {
+                let _ = serde_json::to_writer(&mut *out, text.as_ref());
+            }
+            None => out.extend_from_slice(token),
+        }
+    }
+
+    /// Removes what `path` names (segments; `*` is any key or index). An
+    /// array element named by index becomes `null` so that the other
+    /// indices stay where they were.
+    pub fn remove_path(value: &mut Json<'_>, path: &[String]) {
+        let Some((first, rest)) = path.split_first() else {
+            return;
+        };
+        match value {
+            Json::Object(members) => {
+                if rest.is_empty() {
+                    members.retain(|m| first != "*" && m.key != first.as_str());
+                } else {
+                    for member in members
+                        .iter_mut()
+                        .filter(|m| first == "*" || m.key == first.as_str())
+                    {
+                        remove_path(&mut member.value, rest);
+                    }
+                }
+            }
+            Json::Array(items) => {
+                if first == "*" {
+                    if rest.is_empty() {
+                        items.clear();
+                    } else {
+                        for item in items.iter_mut() {
+                            remove_path(item, rest);
+                        }
+                    }
+                } else if let Ok(index) = first.parse::<usize>()
+                    && let Some(item) = items.get_mut(index)
+                {
+                    if rest.is_empty() {
+                        *item = Json::Literal(b"null");
+                    } else {
+                        remove_path(item, rest);
+                    }
+                }
+            }
+            Json::Literal(_) | Json::String(_) => {}
+        }
     }
 }
 
@@ -317,6 +582,27 @@ fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
+/// RFC 3986 `pchar` and `/`, without `%`: unreserved, sub-delims, `:`, `@`.
+fn is_path_char(b: u8) -> bool {
+    is_unreserved(b)
+        || matches!(
+            b,
+            b'!' | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b':'
+                | b'@'
+                | b'/'
+        )
+}
+
 fn hex_value(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -351,7 +637,9 @@ fn normalize_path(path: &[u8], out: &mut Vec<u8>) {
             i += 3;
             continue;
         }
-        if b.is_ascii_graphic() {
+        // Allowed as they are: a raw byte outside the path's character set
+        // (or a `%` that starts no escape) is the byte its escape would be.
+        if is_path_char(b) {
             normalized.push(b);
         } else {
             push_pct(b, &mut normalized);
@@ -431,64 +719,45 @@ fn query_encode(bytes: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-/// `$.a.b[0].c`, `a.b.0.c`, `a.*.c` → segments.
+/// `$.a.b[0].c`, `a.b.0.c`, `a.*.c`, `a["key.with.dots"]` → segments.
 fn json_path_segments(path: &str) -> Vec<String> {
     let path = path.trim();
-    let path = path.strip_prefix('$').unwrap_or(path);
-    path.replace('[', ".")
-        .replace(']', "")
-        .split('.')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.trim_matches(|c| c == '"' || c == '\'').to_string())
-        .collect()
-}
-
-fn remove_json_path(value: &mut serde_json::Value, path: &[String]) {
-    use serde_json::Value;
-    let Some((first, rest)) = path.split_first() else {
-        return;
-    };
-    match value {
-        Value::Object(map) => {
-            if rest.is_empty() {
-                if first == "*" {
-                    map.clear();
-                } else {
-                    map.shift_remove(first.as_str());
-                }
-            } else if first == "*" {
-                for child in map.values_mut() {
-                    remove_json_path(child, rest);
-                }
-            } else if let Some(child) = map.get_mut(first.as_str()) {
-                remove_json_path(child, rest);
-            }
-        }
-        Value::Array(items) => {
-            if first == "*" {
-                if rest.is_empty() {
-                    items.clear();
-                } else {
-                    for child in items.iter_mut() {
-                        remove_json_path(child, rest);
+    let mut rest = path.strip_prefix('$').unwrap_or(path);
+    let mut segments = Vec::new();
+    let mut current = String::new();
+    while let Some(c) = rest.chars().next() {
+        rest = &rest[c.len_utf8()..];
+        match c {
+            '.' => segments.push(std::mem::take(&mut current)),
+            '[' => {
+                segments.push(std::mem::take(&mut current));
+                let quote = rest.chars().next().filter(|q| *q == '"' || *q == '\'');
+                let (inside, after) = match quote {
+                    Some(q) => {
+                        let body = &rest[1..];
+                        let end = body.find(q).unwrap_or(body.len());
+                        let after = body[end..].strip_prefix(q).unwrap_or(&body[end..]);
+                        (&body[..end], after)
                     }
-                }
-            } else if let Ok(index) = first.parse::<usize>()
-                && index < items.len()
-            {
-                if rest.is_empty() {
-                    // Null keeps the other elements' indices stable.
-                    items[index] = Value::Null;
-                } else {
-                    remove_json_path(&mut items[index], rest);
-                }
+                    None => {
+                        let end = rest.find(']').unwrap_or(rest.len());
+                        (rest[..end].trim(), &rest[end..])
+                    }
+                };
+                segments.push(inside.to_string());
+                rest = after.strip_prefix(']').unwrap_or(after);
             }
+            c => current.push(c),
         }
-        _ => {}
     }
+    segments.push(current);
+    segments.retain(|s| !s.is_empty());
+    segments
 }
 
-/// Compact JSON with object keys sorted by their bytes.
+/// Compact JSON with object keys sorted by their bytes, from a parsed
+/// `serde_json::Value` (numbers already rounded by serde_json). The canonical
+/// form does not use it: it keeps numbers as written (`fingerprint::json`).
 pub fn write_sorted_json(value: &serde_json::Value, out: &mut Vec<u8>) {
     use serde_json::Value;
     match value {

@@ -9,6 +9,7 @@ use std::borrow::Cow;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use bytes::Bytes;
 
+use crate::fingerprint::json::{self, Json};
 use crate::interaction::{BodyChunk, RecordedRequest, RecordedResponse, WsFrame};
 
 /// The text every secret is replaced with.
@@ -67,26 +68,45 @@ pub enum RedactError {
     },
 }
 
+/// Environment variables holding comma-separated secrets, in the order
+/// read: ouli's own, then test-server's.
+pub const SECRETS_ENV_VARS: [&str; 2] = ["OULI_SECRETS", "TEST_SERVER_SECRETS"];
+
+/// Environment variable naming a file of secrets, one per line.
+pub const SECRETS_FILE_ENV_VAR: &str = "OULI_SECRETS_FILE";
+
 /// Secrets from the environment: `OULI_SECRETS` and `TEST_SERVER_SECRETS`
 /// (comma-separated) and the file named by `OULI_SECRETS_FILE` (one per line).
 pub fn secrets_from_env() -> Result<Vec<Vec<u8>>, RedactError> {
+    let lists: Vec<String> = SECRETS_ENV_VARS
+        .iter()
+        .filter_map(std::env::var_os)
+        .map(|value| value.to_string_lossy().into_owned())
+        .collect();
+    let file = std::env::var_os(SECRETS_FILE_ENV_VAR).map(std::path::PathBuf::from);
+    secrets_from(lists.iter().map(String::as_str), file.as_deref())
+}
+
+/// The pure part of [`secrets_from_env`]: comma-separated `lists` (items
+/// trimmed, empty ones skipped) then the lines of `file` (a trailing CR
+/// dropped, empty lines skipped; nothing else trimmed, a secret may hold
+/// spaces).
+pub fn secrets_from<'a>(
+    lists: impl IntoIterator<Item = &'a str>,
+    file: Option<&std::path::Path>,
+) -> Result<Vec<Vec<u8>>, RedactError> {
     let mut secrets = Vec::new();
-    for var in ["OULI_SECRETS", "TEST_SERVER_SECRETS"] {
-        if let Some(value) = std::env::var_os(var) {
-            let value = value.to_string_lossy().into_owned();
-            secrets.extend(
-                value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| s.as_bytes().to_vec()),
-            );
-        }
+    for list in lists {
+        secrets.extend(
+            list.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| s.as_bytes().to_vec()),
+        );
     }
-    if let Some(path) = std::env::var_os("OULI_SECRETS_FILE") {
-        let path = std::path::PathBuf::from(path);
-        let text = std::fs::read(&path).map_err(|source| RedactError::SecretsFile {
-            path: path.clone(),
+    if let Some(path) = file {
+        let text = std::fs::read(path).map_err(|source| RedactError::SecretsFile {
+            path: path.to_path_buf(),
             source,
         })?;
         secrets.extend(
@@ -97,6 +117,39 @@ pub fn secrets_from_env() -> Result<Vec<Vec<u8>>, RedactError> {
         );
     }
     Ok(secrets)
+}
+
+/// A secret as it appears in a URL when a client percent-encodes it: every
+/// byte outside RFC 3986 unreserved as `%XX`, in upper and in lower case
+/// hex, and a space as `+` (query and form encoding). Only the forms that
+/// differ from the secret are returned.
+fn percent_encoded_forms(secret: &[u8]) -> Vec<Vec<u8>> {
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    if secret.iter().all(|&b| unreserved(b)) {
+        return Vec::new();
+    }
+    let encode = |hex: &[u8; 16], space_as_plus: bool| {
+        let mut out = Vec::with_capacity(secret.len() * 3);
+        for &b in secret {
+            if unreserved(b) {
+                out.push(b);
+            } else if b == b' ' && space_as_plus {
+                out.push(b'+');
+            } else {
+                out.extend_from_slice(&[b'%', hex[(b >> 4) as usize], hex[(b & 15) as usize]]);
+            }
+        }
+        out
+    };
+    let mut forms = vec![
+        encode(b"0123456789ABCDEF", false),
+        encode(b"0123456789abcdef", false),
+        encode(b"0123456789ABCDEF", true),
+        encode(b"0123456789abcdef", true),
+    ];
+    forms.sort();
+    forms.dedup();
+    forms
 }
 
 /// Compiled redaction rules.
@@ -116,12 +169,11 @@ pub struct Redactor {
 
 impl Redactor {
     pub fn new(rules: &RedactionRules) -> Result<Redactor, RedactError> {
-        let secrets: Vec<&[u8]> = rules
-            .secrets
-            .iter()
-            .filter(|s| !s.is_empty())
-            .map(Vec::as_slice)
-            .collect();
+        let mut secrets: Vec<Vec<u8>> = Vec::with_capacity(rules.secrets.len());
+        for secret in rules.secrets.iter().filter(|s| !s.is_empty()) {
+            secrets.push(secret.clone());
+            secrets.extend(percent_encoded_forms(secret));
+        }
         let secrets = if secrets.is_empty() {
             None
         } else {
@@ -234,46 +286,49 @@ impl Redactor {
         }
     }
 
-    /// `Some(new body)` when `bytes` is JSON holding a sensitive key.
+    /// `Some(new body)` when `bytes` is JSON holding a sensitive key. The
+    /// body comes back compact, members in their order, numbers and strings
+    /// as written (rfcs/0002, Sensitive JSON keys).
     fn redact_json_keys(&self, bytes: &[u8]) -> Option<Vec<u8>> {
         let prefilter = self.sensitive_key_quoted.as_ref()?;
         let first = bytes.iter().find(|b| !b.is_ascii_whitespace())?;
         if !matches!(first, b'{' | b'[') || !prefilter.is_match(bytes) {
             return None;
         }
-        let mut value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        let mut value = json::parse(bytes)?;
         if !self.replace_sensitive(&mut value) {
             return None;
         }
-        serde_json::to_vec(&value).ok()
+        let mut out = Vec::with_capacity(bytes.len());
+        json::write(&value, false, &mut out);
+        Some(out)
     }
 
-    fn replace_sensitive(&self, value: &mut serde_json::Value) -> bool {
-        use serde_json::Value;
+    fn replace_sensitive(&self, value: &mut Json<'_>) -> bool {
         let mut changed = false;
         match value {
-            Value::Object(map) => {
-                for (key, child) in map.iter_mut() {
+            Json::Object(members) => {
+                for member in members.iter_mut() {
                     let sensitive = self
                         .sensitive_json_keys
                         .iter()
-                        .any(|k| k.eq_ignore_ascii_case(key));
+                        .any(|k| k.eq_ignore_ascii_case(&member.key));
                     if sensitive {
-                        if *child != Value::String("REDACTED".into()) {
-                            *child = Value::String("REDACTED".into());
+                        if member.value != Json::String(json::REDACTED_TOKEN) {
+                            member.value = Json::String(json::REDACTED_TOKEN);
                             changed = true;
                         }
                     } else {
-                        changed |= self.replace_sensitive(child);
+                        changed |= self.replace_sensitive(&mut member.value);
                     }
                 }
             }
-            Value::Array(items) => {
-                for child in items {
-                    changed |= self.replace_sensitive(child);
+            Json::Array(items) => {
+                for item in items {
+                    changed |= self.replace_sensitive(item);
                 }
             }
-            _ => {}
+            Json::Literal(_) | Json::String(_) => {}
         }
         changed
     }
@@ -356,15 +411,40 @@ impl Redactor {
         }
         let before = response.body_len();
         self.redact_chunks(&mut response.chunks);
-        let json = response.chunks.len() == 1
-            && self
-                .redact_json_keys(&response.chunks[0].data)
-                .map(|new| response.chunks[0].data = Bytes::from(new))
-                .is_some();
+        let json = self.redact_chunked_json(&mut response.chunks);
         if json || response.body_len() != before {
             let len = response.body_len();
             set_content_length(&mut response.headers, len);
         }
+    }
+
+    /// Sensitive JSON keys in a body of one or more chunks. A JSON document
+    /// only parses whole: when a key is replaced in a body of several
+    /// chunks, the body becomes one chunk at the first chunk's time.
+    fn redact_chunked_json(&self, chunks: &mut Vec<BodyChunk>) -> bool {
+        let Some(first) = chunks.first() else {
+            return false;
+        };
+        let offset_us = first.offset_us;
+        let body = if chunks.len() == 1 {
+            self.redact_json_keys(&first.data)
+        } else if matches!(
+            first.data.iter().find(|b| !b.is_ascii_whitespace()),
+            Some(b'{' | b'[')
+        ) {
+            let joined: Vec<u8> = chunks.iter().flat_map(|c| c.data.iter().copied()).collect();
+            self.redact_json_keys(&joined)
+        } else {
+            None
+        };
+        let Some(body) = body else {
+            return false;
+        };
+        *chunks = vec![BodyChunk {
+            offset_us,
+            data: Bytes::from(body),
+        }];
+        true
     }
 
     /// Secrets in a body split into chunks, found across chunk boundaries.

@@ -1,0 +1,121 @@
+//! Request identity costs per request (rfcs/0002):
+//!
+//! * `identity/canonical+fingerprint` — canonical form and SHA-256 of a
+//!   typical API call: `POST` with a query, five headers (two volatile), a
+//!   small JSON body.
+//! * `identity/chain_peek` — [`ChainState::peek`] on that canonical form in a
+//!   session that has seen it and 100 other requests (`chain: request`).
+//! * `identity/redact_bytes_64k_10_secrets` — [`Redactor::redact_bytes`] on a
+//!   64 KiB body holding each of 10 secrets once.
+//!
+//! `cargo bench --bench identity -- --test` runs each once.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use ouli::chain::{ChainMode, ChainState};
+use ouli::fingerprint::{MatchRules, Matcher, RequestParts, Target, fingerprint};
+use ouli::interaction::Fingerprint;
+use ouli::redact::{RedactionRules, Redactor};
+use std::hint::black_box;
+
+/// Size of the body the redaction benchmark scans.
+const REDACT_BODY_BYTES: usize = 64 * 1024;
+/// Secrets in the redaction benchmark, each present once in the body.
+const REDACT_SECRETS: usize = 10;
+
+const BODY: &[u8] = br#"{"model":"gemini-2.0-flash","contents":[{"role":"user","parts":[{"text":"Write a haiku about proxies."}]}],"generationConfig":{"temperature":0.2,"maxOutputTokens":128}}"#;
+
+fn typical_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in [
+        ("content-type", "application/json"),
+        ("accept", "application/json"),
+        ("x-goog-api-client", "genai-py/1.2.0 gl-python/3.12"),
+        ("user-agent", "google-genai-sdk/1.2.0"),
+        ("x-tenant", "blue"),
+    ] {
+        headers.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    headers
+}
+
+fn canonical(matcher: &Matcher, target: &Target, headers: &HeaderMap) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    matcher.canonical_form(
+        target,
+        &RequestParts {
+            method: b"POST",
+            path_and_query:
+                b"/v1beta/models/gemini-2.0-flash:generateContent?alt=json&key=REDACTED",
+            headers,
+            body: BODY,
+        },
+        &mut out,
+    );
+    out
+}
+
+fn bench_identity(c: &mut Criterion) {
+    let target = Target {
+        scheme: "https".into(),
+        host: "generativelanguage.googleapis.com".into(),
+        port: 443,
+    };
+    let matcher = Matcher::new(&MatchRules::default());
+    let headers = typical_headers();
+    let mut group = c.benchmark_group("identity");
+
+    group.bench_function("canonical+fingerprint", |b| {
+        b.iter(|| {
+            let canonical = canonical(&matcher, &target, black_box(&headers));
+            fingerprint(&canonical, &Fingerprint::CHAIN_HEAD)
+        })
+    });
+
+    let request = canonical(&matcher, &target, &headers);
+    let mut chain = ChainState::new(ChainMode::Request);
+    for i in 0..100u32 {
+        let other = format!("other request {i}");
+        let step = chain.peek(other.as_bytes());
+        chain.commit(&step);
+    }
+    let step = chain.peek(&request);
+    chain.commit(&step);
+    group.bench_function("chain_peek", |b| b.iter(|| chain.peek(black_box(&request))));
+
+    let secrets: Vec<Vec<u8>> = (0..REDACT_SECRETS)
+        .map(|i| format!("sk-live-{i:02}-9f8e7d6c5b4a").into_bytes())
+        .collect();
+    let redactor = Redactor::new(&RedactionRules {
+        secrets: secrets.clone(),
+        ..RedactionRules::default()
+    })
+    .expect("literal secrets compile");
+    let mut body: Vec<u8> = b"lorem ipsum dolor sit amet, consectetur adipiscing elit. "
+        .iter()
+        .copied()
+        .cycle()
+        .take(REDACT_BODY_BYTES)
+        .collect();
+    let stride = REDACT_BODY_BYTES / REDACT_SECRETS;
+    for (i, secret) in secrets.iter().enumerate() {
+        let at = i * stride + stride / 2;
+        body[at..at + secret.len()].copy_from_slice(secret);
+    }
+    assert_eq!(
+        redactor.redact_bytes(&body).len(),
+        REDACT_BODY_BYTES - secrets.iter().map(Vec::len).sum::<usize>() + REDACT_SECRETS * 8,
+        "every secret found once"
+    );
+    group.throughput(Throughput::Bytes(REDACT_BODY_BYTES as u64));
+    group.bench_function("redact_bytes_64k_10_secrets", |b| {
+        b.iter(|| redactor.redact_bytes(black_box(&body)).len())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_identity);
+criterion_main!(benches);
