@@ -542,6 +542,10 @@ impl Replayer {
             }
         };
         raw_body_for_upstream = body.clone();
+        // A compressed request body is identified (and stored) decoded: its
+        // compression level must not change its identity, and a secret in it
+        // must be found.
+        let body = stored_request_body(&parts.headers, body, limit);
         let state = match self.session(&session) {
             Ok(state) => state,
             Err(message) => {
@@ -935,7 +939,7 @@ impl Replayer {
                         )
                     })
                     .collect(),
-                body,
+                body: stored_request_body(&parts.headers, body, decode_limit),
             };
             redactor.redact_request(&mut request);
             let encoding = response_parts
@@ -1221,6 +1225,22 @@ fn is_hop_by_hop(name: &HeaderName, headers: &HeaderMap) -> bool {
                     .split(',')
                     .any(|listed| listed.trim().eq_ignore_ascii_case(name.as_str()))
             })
+}
+
+/// The request body as it is fingerprinted and stored: decoded when the
+/// client sent it with a `content-encoding` ouli can undo, else as sent.
+fn stored_request_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Bytes {
+    let Some(encoding) = headers.get(http::header::CONTENT_ENCODING) else {
+        return body;
+    };
+    match crate::decode::decode_body(encoding.as_bytes(), &body, limit) {
+        Ok(Some(decoded)) => Bytes::from(decoded),
+        Ok(None) => body,
+        Err(error) => {
+            tracing::warn!("request body kept as sent: {error}");
+            body
+        }
+    }
 }
 
 /// Bodies are stored decoded: an encoded body is joined and decoded into one

@@ -852,3 +852,63 @@ async fn record_missing_serves_what_exists_and_records_only_the_rest() {
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     assert!(server.stop().success());
 }
+
+async fn send_bytes(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, String) {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}{path}"));
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    let response = client
+        .request(request.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn gzip(bytes: &[u8], level: u32) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzipped_request_body_is_matched_and_redacted_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream, _calls) = counting_upstream().await;
+    let secrets = [("OULI_SECRETS", "zipped-s3cret")];
+    let headers = [
+        ("Test-Name", "gz"),
+        ("content-type", "application/json"),
+        ("content-encoding", "gzip"),
+    ];
+    let json = br#"{"key": "zipped-s3cret", "n": 1}"#;
+    let server = start_mode("record", dir.path(), upstream.port(), &secrets);
+    let (status, recorded) = send_bytes(&server.addr, "/upload", &headers, gzip(json, 9)).await;
+    assert_eq!(status, 200);
+    assert!(server.stop().success());
+    let file = std::fs::read(dir.path().join("recordings/gz.ouli")).unwrap();
+    assert!(
+        !file.windows(13).any(|w| w == b"zipped-s3cret"),
+        "the secret inside the compressed body reached the disk"
+    );
+    // The request body is stored decoded, its secret replaced.
+    let stored = br#"{"key": "REDACTED", "n": 1}"#;
+    assert!(file.windows(stored.len()).any(|w| w == stored));
+    // Another compression level, other key order: the same request.
+    let server = start_mode("replay", dir.path(), upstream.port(), &secrets);
+    let other = br#"{"n":1,"key":"zipped-s3cret"}"#;
+    let (status, replayed) = send_bytes(&server.addr, "/upload", &headers, gzip(other, 1)).await;
+    assert_eq!((status, replayed), (200, recorded));
+    assert!(server.stop().success());
+}
