@@ -404,9 +404,15 @@ fn start_mode(mode: &str, dir: &Path, upstream_port: u16, envs: &[(&str, &str)])
     for (k, v) in envs {
         command.env(k, v);
     }
+    // The log, for tests that read it: beside the recording dir, not in it.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("ouli-{mode}.log")))
+        .unwrap();
     let mut child = command
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::from(log))
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -911,4 +917,45 @@ async fn a_gzipped_request_body_is_matched_and_redacted_decoded() {
     let (status, replayed) = send_bytes(&server.addr, "/upload", &headers, gzip(other, 1)).await;
     assert_eq!((status, replayed), (200, recorded));
     assert!(server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_rerecording_leaves_the_old_recording_in_force_and_says_how_to_adopt_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream, _calls) = counting_upstream().await;
+    let session = [("Test-Name", "again")];
+    let server = start_mode("record", dir.path(), upstream.port(), &[]);
+    let (_, _, old) = send(&server.addr, "GET", "/x", &session, "").await;
+    assert!(server.stop().success());
+
+    // Record the session again, and crash before it is complete.
+    let mut server = start_mode("record", dir.path(), upstream.port(), &[]);
+    let (_, _, new) = send(&server.addr, "GET", "/x", &session, "").await;
+    assert_ne!(old, new);
+    let partial = dir.path().join("recordings/again.ouli.partial");
+    for _ in 0..100 {
+        if ouli::recording::Recording::open(&partial, ouli::recording::ReadBackend::Mmap)
+            .is_ok_and(|r| r.len() == 1)
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    assert!(partial.is_file(), "the interrupted recording is kept");
+
+    let server = start_mode("replay", dir.path(), upstream.port(), &[]);
+    let (status, _, body) = send(&server.addr, "GET", "/x", &session, "").await;
+    assert_eq!(
+        (status, body),
+        (200, old),
+        "the complete recording stays in force"
+    );
+    assert!(server.stop().success());
+    let log = std::fs::read_to_string(dir.path().join("ouli-replay.log")).unwrap();
+    assert!(
+        log.contains("again.ouli.partial") && log.contains("to adopt it: mv"),
+        "{log}"
+    );
 }
