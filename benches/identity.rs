@@ -8,6 +8,11 @@
 //! * `identity/redact_bytes_64k_10_secrets` — [`Redactor::redact_bytes`] on a
 //!   64 KiB body holding each of 10 secrets once.
 //!
+//! * `identity/fingerprint/{get,post-1k-json,post-1m-raw}` — canonical form
+//!   and fingerprint of a GET, a 1 KiB JSON POST and a 1 MiB opaque body.
+//! * `identity/redact-1m/{1,32}-secrets` — [`Redactor::redact_bytes`] over
+//!   1 MiB of text holding no secret (the common case: a pure scan).
+//!
 //! `cargo bench --bench identity -- --test` runs each once.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -117,5 +122,81 @@ fn bench_identity(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_identity);
+fn bench_sizes(c: &mut Criterion) {
+    let target = Target {
+        scheme: "https".into(),
+        host: "api.example.com".into(),
+        port: 443,
+    };
+    let matcher = Matcher::new(&MatchRules::default());
+    let mut json_headers = HeaderMap::new();
+    json_headers.insert(
+        HeaderName::from_static("content-type"),
+        HeaderValue::from_static("application/json"),
+    );
+    let mut raw_headers = HeaderMap::new();
+    raw_headers.insert(
+        HeaderName::from_static("content-type"),
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    let mut json = String::from("{\"items\":[");
+    let mut n = 0;
+    while json.len() < 1000 {
+        json.push_str(&format!("{{\"id\":{n},\"name\":\"item {n}\"}},"));
+        n += 1;
+    }
+    json.push_str("{\"id\":-1}]}");
+    let large: Vec<u8> = (0..1 << 20).map(|i| (i * 31 % 251) as u8).collect();
+    let empty = HeaderMap::new();
+    let cases: [(&str, &[u8], &HeaderMap, &[u8]); 3] = [
+        ("get", b"GET", &empty, b""),
+        ("post-1k-json", b"POST", &json_headers, json.as_bytes()),
+        ("post-1m-raw", b"POST", &raw_headers, &large),
+    ];
+    let mut group = c.benchmark_group("identity/fingerprint");
+    for (name, method, headers, body) in cases {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut out = Vec::with_capacity(body.len() + 256);
+                matcher.canonical_form(
+                    &target,
+                    &RequestParts {
+                        method,
+                        path_and_query: b"/v1/items?page=2&size=50",
+                        headers,
+                        body: black_box(body),
+                    },
+                    &mut out,
+                );
+                fingerprint(&out, &Fingerprint::CHAIN_HEAD)
+            })
+        });
+    }
+    group.finish();
+
+    let text: Vec<u8> = b"The quick brown fox jumps over the lazy dog; 0123456789. "
+        .iter()
+        .copied()
+        .cycle()
+        .take(1 << 20)
+        .collect();
+    let mut group = c.benchmark_group("identity/redact-1m");
+    group.throughput(Throughput::Bytes(text.len() as u64));
+    for count in [1usize, 32] {
+        let secrets: Vec<Vec<u8>> = (0..count)
+            .map(|i| format!("sk_live_{i:02}_7f3a9c").into_bytes())
+            .collect();
+        let redactor = Redactor::new(&RedactionRules {
+            secrets,
+            ..RedactionRules::default()
+        })
+        .expect("literal secrets compile");
+        group.bench_function(format!("{count}-secrets"), |b| {
+            b.iter(|| redactor.redact_bytes(black_box(&text)).len())
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_identity, bench_sizes);
 criterion_main!(benches);

@@ -11,8 +11,13 @@
 //! * `recording/append/<durability>` — encode and append one 1 KiB
 //!   interaction (no fsync: `None`).
 //!
+//! * `recording/lookup/{hit,miss}/<n>` — the index probe alone, in a
+//!   recording of n = 100k interactions (10k in test mode).
+//! * `recording/read-64k/<backend>` — get and touch a 64 KiB body.
+//!
 //! `cargo test --all-targets` runs each once (criterion's test mode), so the
-//! setup stays small: at most 10k interactions (about 11 MiB).
+//! setup stays small there: at most 10k interactions (about 11 MiB); under
+//! `cargo bench` the lookup and open cases use 100k (about 110 MiB).
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -78,6 +83,16 @@ fn recording_file(dir: &Path, n: u32, finish: bool) -> PathBuf {
     }
 }
 
+/// Interactions of the lookup and large open cases: 100k under `cargo
+/// bench`, 10k in test mode (criterion's `--bench` flag is absent there).
+fn large_count() -> u32 {
+    if std::env::args().any(|a| a == "--bench") {
+        100_000
+    } else {
+        INTERACTIONS_MAX
+    }
+}
+
 const BACKENDS: [(&str, ReadBackend); 2] = [
     ("mmap", ReadBackend::Mmap),
     ("io_uring", ReadBackend::IoUring),
@@ -86,7 +101,11 @@ const BACKENDS: [(&str, ReadBackend); 2] = [
 fn open(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let mut group = c.benchmark_group("recording/open");
-    for n in [100, INTERACTIONS_MAX] {
+    let mut counts = vec![100, INTERACTIONS_MAX];
+    if large_count() > INTERACTIONS_MAX {
+        counts.push(large_count());
+    }
+    for n in counts {
         for (kind, finish) in [("indexed", true), ("scanned", false)] {
             let path = recording_file(dir.path(), n, finish);
             for (name, backend) in BACKENDS {
@@ -139,5 +158,62 @@ fn append(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, open, get, append);
+fn lookup(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let n = large_count();
+    let path = recording_file(dir.path(), n, true);
+    let recording = Recording::open(&path, ReadBackend::Mmap).unwrap();
+    let mut group = c.benchmark_group("recording/lookup");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0u32;
+    group.bench_function(BenchmarkId::new("hit", n), |b| {
+        b.iter(|| {
+            i = (i + 7919) % n;
+            black_box(recording.lookup(black_box(&fingerprint(i))).unwrap())
+        })
+    });
+    let mut j = 0u32;
+    group.bench_function(BenchmarkId::new("miss", n), |b| {
+        b.iter(|| {
+            j = j.wrapping_add(7919);
+            let absent = fingerprint(n + j % n);
+            assert!(recording.lookup(black_box(&absent)).is_none());
+        })
+    });
+    group.finish();
+}
+
+fn read_64k(c: &mut Criterion) {
+    const LARGE_BODY: usize = 64 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("large.ouli");
+    let mut writer = RecordingWriter::create(&path, Durability::None).unwrap();
+    for i in 0..64 {
+        let mut record = interaction(i);
+        if let Exchange::Http(response) = &mut record.exchange {
+            response.chunks[0].data = Bytes::from(vec![b'y'; LARGE_BODY]);
+        }
+        writer.append(&record).unwrap();
+    }
+    let path = writer.finish().unwrap();
+    let mut group = c.benchmark_group("recording/read-64k");
+    group.throughput(Throughput::Bytes(LARGE_BODY as u64));
+    for (name, backend) in BACKENDS {
+        let recording = Recording::open(&path, backend).unwrap();
+        let mut i = 0u32;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                i = (i + 17) % 64;
+                let view = recording.get(&fingerprint(i)).unwrap().unwrap();
+                // Touch every byte: the body is read, not only located.
+                view.response_chunks()
+                    .map(|(_, data)| data.iter().map(|&b| u64::from(b)).sum::<u64>())
+                    .sum::<u64>()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, open, get, append, lookup, read_64k);
 criterion_main!(benches);
