@@ -330,7 +330,10 @@ async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         upstream,
         writer,
     });
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Every connection task, so that shutdown can wait for in-flight
+    // requests (hyper-util's GracefulShutdown does not take connections
+    // with upgrades, which WebSocket replay needs).
+    let mut connections = tokio::task::JoinSet::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut accept_tasks = Vec::new();
     {
@@ -384,14 +387,26 @@ async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                     .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
                     .max_headers(limits.header_count_max)
                     .max_buf_size(limits.header_bytes_max.max(8192));
-                let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
+                let connection = builder
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .with_upgrades();
+                let mut stop = stop_rx.clone();
+                connections.spawn(async move {
+                    let mut connection = std::pin::pin!(connection);
+                    let ended = tokio::select! {
+                        ended = connection.as_mut() => ended,
+                        () = async { drop(stop.wait_for(|stopping| *stopping).await) } => {
+                            // Finish the request in flight, then close.
+                            connection.as_mut().graceful_shutdown();
+                            connection.await
+                        }
+                    };
+                    if let Err(error) = ended {
                         tracing::debug!("connection ended: {error}");
                     }
                 });
             }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
     let _ = stop_tx.send(true);
@@ -399,10 +414,8 @@ async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         let _ = task.await;
     }
     let timeout = Duration::from_millis(options.config.limits.shutdown_timeout_ms);
-    if tokio::time::timeout(timeout, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    let all_closed = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(timeout, all_closed).await.is_err() {
         tracing::warn!("shutdown: connections still open after {timeout:?}; closing them");
     }
     if let Some(writer) = replayer.writer.clone() {
@@ -513,6 +526,9 @@ impl Replayer {
                 );
             }
         };
+        if self.options.mode == Mode::Replay && is_websocket_upgrade(request.headers()) {
+            return self.replay_websocket(endpoint, session, request);
+        }
         let (parts, body) = request.into_parts();
         let raw_body_for_upstream;
         let limit = self.options.config.limits.request_body_bytes_max;
@@ -659,6 +675,87 @@ impl Replayer {
             }
         }
         self.miss(endpoint, &session, recording, &step, &canonical, exhausted)
+    }
+
+    /// Replays a session's recorded WebSocket conversation as a strict
+    /// script, as test-server does: the upgrade is accepted, recorded server
+    /// frames are sent in order, and each client frame must equal the
+    /// recorded one after redaction, else the connection closes with 1011.
+    fn replay_websocket(
+        &self,
+        endpoint: &Endpoint,
+        session: SessionName,
+        mut request: Request<Incoming>,
+    ) -> Response<ResponseBody> {
+        let state = match self.session(&session) {
+            Ok(state) => state,
+            Err(message) => {
+                return error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "recording",
+                    "recording-unreadable",
+                    message,
+                );
+            }
+        };
+        let frames = state.recording().and_then(|recording| {
+            recording
+                .iter()
+                .filter_map(Result::ok)
+                .find(RecordView::is_websocket)
+                .and_then(|view| view.to_interaction().ok())
+                .and_then(|interaction| match interaction.exchange {
+                    crate::interaction::Exchange::WebSocket { frames, .. } => Some(frames),
+                    crate::interaction::Exchange::Http(_) => None,
+                })
+        });
+        let Some(frames) = frames else {
+            return error_response(
+                StatusCode::NOT_FOUND,
+                "recording",
+                "replay-miss",
+                format!("session {session}: no WebSocket conversation was recorded"),
+            );
+        };
+        let Some(key) = request.headers().get(http::header::SEC_WEBSOCKET_KEY) else {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "client",
+                "bad-websocket-upgrade",
+                "a WebSocket upgrade needs sec-websocket-key".into(),
+            );
+        };
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let upgrade = hyper::upgrade::on(&mut request);
+        let redactor = endpoint.redactor.clone();
+        tokio::spawn(async move {
+            match upgrade.await {
+                Ok(upgraded) => {
+                    let socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                        hyper_util::rt::TokioIo::new(upgraded),
+                        tokio_tungstenite::tungstenite::protocol::Role::Server,
+                        None,
+                    )
+                    .await;
+                    play_websocket_script(socket, frames, &redactor, &session).await;
+                }
+                Err(error) => {
+                    tracing::warn!("session {session}: WebSocket upgrade failed: {error}")
+                }
+            }
+        });
+        let mut response = Response::new(full(Bytes::new()));
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("Upgrade"),
+        );
+        if let Ok(accept) = HeaderValue::from_str(&accept) {
+            headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        response
     }
 
     fn serve_record(
@@ -1186,6 +1283,78 @@ fn path_and_query_of(parts: &http::request::Parts) -> &str {
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/")
+}
+
+fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        && headers.get_all(http::header::CONNECTION).iter().any(|v| {
+            v.to_str()
+                .unwrap_or("")
+                .split(',')
+                .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+        })
+}
+
+async fn play_websocket_script<S>(
+    mut socket: tokio_tungstenite::WebSocketStream<S>,
+    frames: Vec<crate::interaction::WsFrame>,
+    redactor: &Redactor,
+    session: &SessionName,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use crate::interaction::WsDirection;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    for (index, frame) in frames.iter().enumerate() {
+        match frame.direction {
+            WsDirection::ServerToClient => {
+                let message = if frame.opcode == 1 {
+                    match std::str::from_utf8(&frame.payload) {
+                        Ok(text) => Message::text(text),
+                        Err(_) => Message::binary(frame.payload.clone()),
+                    }
+                } else {
+                    Message::binary(frame.payload.clone())
+                };
+                if socket.send(message).await.is_err() {
+                    return;
+                }
+            }
+            WsDirection::ClientToServer => {
+                let received = loop {
+                    match socket.next().await {
+                        Some(Ok(Message::Text(text))) => {
+                            break Bytes::copy_from_slice(text.as_bytes());
+                        }
+                        Some(Ok(Message::Binary(data))) => break data,
+                        Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
+                            continue;
+                        }
+                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                    }
+                };
+                if redactor.redact_bytes(&received).as_ref() != frame.payload.as_ref() {
+                    tracing::warn!(
+                        "session {session}: WebSocket frame {index} differs from the recording; closing with 1011"
+                    );
+                    let _ = socket
+                        .close(Some(CloseFrame {
+                            code: CloseCode::Error,
+                            reason: format!("ouli: frame {index} differs from the recording")
+                                .into(),
+                        }))
+                        .await;
+                    return;
+                }
+            }
+        }
+    }
+    let _ = socket.close(None).await;
 }
 
 /// Whether redaction would change `headers` (a dropped name, or a secret in
