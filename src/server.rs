@@ -303,6 +303,23 @@ async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             })?;
         listeners.push(listener);
     }
+    // `localhost` resolves to ::1 first on many machines, and some clients
+    // (Node before 20, test-server's SDK health polls) do not fall back to
+    // 127.0.0.1: on IPv4 loopback, each endpoint also listens on IPv6
+    // loopback, same port, where the machine has it.
+    let mut loopback_v6 = Vec::new();
+    if config.listen_address == std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST) {
+        for (index, listener) in listeners.iter().enumerate() {
+            let Ok(v4) = listener.local_addr() else {
+                continue;
+            };
+            let v6 = SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), v4.port());
+            match tokio::net::TcpListener::bind(v6).await {
+                Ok(extra) => loopback_v6.push((index, extra)),
+                Err(error) => tracing::debug!("endpoint {index}: not also on {v6}: {error}"),
+            }
+        }
+    }
     let backend = config.read_backend.resolve();
     let proxying = options.mode != Mode::Replay;
     let upstream = if proxying {
@@ -351,7 +368,8 @@ async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         let _ = stdout.flush();
     }
     let (conn_tx, mut conn_rx) = tokio::sync::mpsc::unbounded_channel();
-    for (index, listener) in listeners.into_iter().enumerate() {
+    let all_listeners = listeners.into_iter().enumerate().chain(loopback_v6);
+    for (index, listener) in all_listeners {
         let mut stop = stop_rx.clone();
         let conn_tx = conn_tx.clone();
         accept_tasks.push(tokio::spawn(async move {

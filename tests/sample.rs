@@ -80,6 +80,12 @@ fn the_readme_command_serves_the_shipped_sample() {
         body.contains("\"url\": \"https://httpbin.org/get\""),
         "{body}"
     );
+    // `localhost` may resolve to ::1 first: ouli answers there too where the
+    // machine has IPv6 loopback.
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        let (status, body) = curl("[::1]:8080", "/__ouli/health");
+        assert_eq!(status, 200, "{body}");
+    }
     let (status, body) = curl("127.0.0.1:8080", "/json");
     assert_eq!(status, 200, "{body}");
     let (status, body) = curl("127.0.0.1:8080", "/not-recorded");
