@@ -7,7 +7,8 @@
 //!
 //! **Record path**: `listener` → `upstream` (pooled hyper client) streams the
 //! response to the client while capturing it → `decode` → `redact` →
-//! `recording::RecordingWriter::append` on a writer thread.
+//! `record::Recorder::append` (the session's `recording::RecordingWriter`),
+//! before the client sees the end of the response.
 //!
 //! The file format is rfcs/0001, request identity rfcs/0002.
 

@@ -340,6 +340,16 @@ mod tests {
         assert!(parse_debug_query(Some("format=gif")).is_err());
     }
 
+    /// This thread's CPU time (user + system) in clock ticks (10 ms).
+    fn thread_cpu_ticks() -> u64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // Fields after the parenthesized command name: utime and stime are
+        // the 12th and 13th.
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
     /// One test for everything that starts the process-wide profiler: two
     /// tests doing so in parallel would see each other's profiler.
     #[test]
@@ -350,11 +360,16 @@ mod tests {
             let profiler = Profiler::start(&path).unwrap();
             let second = Profiler::start(&dir.path().join("second.pb"));
             assert!(matches!(second, Err(ProfileError::AlreadyRunning)));
-            // Enough work for a few samples at 999 Hz.
+            // Enough work for a few samples at 999 Hz: 50 ms of this
+            // thread's CPU time, however busy the machine (a wall-clock
+            // budget gave no sample when other builds took the cores).
             let mut x = 0u64;
-            let until = std::time::Instant::now() + Duration::from_millis(60);
-            while std::time::Instant::now() < until {
-                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let start = thread_cpu_ticks();
+            let give_up = std::time::Instant::now() + Duration::from_secs(20);
+            while thread_cpu_ticks() < start + 5 && std::time::Instant::now() < give_up {
+                for _ in 0..100_000 {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                }
             }
             std::hint::black_box(x);
             let written = profiler.finish().unwrap();

@@ -238,7 +238,7 @@ struct Replayer {
     /// Record and passthrough modes only.
     upstream: Option<crate::upstream::UpstreamClient>,
     /// Record mode only.
-    writer: Option<crate::record::WriterHandle>,
+    writer: Option<Arc<crate::record::Recorder>>,
 }
 
 async fn serve(options: ServeOptions) -> Result<(), ServeError> {
@@ -333,11 +333,11 @@ async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         None
     };
     let writer = matches!(options.mode, Mode::Record | Mode::RecordMissing).then(|| {
-        crate::record::WriterHandle::start(
+        Arc::new(crate::record::Recorder::new(
             options.recording_dir.clone(),
             config.durability,
             options.mode == Mode::RecordMissing,
-        )
+        ))
     });
     let replayer = Arc::new(Replayer {
         options: options.clone(),
@@ -353,6 +353,9 @@ async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let mut connections = tokio::task::JoinSet::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut accept_tasks = Vec::new();
+    // Before the ready line: a SIGTERM sent as soon as it is read must stop
+    // the server gracefully, not find the default action (death) in place.
+    let shutdown = shutdown_signal();
     {
         let mut stdout = std::io::stdout().lock();
         for (index, listener) in listeners.iter().enumerate() {
@@ -385,7 +388,6 @@ async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         }));
     }
     drop(conn_tx);
-    let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -437,7 +439,7 @@ async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         tracing::warn!("shutdown: connections still open after {timeout:?}; closing them");
     }
     if let Some(writer) = replayer.writer.clone() {
-        let errors = tokio::task::spawn_blocking(move || writer.shutdown())
+        let errors = tokio::task::spawn_blocking(move || writer.finish_all())
             .await
             .unwrap_or_default();
         if !errors.is_empty() {
@@ -450,25 +452,36 @@ async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// SIGTERM or SIGINT (Ctrl-C). The handlers are installed by this call,
+/// not when the future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
+        let term = signal(SignalKind::terminate());
+        let interrupt = signal(SignalKind::interrupt());
+        async move {
+            match (term, interrupt) {
+                (Ok(mut term), Ok(mut interrupt)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                (Ok(mut only), Err(_)) | (Err(_), Ok(mut only)) => {
+                    only.recv().await;
+                }
+                (Err(_), Err(_)) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -896,7 +909,8 @@ impl Replayer {
             self.sessions.remove(&name);
             let finished = match &self.writer {
                 // One rename and fsync: short enough to block this request's task.
-                Some(writer) => tokio::task::block_in_place(|| writer.finish(name.clone())),
+                Some(writer) => tokio::task::block_in_place(|| writer.finish(&name))
+                    .map_err(|error| error.to_string()),
                 None => Ok(None),
             };
             return match finished {
@@ -1080,8 +1094,8 @@ impl Replayer {
             };
             redactor.redact_response(&mut recorded);
             writer.append(
-                session,
-                crate::interaction::Interaction {
+                &session,
+                &crate::interaction::Interaction {
                     fingerprint: step.fingerprint,
                     chain_link: step.link,
                     canonical: Bytes::from(canonical),
