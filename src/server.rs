@@ -190,6 +190,11 @@ struct Endpoint {
     /// The `Host` header sent upstream (port left out when it is the
     /// scheme's default), built once.
     upstream_host: Option<HeaderValue>,
+    /// The upstream's scheme and authority, parsed once: a request's URI
+    /// upstream is these and its own path and query (no `format!` and parse
+    /// per request).
+    upstream_scheme: http::uri::Scheme,
+    upstream_authority: http::uri::Authority,
     health: Option<String>,
 }
 
@@ -287,6 +292,23 @@ async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                     format!("{}:{}", endpoint.target_host, endpoint.target_port)
                 };
                 HeaderValue::from_str(&host).ok()
+            },
+            upstream_scheme: match endpoint.target_type {
+                Scheme::Http => http::uri::Scheme::HTTP,
+                Scheme::Https => http::uri::Scheme::HTTPS,
+            },
+            upstream_authority: {
+                let host = &endpoint.target_host;
+                let authority = if host.contains(':') && !host.starts_with('[') {
+                    format!("[{host}]:{}", endpoint.target_port)
+                } else {
+                    format!("{host}:{}", endpoint.target_port)
+                };
+                authority.parse().map_err(|error| {
+                    ServeError::Setup(format!(
+                        "endpoints[{index}]: target {authority:?} is not a host and port: {error}"
+                    ))
+                })?
             },
             health: endpoint.health.clone(),
         });
@@ -588,6 +610,10 @@ impl Replayer {
                 };
             }
         };
+        if self.options.mode == Mode::Passthrough {
+            // Nothing is recorded or looked up: no identity to compute.
+            return self.proxy(endpoint, session, parts, body, None).await;
+        }
         raw_body_for_upstream = body.clone();
         // A compressed request body is identified (and stored) decoded: its
         // compression level must not change its identity, and a secret in it
@@ -634,7 +660,7 @@ impl Replayer {
             },
             &mut canonical,
         );
-        if matches!(self.options.mode, Mode::Record | Mode::Passthrough) {
+        if self.options.mode == Mode::Record {
             let step = {
                 let mut chain = state.chain.lock().unwrap_or_else(|p| p.into_inner());
                 if parts.headers.contains_key(CHAIN_RESET_HEADER) {
@@ -650,8 +676,7 @@ impl Replayer {
                     session,
                     parts,
                     raw_body_for_upstream,
-                    canonical,
-                    step,
+                    Some((canonical, step)),
                 )
                 .await;
         }
@@ -694,8 +719,7 @@ impl Replayer {
                     session,
                     parts,
                     raw_body_for_upstream,
-                    canonical,
-                    step,
+                    Some((canonical, step)),
                 )
                 .await;
         }
@@ -970,22 +994,20 @@ impl Replayer {
         session: SessionName,
         parts: http::request::Parts,
         body: Bytes,
-        canonical: Vec<u8>,
-        step: ChainStep,
+        identity: Option<(Vec<u8>, ChainStep)>,
     ) -> Response<ResponseBody> {
         let config = &self.options.config;
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let uri = format!(
-            "{}://{}:{}{path_and_query}",
-            endpoint.target.scheme, endpoint.target.host, endpoint.target.port
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(endpoint.upstream_scheme.clone());
+        uri.authority = Some(endpoint.upstream_authority.clone());
+        uri.path_and_query = Some(
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
         );
-        let mut upstream_request = Request::new(Full::new(body.clone()));
-        *upstream_request.method_mut() = parts.method.clone();
-        *upstream_request.uri_mut() = match uri.parse() {
+        let uri = match http::Uri::from_parts(uri) {
             Ok(uri) => uri,
             Err(error) => {
                 return error_response(
@@ -996,6 +1018,9 @@ impl Replayer {
                 );
             }
         };
+        let mut upstream_request = Request::new(Full::new(body.clone()));
+        *upstream_request.method_mut() = parts.method.clone();
+        *upstream_request.uri_mut() = uri.clone();
         let headers = upstream_request.headers_mut();
         for (name, value) in &parts.headers {
             if !is_hop_by_hop(name, &parts.headers) && name != http::header::HOST {
@@ -1048,7 +1073,7 @@ impl Replayer {
         for name in hop {
             client_headers.remove(name);
         }
-        let Some(writer) = self.writer.clone() else {
+        let (Some(writer), Some((canonical, step))) = (self.writer.clone(), identity) else {
             return client_response.map(|()| upstream_body.map_err(BoxError::from).boxed_unsync());
         };
         let redactor = endpoint.redactor.clone();
