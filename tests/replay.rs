@@ -517,6 +517,29 @@ async fn record_then_replay_offline_in_order_with_the_secret_nowhere_on_disk() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passthrough_forwards_every_request_with_its_query_and_body_and_records_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream, calls) = counting_upstream().await;
+    let server = start_mode("passthrough", dir.path(), upstream.port(), &[]);
+    let session = [("Test-Name", "pass")];
+    for n in 1..=3 {
+        let (status, headers, body) =
+            send(&server.addr, "POST", "/p?q=1&r=%2F", &session, "payload").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(headers.get("x-upstream").unwrap(), "yes");
+        // The same request each time, yet each answer is a new upstream call.
+        assert_eq!(body, format!("call {n} /p?q=1&r=%2F payload"));
+    }
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert!(server.stop().success());
+    let recordings = dir.path().join("recordings");
+    assert!(
+        !recordings.exists() || std::fs::read_dir(&recordings).unwrap().next().is_none(),
+        "passthrough wrote a recording"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_upstream_is_a_502_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
     let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
