@@ -1,14 +1,17 @@
 //! ouli — a record/replay HTTP proxy for tests.
 //!
-//! **Replay path**: `listener` accepts a request → `session` names it and holds
-//! its chain → `fingerprint` computes the canonical form and `chain` its link →
-//! `recording::Recording::lookup` probes the index → the body leaves as `Bytes`
-//! pointing into the mapped file → socket.
+//! **Replay path**: `server::listener` accepts the connection →
+//! `server::session` names the test (`Test-Name`) and holds its recording and
+//! chain → `fingerprint` computes the canonical form and `chain` its link →
+//! `recording::Recording::lookup` probes the index → `server::replay` answers
+//! with status, headers and body as `Bytes` slices of the mapped file →
+//! socket. A miss is `server::miss`'s JSON report.
 //!
-//! **Record path**: `listener` → `upstream` (pooled hyper client) streams the
-//! response to the client while capturing it → `decode` → `redact` →
-//! `record::Recorder::append` (the session's `recording::RecordingWriter`),
-//! before the client sees the end of the response.
+//! **Record path**: `server::listener` → `server::proxy` → `upstream` (pooled
+//! hyper client); the answer streams to the client while `record::CaptureBody`
+//! keeps a copy → `decode` → `redact` → `record::Recorder::append`
+//! (`recording::RecordingWriter`), before the client sees the end of the
+//! response.
 //!
 //! The file format is rfcs/0001, request identity rfcs/0002.
 

@@ -1,0 +1,205 @@
+//! Listener: binds every endpoint (and `[::1]` beside IPv4 loopback), accepts
+//! connections, hands each to hyper with the configured limits, and on
+//! SIGINT/SIGTERM stops accepting, lets in-flight requests finish, and
+//! closes the recordings.
+
+use super::session::report_interrupted_recordings;
+use super::{Mode, ServeError, ServeOptions, Server};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Serves until SIGINT/SIGTERM (builds its own tokio runtime). Prints one line
+/// per endpoint to stdout when it is ready:
+/// `ouli listening endpoint=<i> addr=<ip:port> mode=<mode>`.
+pub fn run(options: ServeOptions) -> Result<(), ServeError> {
+    if matches!(options.mode, Mode::Record | Mode::RecordMissing) {
+        std::fs::create_dir_all(&options.recording_dir).map_err(|e| ServeError::RecordingDir {
+            path: options.recording_dir.clone(),
+            why: format!("cannot be created: {e}"),
+        })?;
+    }
+    if options.mode == Mode::Replay && !options.recording_dir.is_dir() {
+        return Err(ServeError::RecordingDir {
+            path: options.recording_dir.clone(),
+            why: "not a directory (replay reads recordings from it)".into(),
+        });
+    }
+    report_interrupted_recordings(&options.recording_dir, options.mode);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| ServeError::Setup(format!("cannot start the tokio runtime: {e}")))?;
+    runtime.block_on(serve(options))
+}
+
+pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
+    let config = &options.config;
+    let server = Arc::new(Server::new(&options)?);
+    let mut listeners = Vec::with_capacity(config.endpoints.len());
+    for (index, endpoint) in config.endpoints.iter().enumerate() {
+        let addr = SocketAddr::new(config.listen_address, endpoint.source_port);
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                endpoint: index,
+                addr,
+                source,
+            })?;
+        listeners.push(listener);
+    }
+    // `localhost` resolves to ::1 first on many machines, and some clients
+    // (Node before 20, test-server's SDK health polls) do not fall back to
+    // 127.0.0.1: on IPv4 loopback, each endpoint also listens on IPv6
+    // loopback, same port, where the machine has it.
+    let mut loopback_v6 = Vec::new();
+    if config.listen_address == std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST) {
+        for (index, listener) in listeners.iter().enumerate() {
+            let Ok(v4) = listener.local_addr() else {
+                continue;
+            };
+            let v6 = SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), v4.port());
+            match tokio::net::TcpListener::bind(v6).await {
+                Ok(extra) => loopback_v6.push((index, extra)),
+                Err(error) => tracing::debug!("endpoint {index}: not also on {v6}: {error}"),
+            }
+        }
+    }
+    // Every connection task, so that shutdown can wait for in-flight
+    // requests (hyper-util's GracefulShutdown does not take connections
+    // with upgrades, which WebSocket replay needs).
+    let mut connections = tokio::task::JoinSet::new();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut accept_tasks = Vec::new();
+    // Before the ready line: a SIGTERM sent as soon as it is read must stop
+    // the server gracefully, not find the default action (death) in place.
+    let shutdown = shutdown_signal();
+    {
+        let mut stdout = std::io::stdout().lock();
+        for (index, listener) in listeners.iter().enumerate() {
+            let addr = listener
+                .local_addr()
+                .map_err(|e| ServeError::Setup(e.to_string()))?;
+            let _ = writeln!(
+                stdout,
+                "ouli listening endpoint={index} addr={addr} mode={}",
+                options.mode.as_str()
+            );
+        }
+        let _ = stdout.flush();
+    }
+    let (conn_tx, mut conn_rx) = tokio::sync::mpsc::unbounded_channel();
+    let all_listeners = listeners.into_iter().enumerate().chain(loopback_v6);
+    for (index, listener) in all_listeners {
+        let mut stop = stop_rx.clone();
+        let conn_tx = conn_tx.clone();
+        accept_tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => { let _ = conn_tx.send((index, stream)); }
+                        Err(error) => tracing::warn!("endpoint {index}: accept failed: {error}"),
+                    }
+                }
+            }
+        }));
+    }
+    drop(conn_tx);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            next = conn_rx.recv() => {
+                let Some((index, stream)) = next else { break };
+                let _ = stream.set_nodelay(true);
+                let server = server.clone();
+                let service = hyper::service::service_fn(move |request| {
+                    let server = server.clone();
+                    async move { Ok::<_, std::convert::Infallible>(server.handle(index, request).await) }
+                });
+                let limits = &options.config.limits;
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
+                    .max_headers(limits.header_count_max)
+                    .max_buf_size(limits.header_bytes_max.max(8192));
+                let connection = builder
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .with_upgrades();
+                let mut stop = stop_rx.clone();
+                connections.spawn(async move {
+                    let mut connection = std::pin::pin!(connection);
+                    let ended = tokio::select! {
+                        ended = connection.as_mut() => ended,
+                        () = async { drop(stop.wait_for(|stopping| *stopping).await) } => {
+                            // Finish the request in flight, then close.
+                            connection.as_mut().graceful_shutdown();
+                            connection.await
+                        }
+                    };
+                    if let Err(error) = ended {
+                        tracing::debug!("connection ended: {error}");
+                    }
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    let _ = stop_tx.send(true);
+    for task in accept_tasks {
+        let _ = task.await;
+    }
+    let timeout = Duration::from_millis(options.config.limits.shutdown_timeout_ms);
+    let all_closed = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(timeout, all_closed).await.is_err() {
+        tracing::warn!("shutdown: connections still open after {timeout:?}; closing them");
+    }
+    if let Some(writer) = server.writer.clone() {
+        let errors = tokio::task::spawn_blocking(move || writer.finish_all())
+            .await
+            .unwrap_or_default();
+        if !errors.is_empty() {
+            return Err(ServeError::Setup(format!(
+                "closing recordings: {}",
+                errors.join("; ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// SIGTERM or SIGINT (Ctrl-C). The handlers are installed by this call,
+/// not when the future is first polled.
+pub(super) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let interrupt = signal(SignalKind::interrupt());
+        async move {
+            match (term, interrupt) {
+                (Ok(mut term), Ok(mut interrupt)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
+                }
+                (Ok(mut only), Err(_)) | (Err(_), Ok(mut only)) => {
+                    only.recv().await;
+                }
+                (Err(_), Err(_)) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

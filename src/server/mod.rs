@@ -1,0 +1,454 @@
+//! The server: one request's path, as a contract.
+//!
+//! `listener` accepts a connection and hyper parses the request; `handle`
+//! (here) routes it: health and `/__ouli/` control paths (`control`), the
+//! session it belongs to (`session`), the request body collected under its
+//! limit and decoded, the live request redacted as the recorded one was, its
+//! canonical form and chain step (`crate::fingerprint`, `crate::chain`).
+//! Then, by mode:
+//! - **replay**: one index probe (`crate::recording`), and the answer read
+//!   from the mapped record (`replay`); a miss is a JSON report (`miss`).
+//! - **record**, **record-missing** (on a miss), **passthrough**: forward
+//!   (`proxy`), stream the answer back while capturing it, and (record)
+//!   append it at its end (`crate::record`).
+//!
+//! Every answer ouli makes itself says whose fault it is (`response`).
+
+mod control;
+mod listener;
+mod miss;
+mod proxy;
+mod replay;
+mod response;
+mod session;
+mod websocket;
+
+pub use listener::run;
+
+use self::response::{RemoveErrorHeader, ResponseBody, error_response, json_response};
+use self::session::Session;
+use self::websocket::is_websocket_upgrade;
+use crate::config::{Config, ExhaustedPolicy, Scheme};
+use crate::fingerprint::{Matcher, RequestParts, Target};
+use crate::recording::ReadBackend;
+use crate::redact::{RedactionRules, Redactor};
+use crate::session_name::SessionName;
+use bytes::Bytes;
+use dashmap::DashMap;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the proxy does with a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Proxy upstream and record; a session's new recording replaces the old
+    /// one when complete.
+    Record,
+    /// Answer from recordings only; never touch the network.
+    Replay,
+    /// Replay what is recorded; proxy and append what is not.
+    RecordMissing,
+    /// Proxy; record nothing.
+    Passthrough,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Record => "record",
+            Mode::Replay => "replay",
+            Mode::RecordMissing => "record-missing",
+            Mode::Passthrough => "passthrough",
+        }
+    }
+}
+
+/// Everything `run` needs, already validated by the CLI.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub config: Config,
+    pub mode: Mode,
+    pub recording_dir: PathBuf,
+}
+
+/// Why ouli could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(
+        "endpoint {endpoint}: cannot listen on {addr} (another process on the port? `source_port: 0` takes a free one)"
+    )]
+    Bind {
+        endpoint: usize,
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("recording dir {path}: {why}")]
+    RecordingDir { path: PathBuf, why: String },
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Header marking every answer ouli makes itself (errors, misses).
+pub const OULI_ERROR_HEADER: &str = "x-ouli-error";
+/// Request header that sends the session's chain back to its head first.
+pub const CHAIN_RESET_HEADER: &str = "x-ouli-chain-reset";
+/// Reserved path prefix: never forwarded, never recorded.
+pub const CONTROL_PREFIX: &str = "/__ouli/";
+/// Closest recorded requests listed in a miss report.
+pub const MISS_CANDIDATES_MAX: usize = 3;
+
+/// One endpoint's compiled settings.
+struct Endpoint {
+    index: usize,
+    target: Target,
+    matcher: Matcher,
+    /// Shared with the record path's end-of-body callback: cloning the rules
+    /// per request would allocate every list in them.
+    redactor: Arc<Redactor>,
+    /// The `Host` header sent upstream (port left out when it is the
+    /// scheme's default), built once.
+    upstream_host: Option<HeaderValue>,
+    /// The upstream's scheme and authority, parsed once: a request's URI
+    /// upstream is these and its own path and query (no `format!` and parse
+    /// per request).
+    upstream_scheme: http::uri::Scheme,
+    upstream_authority: http::uri::Authority,
+    health: Option<String>,
+}
+
+struct Server {
+    options: ServeOptions,
+    endpoints: Vec<Endpoint>,
+    sessions: DashMap<SessionName, Arc<Session>>,
+    backend: ReadBackend,
+    /// Record and passthrough modes only.
+    upstream: Option<crate::upstream::UpstreamClient>,
+    /// Record mode only.
+    writer: Option<Arc<crate::record::Recorder>>,
+}
+
+impl Server {
+    /// Compiles every endpoint's settings (matching rules, redaction,
+    /// upstream address) and starts what the mode needs: the upstream client
+    /// (proxy modes), the recorder (record modes).
+    fn new(options: &ServeOptions) -> Result<Server, ServeError> {
+        let config = &options.config;
+        let mut env_secrets = crate::redact::secrets_from_env()
+            .map_err(|e| ServeError::Setup(format!("secrets: {e}")))?;
+        env_secrets.extend(config.secrets.iter().map(|s| s.as_bytes().to_vec()));
+        let mut endpoints = Vec::with_capacity(config.endpoints.len());
+        for (index, endpoint) in config.endpoints.iter().enumerate() {
+            let rules = RedactionRules {
+                drop_request_headers: endpoint.redact_request_headers.clone(),
+                secrets: env_secrets.clone(),
+                sensitive_json_keys: config.sensitive_json_keys.clone(),
+                response_header_replacements: endpoint.response_header_replacements.clone(),
+            };
+            let redactor = Redactor::new(&rules)
+                .map_err(|e| ServeError::Setup(format!("endpoint {index}: {e}")))?;
+            endpoints.push(Endpoint {
+                index,
+                target: Target {
+                    scheme: match endpoint.target_type {
+                        Scheme::Http => "http".into(),
+                        Scheme::Https => "https".into(),
+                    },
+                    host: endpoint.target_host.clone(),
+                    port: endpoint.target_port,
+                },
+                matcher: Matcher::new(&{
+                    // The session header names the test; it never identifies a request.
+                    let mut rules = endpoint.matching.clone();
+                    rules
+                        .ignore_headers
+                        .extend(config.session_header.iter().cloned());
+                    rules
+                }),
+                redactor: Arc::new(redactor),
+                upstream_host: {
+                    let default_port = if endpoint.target_type == Scheme::Https {
+                        443
+                    } else {
+                        80
+                    };
+                    let host = if endpoint.target_port == default_port {
+                        endpoint.target_host.clone()
+                    } else {
+                        format!("{}:{}", endpoint.target_host, endpoint.target_port)
+                    };
+                    HeaderValue::from_str(&host).ok()
+                },
+                upstream_scheme: match endpoint.target_type {
+                    Scheme::Http => http::uri::Scheme::HTTP,
+                    Scheme::Https => http::uri::Scheme::HTTPS,
+                },
+                upstream_authority: {
+                    let host = &endpoint.target_host;
+                    let authority = if host.contains(':') && !host.starts_with('[') {
+                        format!("[{host}]:{}", endpoint.target_port)
+                    } else {
+                        format!("{host}:{}", endpoint.target_port)
+                    };
+                    authority.parse().map_err(|error| {
+                        ServeError::Setup(format!(
+                            "endpoints[{index}]: target {authority:?} is not a host and port: {error}"
+                        ))
+                    })?
+                },
+                health: endpoint.health.clone(),
+            });
+        }
+        let backend = config.read_backend.resolve();
+        let proxying = options.mode != Mode::Replay;
+        let upstream = if proxying {
+            let ca_files = crate::upstream::ca_files(config.ca_file.as_deref());
+            let connect_timeout = Duration::from_millis(config.limits.upstream_connect_timeout_ms);
+            Some(
+                crate::upstream::build_client(&ca_files, connect_timeout)
+                    .map_err(|e| ServeError::Setup(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let writer = matches!(options.mode, Mode::Record | Mode::RecordMissing).then(|| {
+            Arc::new(crate::record::Recorder::new(
+                options.recording_dir.clone(),
+                config.durability,
+                options.mode == Mode::RecordMissing,
+            ))
+        });
+        Ok(Server {
+            options: options.clone(),
+            endpoints,
+            sessions: DashMap::new(),
+            backend,
+            upstream,
+            writer,
+        })
+    }
+}
+
+impl Server {
+    pub(super) async fn handle(
+        self: Arc<Self>,
+        endpoint_index: usize,
+        request: Request<Incoming>,
+    ) -> Response<ResponseBody> {
+        let endpoint = &self.endpoints[endpoint_index];
+        let path = request.uri().path();
+        if path == "/__ouli/health" || endpoint.health.as_deref() == Some(path) {
+            return json_response(
+                StatusCode::OK,
+                "none",
+                serde_json::json!({ "status": "ok" }),
+            )
+            .tap_remove_error_header();
+        }
+        if let Some(control) = path.strip_prefix(CONTROL_PREFIX) {
+            return self.control(control, request.method());
+        }
+        let session = match self.session_name(request.headers()) {
+            Ok(name) => name,
+            Err(error) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "client",
+                    "bad-test-name",
+                    error.to_string(),
+                );
+            }
+        };
+        if self.options.mode == Mode::Replay && is_websocket_upgrade(request.headers()) {
+            return self.replay_websocket(endpoint, session, request);
+        }
+        let (parts, body) = request.into_parts();
+        let raw_body_for_upstream;
+        let limit = self.options.config.limits.request_body_bytes_max;
+        let body = match Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) => {
+                return if error
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    error_response(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "client",
+                        "body-too-large",
+                        format!(
+                            "request body exceeds limits.request_body_bytes_max = {limit} bytes"
+                        ),
+                    )
+                } else {
+                    error_response(
+                        StatusCode::BAD_REQUEST,
+                        "client",
+                        "bad-body",
+                        error.to_string(),
+                    )
+                };
+            }
+        };
+        if self.options.mode == Mode::Passthrough {
+            // Nothing is recorded or looked up: no identity to compute.
+            return self.proxy(endpoint, session, parts, body, None).await;
+        }
+        raw_body_for_upstream = body.clone();
+        // A compressed request body is identified (and stored) decoded: its
+        // compression level must not change its identity, and a secret in it
+        // must be found.
+        let body = stored_request_body(&parts.headers, body, limit);
+        let state = match self.session(&session) {
+            Ok(state) => state,
+            Err(message) => {
+                return error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "recording",
+                    "recording-unreadable",
+                    message,
+                );
+            }
+        };
+        // Secrets never take part in identity: redact the live request first,
+        // as the recorded one was.
+        // Most requests carry nothing to redact: borrow their headers then.
+        let redacted_headers;
+        let headers = if header_map_needs_redaction(&endpoint.redactor, &parts.headers) {
+            let mut copy = parts.headers.clone();
+            endpoint.redactor.redact_header_map(&mut copy);
+            redacted_headers = copy;
+            &redacted_headers
+        } else {
+            &parts.headers
+        };
+        let target = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let target = endpoint.redactor.redact_bytes(target.as_bytes());
+        let body = endpoint.redactor.redact_body(&body);
+        let mut canonical = Vec::with_capacity(256);
+        endpoint.matcher.canonical_form(
+            &endpoint.target,
+            &RequestParts {
+                method: parts.method.as_str().as_bytes(),
+                path_and_query: &target,
+                headers,
+                body: &body,
+            },
+            &mut canonical,
+        );
+        if self.options.mode == Mode::Record {
+            let step = {
+                let mut chain = state.chain.lock().unwrap_or_else(|p| p.into_inner());
+                if parts.headers.contains_key(CHAIN_RESET_HEADER) {
+                    chain.reset();
+                }
+                let step = chain.peek(&canonical);
+                chain.commit(&step);
+                step
+            };
+            return self
+                .proxy(
+                    endpoint,
+                    session,
+                    parts,
+                    raw_body_for_upstream,
+                    Some((canonical, step)),
+                )
+                .await;
+        }
+        let record_missing = self.options.mode == Mode::RecordMissing;
+        // The chain lock is held from peek to commit (so that concurrent
+        // identical requests take successive positions) and never across an
+        // await.
+        let (step, hit, exhausted, recording) = {
+            let mut chain = state.chain.lock().unwrap_or_else(|p| p.into_inner());
+            if parts.headers.contains_key(CHAIN_RESET_HEADER) {
+                chain.reset();
+            }
+            let step = chain.peek(&canonical);
+            let mut recording = state.recording();
+            if record_missing && recording.is_none_or(|r| r.lookup(&step.fingerprint).is_none()) {
+                // Records appended since the session was opened (by this
+                // process or another) must be found too.
+                recording = state.reload(
+                    session.recording_path(&self.options.recording_dir),
+                    self.backend,
+                );
+            }
+            let hit = recording.and_then(|r| r.lookup(&step.fingerprint));
+            // record-missing records a miss: that takes the chain step too.
+            if hit.is_some() || record_missing {
+                chain.commit(&step);
+            }
+            let exhausted =
+                step.position > 0 && recording.is_some_and(|r| r.lookup(&step.link).is_some());
+            (step, hit, exhausted, recording)
+        };
+        if let (Some(location), Some(recording)) = (hit, recording) {
+            return self.serve_record(recording.read(location));
+        }
+        if record_missing {
+            // Not recorded yet: record it now, as record mode would.
+            return self
+                .proxy(
+                    endpoint,
+                    session,
+                    parts,
+                    raw_body_for_upstream,
+                    Some((canonical, step)),
+                )
+                .await;
+        }
+        if exhausted && self.options.config.on_chain_exhausted == ExhaustedPolicy::RepeatLast {
+            let recording = recording.expect("exhausted implies a recording");
+            if let Some(location) = recording.lookup(&step.link) {
+                return self.serve_record(recording.read(location));
+            }
+        }
+        self.miss(endpoint, &session, recording, &step, &canonical, exhausted)
+    }
+}
+
+fn path_and_query_of(parts: &http::request::Parts) -> &str {
+    parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+}
+
+/// Whether redaction would change `headers` (a dropped name, or a secret in
+/// a value): only then is the map copied.
+fn header_map_needs_redaction(redactor: &Redactor, headers: &HeaderMap) -> bool {
+    headers.iter().any(|(name, value)| {
+        redactor.drops_request_header(name.as_str().as_bytes())
+            || matches!(
+                redactor.redact_bytes(value.as_bytes()),
+                std::borrow::Cow::Owned(_)
+            )
+    })
+}
+
+/// The request body as it is fingerprinted and stored: decoded when the
+/// client sent it with a `content-encoding` ouli can undo, else as sent.
+fn stored_request_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Bytes {
+    let Some(encoding) = headers.get(http::header::CONTENT_ENCODING) else {
+        return body;
+    };
+    match crate::decode::decode_body(encoding.as_bytes(), &body, limit) {
+        Ok(Some(decoded)) => Bytes::from(decoded),
+        Ok(None) => body,
+        Err(error) => {
+            tracing::warn!("request body kept as sent: {error}");
+            body
+        }
+    }
+}

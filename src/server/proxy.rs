@@ -1,0 +1,215 @@
+//! Proxy (record, record-missing, passthrough): the request goes to the
+//! upstream client (`crate::upstream`); the answer streams back to the client
+//! while it is captured, and at its end (record) it is decoded, redacted and
+//! appended (`crate::record`).
+
+use super::response::{BoxError, ResponseBody, error_response};
+use super::{Endpoint, Server, path_and_query_of, stored_request_body};
+use crate::chain::ChainStep;
+use crate::session_name::SessionName;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use std::time::Duration;
+
+impl Server {
+    /// Record and passthrough: forward upstream, stream the answer back while
+    /// capturing it; at its end (record) decode, redact and append.
+    pub(super) async fn proxy(
+        &self,
+        endpoint: &Endpoint,
+        session: SessionName,
+        parts: http::request::Parts,
+        body: Bytes,
+        identity: Option<(Vec<u8>, ChainStep)>,
+    ) -> Response<ResponseBody> {
+        let config = &self.options.config;
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(endpoint.upstream_scheme.clone());
+        uri.authority = Some(endpoint.upstream_authority.clone());
+        uri.path_and_query = Some(
+            parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
+        let uri = match http::Uri::from_parts(uri) {
+            Ok(uri) => uri,
+            Err(error) => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "client",
+                    "bad-target",
+                    error.to_string(),
+                );
+            }
+        };
+        let mut upstream_request = Request::new(Full::new(body.clone()));
+        *upstream_request.method_mut() = parts.method.clone();
+        *upstream_request.uri_mut() = uri.clone();
+        let headers = upstream_request.headers_mut();
+        for (name, value) in &parts.headers {
+            if !is_hop_by_hop(name, &parts.headers) && name != http::header::HOST {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        if let Some(host) = &endpoint.upstream_host {
+            headers.insert(http::header::HOST, host.clone());
+        }
+        let client = self.upstream.as_ref().expect("proxy modes have a client");
+        let timeout = Duration::from_millis(config.limits.upstream_response_timeout_ms);
+        let started_unix_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        let response = match tokio::time::timeout(timeout, client.request(upstream_request)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => {
+                let message = format!(
+                    "upstream {uri}: {error} ({:?})",
+                    std::error::Error::source(&error)
+                );
+                tracing::warn!("{message}");
+                return error_response(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream",
+                    "upstream-unreachable",
+                    message,
+                );
+            }
+            Err(_) => {
+                return error_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "upstream",
+                    "upstream-timeout",
+                    format!(
+                        "upstream {uri}: no response head within {timeout:?} (limits.upstream_response_timeout_ms)"
+                    ),
+                );
+            }
+        };
+        let (response_parts, upstream_body) = response.into_parts();
+        let mut client_response = Response::from_parts(response_parts.clone(), ());
+        let client_headers = client_response.headers_mut();
+        let hop: Vec<HeaderName> = client_headers
+            .keys()
+            .filter(|name| is_hop_by_hop(name, &response_parts.headers))
+            .cloned()
+            .collect();
+        for name in hop {
+            client_headers.remove(name);
+        }
+        let (Some(writer), Some((canonical, step))) = (self.writer.clone(), identity) else {
+            return client_response.map(|()| upstream_body.map_err(BoxError::from).boxed_unsync());
+        };
+        let redactor = endpoint.redactor.clone();
+        let endpoint_index = endpoint.index as u16;
+        let decode_limit = config.limits.response_body_bytes_max;
+        let on_end: crate::record::OnBodyEnd = Box::new(move |chunks| {
+            let mut request = crate::interaction::RecordedRequest {
+                method: Bytes::copy_from_slice(parts.method.as_str().as_bytes()),
+                target: Bytes::copy_from_slice(path_and_query_of(&parts).as_bytes()),
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            Bytes::copy_from_slice(k.as_str().as_bytes()),
+                            Bytes::copy_from_slice(v.as_bytes()),
+                        )
+                    })
+                    .collect(),
+                body: stored_request_body(&parts.headers, body, decode_limit),
+            };
+            redactor.redact_request(&mut request);
+            let encoding = response_parts
+                .headers
+                .get(http::header::CONTENT_ENCODING)
+                .map(|v| Bytes::copy_from_slice(v.as_bytes()))
+                .unwrap_or_default();
+            let chunks = decode_chunks(&encoding, chunks, decode_limit);
+            let mut recorded = crate::interaction::RecordedResponse {
+                status: response_parts.status.as_u16(),
+                headers: response_parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            Bytes::copy_from_slice(k.as_str().as_bytes()),
+                            Bytes::copy_from_slice(v.as_bytes()),
+                        )
+                    })
+                    .collect(),
+                chunks,
+                original_encoding: encoding,
+            };
+            redactor.redact_response(&mut recorded);
+            writer.append(
+                &session,
+                &crate::interaction::Interaction {
+                    fingerprint: step.fingerprint,
+                    chain_link: step.link,
+                    canonical: Bytes::from(canonical),
+                    endpoint: endpoint_index,
+                    recorded_at_unix_us: started_unix_us,
+                    request,
+                    exchange: crate::interaction::Exchange::Http(recorded),
+                },
+            );
+        });
+        let captured = crate::record::CaptureBody::new(upstream_body, decode_limit, on_end);
+        client_response.map(|()| captured.map_err(BoxError::from).boxed_unsync())
+    }
+}
+
+/// RFC 9110 §7.6.1: connection-specific headers, and those the `Connection`
+/// header names, are not forwarded.
+pub(super) fn is_hop_by_hop(name: &HeaderName, headers: &HeaderMap) -> bool {
+    const HOP_BY_HOP: &[&str] = &[
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ];
+    HOP_BY_HOP.contains(&name.as_str())
+        || headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .any(|value| {
+                value
+                    .to_str()
+                    .unwrap_or("")
+                    .split(',')
+                    .any(|listed| listed.trim().eq_ignore_ascii_case(name.as_str()))
+            })
+}
+
+/// Bodies are stored decoded: an encoded body is joined and decoded into one
+/// chunk (its arrival times describe the encoded stream, not these bytes).
+pub(super) fn decode_chunks(
+    encoding: &[u8],
+    chunks: Vec<crate::interaction::BodyChunk>,
+    limit: usize,
+) -> Vec<crate::interaction::BodyChunk> {
+    if encoding.is_empty() {
+        return chunks;
+    }
+    let joined: Vec<u8> = chunks.iter().flat_map(|c| c.data.iter().copied()).collect();
+    match crate::decode::decode_body(encoding, &joined, limit) {
+        Ok(Some(decoded)) => vec![crate::interaction::BodyChunk {
+            offset_us: 0,
+            data: Bytes::from(decoded),
+        }],
+        Ok(None) => chunks,
+        Err(error) => {
+            tracing::warn!("response body kept encoded: {error}");
+            chunks
+        }
+    }
+}

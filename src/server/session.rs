@@ -1,0 +1,158 @@
+//! Session: which test a request belongs to (`Test-Name`), and that test's
+//! state: its recording, opened at its first request, and its chain.
+//! Sessions never share a lock. Also the start-up report of recordings a
+//! crash interrupted.
+
+use super::{Mode, Server};
+use crate::chain::ChainState;
+use crate::recording::{ReadBackend, Recording};
+use crate::session_name::SessionName;
+use http::HeaderMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// One session's replay state; its lock is never shared with another session.
+pub(super) struct Session {
+    pub(super) recording: Option<Recording>,
+    /// record-missing only: the recording this process started for a session
+    /// that had none, opened once its first record is on disk.
+    pub(super) late_recording: std::sync::OnceLock<Recording>,
+    pub(super) chain: Mutex<ChainState>,
+}
+
+impl Session {
+    pub(super) fn recording(&self) -> Option<&Recording> {
+        self.recording
+            .as_ref()
+            .or_else(|| self.late_recording.get())
+    }
+
+    /// Sees records appended since open (record-missing): refreshes the open
+    /// recording, or opens the one started since.
+    pub(super) fn reload(&self, path: PathBuf, backend: ReadBackend) -> Option<&Recording> {
+        if let Some(recording) = self.recording() {
+            if let Err(error) = recording.refresh() {
+                tracing::warn!("{error}");
+            }
+            return Some(recording);
+        }
+        let partial = path.with_extension("ouli.partial");
+        let found = [path, partial].into_iter().find(|p| p.is_file())?;
+        match Recording::open(&found, backend) {
+            Ok(recording) => Some(self.late_recording.get_or_init(|| recording)),
+            Err(error) => {
+                tracing::warn!("{error}");
+                None
+            }
+        }
+    }
+}
+
+impl Server {
+    pub(super) fn session_name(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<SessionName, crate::session_name::SessionNameError> {
+        let configured = self.options.config.session_header.as_deref();
+        let value = ["test-name", "x-ouli-test-name"]
+            .into_iter()
+            .chain(configured)
+            .find_map(|name| headers.get(name));
+        match value {
+            Some(value) => SessionName::parse_bytes(value.as_bytes()),
+            None => Ok(SessionName::default_session()),
+        }
+    }
+
+    pub(super) fn session(&self, name: &SessionName) -> Result<Arc<Session>, String> {
+        if let Some(session) = self.sessions.get(name) {
+            return Ok(session.clone());
+        }
+        let dir = &self.options.recording_dir;
+        let path = name.recording_path(dir);
+        let partial = path.with_extension("ouli.partial");
+        let recording = if !matches!(self.options.mode, Mode::Replay | Mode::RecordMissing) {
+            None
+        } else if path.is_file() {
+            Some(Recording::open(&path, self.backend).map_err(|e| e.to_string())?)
+        } else if partial.is_file() {
+            tracing::warn!(
+                "session {name}: serving the interrupted recording {} (adopt it with `mv {} {}`)",
+                partial.display(),
+                partial.display(),
+                path.display()
+            );
+            Some(Recording::open(&partial, self.backend).map_err(|e| e.to_string())?)
+        } else {
+            // Reading and converting a JSON file blocks: let the runtime move
+            // other work off this thread meanwhile (first request only).
+            tokio::task::block_in_place(|| {
+                crate::testserver::open_session(dir, name, &self.options.config)
+            })
+            .map_err(|e| e.to_string())?
+        };
+        let session = Arc::new(Session {
+            recording,
+            late_recording: std::sync::OnceLock::new(),
+            chain: Mutex::new(ChainState::new(self.options.config.chain)),
+        });
+        Ok(self.sessions.entry(name.clone()).or_insert(session).clone())
+    }
+}
+
+/// Directory levels searched for interrupted recordings (nested session
+/// names are folders); bounds the start-up walk.
+pub(super) const INTERRUPTED_SEARCH_DEPTH_MAX: usize = 16;
+
+/// Finds the recordings a crash interrupted (`<session>.ouli.partial`) and
+/// says, for each, what this start does with it.
+pub(super) fn report_interrupted_recordings(dir: &Path, mode: Mode) {
+    let mut pending = vec![(dir.to_path_buf(), 0usize)];
+    while let Some((folder, depth)) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                if depth < INTERRUPTED_SEARCH_DEPTH_MAX {
+                    pending.push((path, depth + 1));
+                }
+                continue;
+            }
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let Some(stem) = name.strip_suffix(".ouli.partial") else {
+                continue;
+            };
+            let complete = path.with_file_name(format!("{stem}.ouli"));
+            let interactions = Recording::open(&path, ReadBackend::Mmap)
+                .map(|r| r.len().to_string())
+                .unwrap_or_else(|e| format!("unreadable: {e}"));
+            if complete.is_file() {
+                tracing::warn!(
+                    "interrupted recording {} ({interactions} interactions) kept beside {}, which stays in force; to adopt it: mv '{}' '{}'",
+                    path.display(),
+                    complete.display(),
+                    path.display(),
+                    complete.display()
+                );
+            } else if mode == Mode::Record {
+                tracing::warn!(
+                    "interrupted recording {} ({interactions} interactions) is replaced if this run records session {stem} again; keep it with: mv '{}' '{}'",
+                    path.display(),
+                    path.display(),
+                    complete.display()
+                );
+            } else {
+                tracing::warn!(
+                    "interrupted recording {} ({interactions} interactions) is served as it is; make it the session's recording with: mv '{}' '{}'",
+                    path.display(),
+                    path.display(),
+                    complete.display()
+                );
+            }
+        }
+    }
+}
