@@ -230,24 +230,30 @@ pub fn check_limits(interaction: &Interaction) -> Result<(), String> {
 /// caller has checked [`check_limits`]; the record may still exceed
 /// [`RECORD_BYTES_MAX`] (checked on the result).
 pub fn encode_record(kind: u16, ordinal: u32, interaction: &Interaction) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(256 + interaction.canonical.len());
-    put_bytes(&mut payload, &interaction.canonical);
+    // One buffer, header space first: the payload is written in place and
+    // never copied again (a 64 KiB body is copied once, into this buffer).
+    let mut out = Vec::with_capacity(
+        (RECORD_HEADER_LEN + RECORD_ALIGN + 256) as usize + interaction_bytes_hint(interaction),
+    );
+    out.resize(RECORD_HEADER_LEN as usize, 0);
+    let payload = &mut out;
+    put_bytes(payload, &interaction.canonical);
     let request = &interaction.request;
-    put_bytes(&mut payload, &request.method);
-    put_bytes(&mut payload, &request.target);
-    put_headers(&mut payload, &request.headers);
-    put_bytes(&mut payload, &request.body);
+    put_bytes(payload, &request.method);
+    put_bytes(payload, &request.target);
+    put_headers(payload, &request.headers);
+    put_bytes(payload, &request.body);
     let response = match &interaction.exchange {
         Exchange::Http(response) => response,
         Exchange::WebSocket { response, .. } => response,
     };
     payload.extend_from_slice(&response.status.to_le_bytes());
-    put_headers(&mut payload, &response.headers);
-    put_bytes(&mut payload, &response.original_encoding);
+    put_headers(payload, &response.headers);
+    put_bytes(payload, &response.original_encoding);
     payload.extend_from_slice(&(response.chunks.len() as u32).to_le_bytes());
     for chunk in &response.chunks {
         payload.extend_from_slice(&chunk.offset_us.to_le_bytes());
-        put_bytes(&mut payload, &chunk.data);
+        put_bytes(payload, &chunk.data);
     }
     if let Exchange::WebSocket { frames, .. } = &interaction.exchange {
         payload.extend_from_slice(&(frames.len() as u32).to_le_bytes());
@@ -255,21 +261,56 @@ pub fn encode_record(kind: u16, ordinal: u32, interaction: &Interaction) -> Vec<
             payload.push(frame.direction as u8);
             payload.push(frame.opcode);
             payload.extend_from_slice(&frame.offset_us.to_le_bytes());
-            put_bytes(&mut payload, &frame.payload);
+            put_bytes(payload, &frame.payload);
         }
     }
     let header = RecordHeader {
         magic: U32::new(RECORD_MAGIC),
         kind: U16::new(kind),
         endpoint: U16::new(interaction.endpoint),
-        payload_len: U64::new(payload.len() as u64),
+        payload_len: U64::new(out.len() as u64 - RECORD_HEADER_LEN),
         crc: U32::new(0),
         ordinal: U32::new(ordinal),
         fingerprint: interaction.fingerprint.0,
         chain_link: interaction.chain_link.0,
         recorded_at_unix_us: U64::new(interaction.recorded_at_unix_us),
     };
-    seal(header, &payload)
+    seal_in_place(header, out)
+}
+
+/// Bytes of bodies and fields an interaction holds: the capacity to reserve.
+fn interaction_bytes_hint(interaction: &Interaction) -> usize {
+    let request = &interaction.request;
+    let response = match &interaction.exchange {
+        Exchange::Http(response) => response,
+        Exchange::WebSocket { response, .. } => response,
+    };
+    let headers =
+        |h: &[(Bytes, Bytes)]| h.iter().map(|(n, v)| n.len() + v.len() + 8).sum::<usize>();
+    interaction.canonical.len()
+        + request.target.len()
+        + request.body.len()
+        + headers(&request.headers)
+        + headers(&response.headers)
+        + response
+            .chunks
+            .iter()
+            .map(|c| c.data.len() + 12)
+            .sum::<usize>()
+}
+
+/// Fills in the CRC of `out` (header space, then payload) and pads it.
+fn seal_in_place(mut header: RecordHeader, mut out: Vec<u8>) -> Vec<u8> {
+    debug_assert_eq!(
+        out.len() as u64,
+        RECORD_HEADER_LEN + header.payload_len.get()
+    );
+    let total = padded(out.len() as u64) as usize;
+    out[..RECORD_HEADER_LEN as usize].copy_from_slice(header.as_bytes());
+    header.crc = U32::new(record_crc(&out));
+    out[..RECORD_HEADER_LEN as usize].copy_from_slice(header.as_bytes());
+    out.resize(total, 0);
+    out
 }
 
 /// Header + payload + padding, with the CRC filled in.
