@@ -110,16 +110,7 @@ impl Server {
             let mut request = crate::interaction::RecordedRequest {
                 method: Bytes::copy_from_slice(parts.method.as_str().as_bytes()),
                 target: Bytes::copy_from_slice(path_and_query_of(&parts).as_bytes()),
-                headers: parts
-                    .headers
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            Bytes::copy_from_slice(k.as_str().as_bytes()),
-                            Bytes::copy_from_slice(v.as_bytes()),
-                        )
-                    })
-                    .collect(),
+                headers: owned_headers(&parts.headers),
                 body: stored_request_body(&parts.headers, body, decode_limit),
             };
             redactor.redact_request(&mut request);
@@ -131,16 +122,7 @@ impl Server {
             let chunks = decode_chunks(&encoding, chunks, decode_limit);
             let mut recorded = crate::interaction::RecordedResponse {
                 status: response_parts.status.as_u16(),
-                headers: response_parts
-                    .headers
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            Bytes::copy_from_slice(k.as_str().as_bytes()),
-                            Bytes::copy_from_slice(v.as_bytes()),
-                        )
-                    })
-                    .collect(),
+                headers: owned_headers(&response_parts.headers),
                 chunks,
                 original_encoding: encoding,
             };
@@ -161,6 +143,25 @@ impl Server {
         let captured = crate::record::CaptureBody::new(upstream_body, decode_limit, on_end);
         client_response.map(|()| captured.map_err(BoxError::from).boxed_unsync())
     }
+}
+
+/// A header map as the recording stores it, in order: every name and value
+/// copied into one buffer and sliced from it (one allocation, not two per
+/// header).
+fn owned_headers(headers: &HeaderMap) -> Vec<(Bytes, Bytes)> {
+    let total: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    let mut buffer = bytes::BytesMut::with_capacity(total);
+    let mut owned = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        buffer.extend_from_slice(name.as_str().as_bytes());
+        let name = buffer.split().freeze();
+        buffer.extend_from_slice(value.as_bytes());
+        owned.push((name, buffer.split().freeze()));
+    }
+    owned
 }
 
 /// RFC 9110 §7.6.1: connection-specific headers, and those the `Connection`
