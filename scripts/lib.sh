@@ -118,7 +118,12 @@ free_port() {
 bg_start() {
     local logfile=$1
     shift
-    "$@" >"$logfile" 2>&1 &
+    # Emptied here, before the fork: a redirection in the background command
+    # truncates only once the child runs, and a caller polling LOGFILE for a
+    # ready line would meanwhile find the previous run's (a wrk run against
+    # a port nobody listened on yet: "connection refused").
+    : >"$logfile"
+    "$@" >>"$logfile" 2>&1 &
     BG_PID=$!
     BENCH_PIDS+=("$BG_PID")
 }
