@@ -27,8 +27,7 @@ impl Server {
             self.sessions.remove(&name);
             let finished = match &self.writer {
                 // One rename and fsync: short enough to block this request's task.
-                Some(writer) => tokio::task::block_in_place(|| writer.finish(&name))
-                    .map_err(|error| error.to_string()),
+                Some(writer) => tokio::task::block_in_place(|| writer.finish(&name)),
                 None => Ok(None),
             };
             return match finished {
