@@ -726,34 +726,6 @@ fn an_interaction_over_the_limits_is_refused_and_the_file_stays_sound() {
     );
 }
 
-#[test]
-fn a_batch_is_written_whole_but_for_the_interaction_over_the_limits() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("batch.ouli");
-    let mut writer = RecordingWriter::create(&path, Durability::None).unwrap();
-    writer.append(&http("first", "1")).unwrap();
-    let mut too_many = http("too-many-headers", "x");
-    response_mut(&mut too_many).headers = vec![(b("h"), b("v")); 65_537];
-    let batch = [http("second", "2"), too_many, http("third", "3")];
-    let results = writer.append_all(&batch.iter().collect::<Vec<_>>());
-    assert_eq!(results.len(), 3);
-    assert!(matches!(
-        results[1],
-        Err(RecordingError::RecordTooLarge { .. })
-    ));
-    let (second, third) = (results[0].as_ref().unwrap(), results[2].as_ref().unwrap());
-    // Back to back, in order, after the first record.
-    assert_eq!(third.offset, second.offset + second.len);
-    assert_eq!(writer.len(), 3);
-    writer.finish().unwrap();
-    let expected = [http("first", "1"), http("second", "2"), http("third", "3")];
-    for backend in BACKENDS {
-        let recording = open(&path, backend);
-        assert_serves(&recording, &expected);
-        assert_eq!(recording.lookup(&expected[2].fingerprint), Some(*third));
-    }
-}
-
 fn assert_names(error: &RecordingError, path: &Path) {
     assert!(
         error.to_string().contains(&path.display().to_string()),

@@ -138,80 +138,6 @@ impl RecordingWriter {
     /// Appends one interaction; once this returns, the record is in the file
     /// (page cache at least) and survives `kill -9`.
     pub fn append(&mut self, interaction: &Interaction) -> Result<RecordLocation, RecordingError> {
-        self.append_all(std::slice::from_ref(&interaction))
-            .pop()
-            .expect("one result per interaction")
-    }
-
-    /// Appends several interactions with one `write(2)` (and, with
-    /// `EveryInteraction`, one `fdatasync`): one result per interaction, in
-    /// order. An interaction over a limit is refused alone; the others are
-    /// written. A failed write fails every record of the batch, and none of
-    /// them is in the file.
-    pub fn append_all(
-        &mut self,
-        interactions: &[&Interaction],
-    ) -> Vec<Result<RecordLocation, RecordingError>> {
-        let mut results = Vec::with_capacity(interactions.len());
-        let mut batch: Vec<u8> = Vec::new();
-        let mut pending = Vec::with_capacity(interactions.len());
-        for interaction in interactions {
-            let ordinal = self.entries.len() + pending.len();
-            match self.encode(interaction, ordinal) {
-                Ok(record) => {
-                    let location = RecordLocation {
-                        offset: self.end + batch.len() as u64,
-                        len: record.len() as u64,
-                    };
-                    if batch.is_empty() {
-                        batch = record;
-                    } else {
-                        batch.extend_from_slice(&record);
-                    }
-                    pending.push((interaction.fingerprint.0, location, ordinal as u32));
-                    results.push(Ok(location));
-                }
-                Err(error) => results.push(Err(error)),
-            }
-        }
-        if batch.is_empty() {
-            return results;
-        }
-        let written = self.write(&batch).and_then(|()| {
-            if self.durability == Durability::EveryInteraction {
-                self.file.sync_data().map_err(io(&self.path))
-            } else {
-                Ok(())
-            }
-        });
-        match written {
-            Ok(()) => {
-                self.end += batch.len() as u64;
-                self.entries.extend(pending);
-                results
-            }
-            Err(error) => {
-                // The first record of the batch gets the error itself, the
-                // others its message.
-                let message = error.to_string();
-                let mut original = Some(error);
-                results
-                    .into_iter()
-                    .map(|result| {
-                        result.and_then(|_| {
-                            Err(original.take().unwrap_or_else(|| RecordingError::Io {
-                                path: self.path.clone(),
-                                source: std::io::Error::other(message.clone()),
-                            }))
-                        })
-                    })
-                    .collect()
-            }
-        }
-    }
-
-    /// One interaction as a sealed record, limits checked.
-    fn encode(&self, interaction: &Interaction, ordinal: usize) -> Result<Vec<u8>, RecordingError> {
         let kind = match interaction.exchange {
             Exchange::Http(_) => KIND_HTTP,
             Exchange::WebSocket { .. } => KIND_WEBSOCKET,
@@ -221,7 +147,7 @@ impl RecordingWriter {
             what,
         };
         format::check_limits(interaction).map_err(too_large)?;
-        let ordinal = u32::try_from(ordinal)
+        let ordinal = u32::try_from(self.entries.len())
             .map_err(|_| too_large("the recording holds 2^32 interactions".into()))?;
         let record = format::encode_record(kind, ordinal, interaction);
         if record.len() as u64 > format::RECORD_BYTES_MAX {
@@ -231,7 +157,18 @@ impl RecordingWriter {
                 format::RECORD_BYTES_MAX
             )));
         }
-        Ok(record)
+        self.write(&record)?;
+        let location = RecordLocation {
+            offset: self.end,
+            len: record.len() as u64,
+        };
+        self.end += record.len() as u64;
+        self.entries
+            .push((interaction.fingerprint.0, location, ordinal));
+        if self.durability == Durability::EveryInteraction {
+            self.file.sync_data().map_err(io(&self.path))?;
+        }
+        Ok(location)
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), RecordingError> {

@@ -27,7 +27,8 @@ impl Server {
             self.sessions.remove(&name);
             let finished = match &self.writer {
                 // One rename and fsync: short enough to block this request's task.
-                Some(writer) => tokio::task::block_in_place(|| writer.finish(&name)),
+                Some(writer) => tokio::task::block_in_place(|| writer.finish(&name))
+                    .map_err(|error| error.to_string()),
                 None => Ok(None),
             };
             return match finished {

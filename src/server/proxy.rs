@@ -127,9 +127,9 @@ impl Server {
                 original_encoding: encoding,
             };
             redactor.redact_response(&mut recorded);
-            Some(writer.append(
-                session,
-                crate::interaction::Interaction {
+            writer.append(
+                &session,
+                &crate::interaction::Interaction {
                     fingerprint: step.fingerprint,
                     chain_link: step.link,
                     canonical: Bytes::from(canonical),
@@ -138,7 +138,7 @@ impl Server {
                     request,
                     exchange: crate::interaction::Exchange::Http(recorded),
                 },
-            ))
+            );
         });
         let captured = crate::record::CaptureBody::new(upstream_body, decode_limit, on_end);
         client_response.map(|()| captured.map_err(BoxError::from).boxed_unsync())
