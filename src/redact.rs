@@ -300,7 +300,7 @@ impl Redactor {
             return None;
         }
         let mut out = Vec::with_capacity(bytes.len());
-        json::write(&value, false, &mut out);
+        json::write(&value, &mut out);
         Some(out)
     }
 

@@ -1827,3 +1827,22 @@ fn json_canonical_bytes_written_out() {
         assert_eq!(new, text(&old));
     }
 }
+/// A document nested far deeper than any stack allows recursion for is
+/// still canonicalized (the reference recursed; past a few thousand levels
+/// it could not be compared).
+#[test]
+fn deeply_nested_json_does_not_exhaust_the_stack() {
+    let depth = 200_000;
+    let body = format!("{} {}", "[".repeat(depth), "]".repeat(depth));
+    let c = canonical(
+        &req("POST", "/")
+            .header("content-type", "application/json")
+            .body(body.as_bytes()),
+    );
+    let parsed = CanonicalRequest::parse(&c).unwrap();
+    assert_eq!(parsed.body_kind, "json");
+    assert_eq!(
+        parsed.body,
+        format!("{}{}", "[".repeat(depth), "]".repeat(depth)).into_bytes()
+    );
+}
