@@ -1827,6 +1827,110 @@ fn json_canonical_bytes_written_out() {
         assert_eq!(new, text(&old));
     }
 }
+/// Secrets from a small alphabet, so that they overlap, nest, share
+/// prefixes and touch; some hold bytes that are percent-encoded.
+fn small_secrets() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    prop_oneof![
+        prop::collection::vec(
+            prop::collection::vec(prop::sample::select(b"ab".to_vec()), 1..6),
+            1..5
+        ),
+        prop::collection::vec(
+            prop::collection::vec(prop::sample::select(b"ab /%+".to_vec()), 1..6),
+            1..5
+        ),
+        // One provider's keys: a shared prefix.
+        prop::collection::vec(
+            prop::collection::vec(prop::sample::select(b"ab".to_vec()), 0..4),
+            1..6
+        )
+        .prop_map(|tails| tails
+            .into_iter()
+            .map(|t| [&b"sk_"[..], &t].concat())
+            .collect()),
+    ]
+}
+
+fn haystack() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(
+        prop::sample::select(vec![
+            &b"a"[..],
+            b"b",
+            b"c",
+            b" ",
+            b"%20",
+            b"+",
+            b"%2F",
+            b"%2f",
+            b"%25",
+            b"/",
+            b"sk_",
+            b"%2B",
+        ]),
+        0..40,
+    )
+    .prop_map(|pieces| pieces.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    #[test]
+    fn secrets_are_redacted_as_the_reference_does(secrets in small_secrets(), bytes in haystack()) {
+        let redactor = Redactor::new(&RedactionRules {
+            secrets: secrets.clone(),
+            ..RedactionRules::default()
+        })
+        .unwrap();
+        let expected = reference::redact_bytes(&secrets, &bytes);
+        prop_assert_eq!(text(&redactor.redact_bytes(&bytes)), text(&expected));
+    }
+}
+
+/// Many occurrences, long ones, and the bench's 32 keys of one provider.
+#[test]
+fn secret_search_edge_cases_are_the_reference_ones() {
+    let keys: Vec<Vec<u8>> = (0..32)
+        .map(|i| format!("sk_live_{i:02}_7f3a9c").into_bytes())
+        .collect();
+    let mut body: Vec<u8> = b"sk_live_ sk_live_0 sk_live_31_7f3a9 ".repeat(40);
+    for (i, key) in keys.iter().enumerate() {
+        body.extend_from_slice(key);
+        if i % 3 == 0 {
+            body.extend_from_slice(&keys[(i + 5) % 32]);
+        }
+        body.extend_from_slice(b" x ");
+    }
+    let cases: Vec<(Vec<Vec<u8>>, Vec<u8>)> = vec![
+        (keys.clone(), body.clone()),
+        (keys[..1].to_vec(), body.clone()),
+        (vec![b"aa".to_vec()], b"a".repeat(10_001)),
+        (
+            vec![b"aba".to_vec(), b"b".to_vec()],
+            b"ababababa-bab".repeat(100),
+        ),
+        (
+            vec![b"x".to_vec(), b"xyz".to_vec(), b"yz!".to_vec()],
+            b"xyz! xy xyz!z x".to_vec(),
+        ),
+        (
+            vec![b"a b".to_vec(), b"a+b".to_vec()],
+            b"a b a+b a%20b a%2Bb".to_vec(),
+        ),
+    ];
+    for (secrets, bytes) in cases {
+        let redactor = Redactor::new(&RedactionRules {
+            secrets: secrets.clone(),
+            ..RedactionRules::default()
+        })
+        .unwrap();
+        assert_eq!(
+            text(&redactor.redact_bytes(&bytes)),
+            text(&reference::redact_bytes(&secrets, &bytes)),
+        );
+    }
+}
+
 /// A document nested far deeper than any stack allows recursion for is
 /// still canonicalized (the reference recursed; past a few thousand levels
 /// it could not be compared).

@@ -1,7 +1,9 @@
 //! The canonical form as `src/fingerprint.rs` wrote it at commit 69d1af6
 //! (`ouli-canonical/1`), kept verbatim as the reference of the differential
 //! tests in `tests/identity.rs`: the library's canonicalizer may get faster,
-//! its bytes may not change (recordings are found by their SHA-256).
+//! its bytes may not change (recordings are found by their SHA-256). At the
+//! end, the secret search of `src/redact.rs` at the same commit, for the same
+//! reason: what is redacted may not change.
 //!
 //! Only the names changed (the struct `Matcher` is `Reference` here), and the
 //! constant that redaction alone used is left out; nothing here is used by
@@ -630,4 +632,77 @@ fn json_path_segments(path: &str) -> Vec<String> {
     segments.push(current);
     segments.retain(|s| !s.is_empty());
     segments
+}
+
+// ----------------------------------------- src/redact.rs at 69d1af6
+
+/// `Redactor::redact_bytes` as it was: every secret and its percent-encoded
+/// forms in one automaton, overlapping matches merged, each merged range
+/// replaced by `REDACTED`.
+pub fn redact_bytes(secrets: &[Vec<u8>], bytes: &[u8]) -> Vec<u8> {
+    use aho_corasick::{AhoCorasickBuilder, MatchKind};
+    let mut patterns: Vec<Vec<u8>> = Vec::new();
+    for secret in secrets.iter().filter(|s| !s.is_empty()) {
+        patterns.push(secret.clone());
+        patterns.extend(percent_encoded_forms(secret));
+    }
+    if patterns.is_empty() {
+        return bytes.to_vec();
+    }
+    let automaton = AhoCorasickBuilder::new()
+        .match_kind(MatchKind::Standard)
+        .build(&patterns)
+        .expect("secret literals always build an automaton");
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    for found in automaton.find_overlapping_iter(bytes) {
+        let range = found.range();
+        // Overlapping iteration reports matches by end position, so a
+        // later match may start before an earlier one: merge backwards.
+        let mut merged = range;
+        while let Some(last) = ranges.last()
+            && last.end >= merged.start
+        {
+            merged = last.start.min(merged.start)..last.end.max(merged.end);
+            ranges.pop();
+        }
+        ranges.push(merged);
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    for range in &ranges {
+        out.extend_from_slice(&bytes[at..range.start]);
+        out.extend_from_slice(b"REDACTED");
+        at = range.end;
+    }
+    out.extend_from_slice(&bytes[at..]);
+    out
+}
+
+fn percent_encoded_forms(secret: &[u8]) -> Vec<Vec<u8>> {
+    let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+    if secret.iter().all(|&b| unreserved(b)) {
+        return Vec::new();
+    }
+    let encode = |hex: &[u8; 16], space_as_plus: bool| {
+        let mut out = Vec::with_capacity(secret.len() * 3);
+        for &b in secret {
+            if unreserved(b) {
+                out.push(b);
+            } else if b == b' ' && space_as_plus {
+                out.push(b'+');
+            } else {
+                out.extend_from_slice(&[b'%', hex[(b >> 4) as usize], hex[(b & 15) as usize]]);
+            }
+        }
+        out
+    };
+    let mut forms = vec![
+        encode(b"0123456789ABCDEF", false),
+        encode(b"0123456789abcdef", false),
+        encode(b"0123456789ABCDEF", true),
+        encode(b"0123456789abcdef", true),
+    ];
+    forms.sort();
+    forms.dedup();
+    forms
 }
