@@ -580,13 +580,8 @@ pub(crate) mod canonical_json {
         in_arena: bool,
     }
 
-    const NO_KEY: Key = Key {
-        start: 0,
-        end: 0,
-        in_arena: false,
-    };
-
-    /// A kept member, written at `out[start..end]` (`"key":value`).
+    /// A kept member, written at `out[start..end]` (`"key":value`); `end`
+    /// is set when its value has been read.
     #[derive(Clone, Copy, Debug)]
     struct Member {
         key: Key,
@@ -622,10 +617,10 @@ pub(crate) mod canonical_json {
         /// Elements read (array) or members kept (object).
         count: usize,
         /// The current item: output position of its comma (or of its
-        /// start, when it has none), of its start, its key, its fate.
+        /// start, when it has none), of its start, its fate. (A member's
+        /// key is in its `Member`, pushed when the key is read.)
         item_at: usize,
         item_start: usize,
-        item_key: Key,
         item_fate: Fate,
     }
 
@@ -865,7 +860,6 @@ pub(crate) mod canonical_json {
                 count: 0,
                 item_at: content,
                 item_start: content,
-                item_key: NO_KEY,
                 item_fate: Fate::Keep,
             });
         }
@@ -938,12 +932,18 @@ pub(crate) mod canonical_json {
                     }
                 }
             }
+            if fate == Fate::Keep {
+                self.s.members.push(Member {
+                    key,
+                    start: item_start,
+                    end: item_start,
+                });
+            }
             let frame = self.s.frames.last_mut()?;
             if frame.count == 0 {
                 frame.item_at = item_start;
             }
             frame.item_start = item_start;
-            frame.item_key = key;
             frame.item_fate = fate;
             Some(())
         }
@@ -993,11 +993,11 @@ pub(crate) mod canonical_json {
                     self.out.truncate(frame.item_at);
                     return;
                 }
-                self.s.members.push(Member {
-                    key: frame.item_key,
-                    start: frame.item_start,
-                    end,
-                });
+                // Its member is the last one: those of objects inside it
+                // went when they closed.
+                if let Some(member) = self.s.members.last_mut() {
+                    member.end = end;
+                }
             } else if frame.clear {
                 self.out.extend_from_slice(&self.text[self.run..self.at]);
                 self.run = self.at;
