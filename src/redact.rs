@@ -503,6 +503,9 @@ impl Redactor {
 struct SecretSearch {
     automaton: AhoCorasick,
     prefix: Option<memchr::memmem::Finder<'static>>,
+    /// The first bytes of the secrets: a position inside a range is asked
+    /// only when its byte is one.
+    first_bytes: [bool; 256],
 }
 
 impl SecretSearch {
@@ -521,7 +524,15 @@ impl SecretSearch {
             .unwrap_or(0);
         let prefix =
             (common >= 2).then(|| memchr::memmem::Finder::new(&first[..common]).into_owned());
-        SecretSearch { automaton, prefix }
+        let mut first_bytes = [false; 256];
+        for secret in secrets {
+            first_bytes[usize::from(secret[0])] = true;
+        }
+        SecretSearch {
+            automaton,
+            prefix,
+            first_bytes,
+        }
     }
 
     /// End of the longest secret that starts at `at`.
@@ -555,7 +566,9 @@ impl SecretSearch {
         while let Some((start, mut end)) = self.next(bytes, from) {
             let mut at = start + 1;
             while at < end {
-                if let Some(further) = self.longest_at(bytes, at) {
+                if self.first_bytes[usize::from(bytes[at])]
+                    && let Some(further) = self.longest_at(bytes, at)
+                {
                     end = end.max(further);
                 }
                 at += 1;
