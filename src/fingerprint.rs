@@ -6,6 +6,8 @@
 //! parseable back into fields ([`CanonicalRequest::parse`]) so that a miss can
 //! be explained field by field.
 
+use std::borrow::Cow;
+
 use crate::interaction::Fingerprint;
 use sha2::{Digest, Sha256};
 
@@ -116,7 +118,7 @@ pub struct Matcher {
     ignore_headers: Vec<String>,
     ignore_query_params: Vec<Vec<u8>>,
     /// Each path as segments; `*` matches any key or index.
-    ignore_json_paths: Vec<Vec<String>>,
+    ignore_json_paths: Vec<Vec<canonical_json::Segment>>,
 }
 
 impl Matcher {
@@ -133,7 +135,12 @@ impl Matcher {
             ignore_json_paths: rules
                 .ignore_json_paths
                 .iter()
-                .map(|p| json_path_segments(p))
+                .map(|p| {
+                    json_path_segments(p)
+                        .iter()
+                        .map(|segment| canonical_json::Segment::new(segment))
+                        .collect()
+                })
                 .collect(),
         }
     }
@@ -156,9 +163,16 @@ impl Matcher {
         out.extend_from_slice(b"target ");
         out.extend_from_slice(target.scheme.as_bytes());
         out.extend_from_slice(b"://");
-        out.extend_from_slice(target.host.to_ascii_lowercase().as_bytes());
+        let host = target.host.as_bytes();
+        if host.iter().any(u8::is_ascii_uppercase) {
+            out.extend(host.iter().map(u8::to_ascii_lowercase));
+        } else {
+            out.extend_from_slice(host);
+        }
         out.push(b':');
-        out.extend_from_slice(target.port.to_string().as_bytes());
+        let mut port = [0u8; 20];
+        let digits = write_decimal(u64::from(target.port), &mut port);
+        out.extend_from_slice(&port[..digits]);
         out.extend_from_slice(b"\nmethod ");
         // Methods are case-sensitive (RFC 9110 §9.1): `get` is not `GET`.
         out.extend_from_slice(request.method);
@@ -176,7 +190,7 @@ impl Matcher {
         out.push(b'\n');
 
         if !query.is_empty() {
-            let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            let mut pairs: Vec<Pair<'_>> = Vec::new();
             for piece in query.split(|&b| b == b'&') {
                 if piece.is_empty() {
                     continue;
@@ -186,7 +200,7 @@ impl Matcher {
                     None => (piece, &b""[..]),
                 };
                 let name = query_decode(k);
-                if self.ignore_query_params.contains(&name) {
+                if self.ignore_query_params.iter().any(|p| **p == *name) {
                     continue;
                 }
                 pairs.push((name, query_decode(v)));
@@ -228,68 +242,106 @@ impl Matcher {
     }
 
     fn canonical_body(&self, content_type: &[u8], body: &[u8], out: &mut Vec<u8>) {
-        let mut write = |kind: &str, bytes: &[u8]| {
-            out.extend_from_slice(b"body ");
-            out.extend_from_slice(kind.as_bytes());
-            out.push(b' ');
-            out.extend_from_slice(bytes.len().to_string().as_bytes());
-            out.push(b'\n');
-            out.extend_from_slice(bytes);
-        };
         if body.is_empty() {
-            return write("none", b"");
+            return out.extend_from_slice(b"body none 0\n");
         }
         let mime = media_type(content_type);
-        let json_declared = mime == b"application/json" || mime.ends_with(b"+json");
+        let json_declared = mime.eq_ignore_ascii_case(b"application/json")
+            || mime.len() >= 5 && mime[mime.len() - 5..].eq_ignore_ascii_case(b"+json");
         let json_sniffed = mime.is_empty()
             && matches!(
                 body.iter().find(|b| !b.is_ascii_whitespace()),
                 Some(b'{' | b'[')
             );
-        if (json_declared || json_sniffed)
-            && let Some(mut value) = json::parse(body)
-        {
-            for path in &self.ignore_json_paths {
-                json::remove_path(&mut value, path);
+        if json_declared || json_sniffed {
+            // Written in place, then the body line put before it: its
+            // length is known only once the body is written.
+            let start = out.len();
+            if canonical_json::write(body, &self.ignore_json_paths, out) {
+                return insert_body_line(b"json", start, out);
             }
-            let mut canonical = Vec::with_capacity(body.len());
-            json::write(&value, true, &mut canonical);
-            return write("json", &canonical);
         }
-        if mime == b"application/x-www-form-urlencoded" {
-            let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = body
+        if mime.eq_ignore_ascii_case(b"application/x-www-form-urlencoded") {
+            let mut pairs: Vec<Pair<'_>> = body
                 .split(|&b| b == b'&')
                 .filter(|p| !p.is_empty())
                 .map(|piece| match memchr::memchr(b'=', piece) {
                     Some(i) => (query_decode(&piece[..i]), query_decode(&piece[i + 1..])),
-                    None => (query_decode(piece), Vec::new()),
+                    None => (query_decode(piece), Cow::Borrowed(&b""[..])),
                 })
                 .collect();
             pairs.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut canonical = Vec::with_capacity(body.len());
+            let start = out.len();
             for (i, (k, v)) in pairs.iter().enumerate() {
                 if i > 0 {
-                    canonical.push(b'&');
+                    out.push(b'&');
                 }
-                query_encode(k, &mut canonical);
-                canonical.push(b'=');
-                query_encode(v, &mut canonical);
+                query_encode(k, out);
+                out.push(b'=');
+                query_encode(v, out);
             }
-            return write("form", &canonical);
+            return insert_body_line(b"form", start, out);
         }
-        write("raw", body)
+        let mut line = [0u8; 40];
+        out.extend_from_slice(body_line(b"raw", body.len(), &mut line));
+        out.extend_from_slice(body);
     }
 }
 
-/// JSON as written, for canonical forms and key redaction.
+/// A decoded query or form pair: (name, value).
+type Pair<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
+
+/// Puts the body line before the canonical body written at `out[start..]`.
+fn insert_body_line(kind: &[u8], start: usize, out: &mut Vec<u8>) {
+    let len = out.len() - start;
+    let mut line = [0u8; 40];
+    let line = body_line(kind, len, &mut line);
+    out.extend_from_slice(line);
+    out.copy_within(start..start + len, start + line.len());
+    out[start..start + line.len()].copy_from_slice(line);
+}
+
+/// `body <kind> <len>\n` in `buf`.
+fn body_line<'b>(kind: &[u8], len: usize, buf: &'b mut [u8; 40]) -> &'b [u8] {
+    buf[..5].copy_from_slice(b"body ");
+    let mut at = 5;
+    buf[at..at + kind.len()].copy_from_slice(kind);
+    at += kind.len();
+    buf[at] = b' ';
+    at += 1;
+    at += write_decimal(len as u64, &mut buf[at..]);
+    buf[at] = b'\n';
+    &buf[..at + 1]
+}
+
+/// Writes `n` in decimal at the start of `buf` (20 bytes suffice); returns
+/// the number of digits.
+fn write_decimal(mut n: u64, buf: &mut [u8]) -> usize {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = digits.len() - i;
+    buf[..len].copy_from_slice(&digits[i..]);
+    len
+}
+
+/// JSON as written, for sensitive-key redaction.
 ///
 /// `serde_json::Value` turns every number into an `f64`, `u64` or `i64`: an
 /// integer past 2^64 or a decimal with many digits comes back as a different
-/// number, so two different requests could share a canonical form and a
-/// redacted body could change a number. This tree keeps every number as its
-/// source text and every string as its source token. The text is validated by
-/// `serde_json` first (syntax, UTF-8, its nesting limit of 128), so the parser
-/// below only splits a document known to be valid.
+/// number, so a redacted body could change a number. This tree keeps every
+/// number as its source text and every string as its source token. The text
+/// is validated by `serde_json` first (grammar and escapes: a document it
+/// ignores is checked neither for UTF-8, which the parser below checks in
+/// keys only, nor for nesting depth), so the parser only splits a document
+/// known to be valid.
 pub(crate) mod json {
     use std::borrow::Cow;
 
@@ -438,99 +490,733 @@ pub(crate) mod json {
         }
     }
 
-    /// Compact JSON. `canonical`: object members sorted by decoded key
-    /// (bytes; duplicates keep their order) and strings re-escaped the one
-    /// way `serde_json` writes them; otherwise members and string tokens as
-    /// written.
-    pub fn write(value: &Json<'_>, canonical: bool, out: &mut Vec<u8>) {
+    /// Compact JSON, members in their order, numbers and string tokens as
+    /// written (sensitive-key redaction; the canonical form is written by
+    /// [`super::canonical_json`]).
+    pub fn write(value: &Json<'_>, out: &mut Vec<u8>) {
         match value {
-            Json::Literal(text) => out.extend_from_slice(text),
-            Json::String(token) => write_string(token, canonical, out),
+            Json::Literal(text) | Json::String(text) => out.extend_from_slice(text),
             Json::Array(items) => {
                 out.push(b'[');
                 for (i, item) in items.iter().enumerate() {
                     if i > 0 {
                         out.push(b',');
                     }
-                    write(item, canonical, out);
+                    write(item, out);
                 }
                 out.push(b']');
             }
             Json::Object(members) => {
-                let mut order: Vec<&Member<'_>> = members.iter().collect();
-                if canonical {
-                    order.sort_by(|a, b| a.key.as_bytes().cmp(b.key.as_bytes()));
-                }
                 out.push(b'{');
-                for (i, member) in order.iter().enumerate() {
+                for (i, member) in members.iter().enumerate() {
                     if i > 0 {
                         out.push(b',');
                     }
-                    write_string(member.raw_key, canonical, out);
+                    out.extend_from_slice(member.raw_key);
                     out.push(b':');
-                    write(&member.value, canonical, out);
+                    write(&member.value, out);
                 }
                 out.push(b'}');
             }
         }
     }
+}
 
-    fn write_string(token: &[u8], canonical: bool, out: &mut Vec<u8>) {
-        // Without a backslash a valid token holds no quote or control
-        // byte: it already is what serde_json would write.
-        if !canonical || memchr::memchr(b'\\', token).is_none() {
-            return out.extend_from_slice(token);
-        }
-        match decode_string(token) {
-            // Writing into a Vec cannot fail.
-            Some(text) => {
-                let _ = serde_json::to_writer(&mut *out, text.as_ref());
+/// Canonical JSON (rfcs/0002 §1.4) in one pass over the body.
+///
+/// The text is validated as `serde_json` validates a document it ignores
+/// (its grammar and escapes; no nesting limit, no UTF-8 check) and copied to
+/// the output in runs: whatever the canonical form keeps as written (numbers,
+/// literals, punctuation, strings without escapes) is copied a run at a time,
+/// so a compact, sorted body is validated and copied in one piece. Where the
+/// canonical form differs from the text, the run is cut: whitespace is left
+/// out, a string with escapes is re-escaped, an ignored path is left out or
+/// nulled. Each object's members are written where they come and moved into
+/// key order when it closes, if they are not in order already.
+///
+/// Nothing is allocated per value: the bookkeeping (open containers, member
+/// ranges, decoded keys that held escapes, ignore-path states) lives in
+/// buffers a thread reuses from one request to the next. Nesting is an
+/// explicit stack, never recursion, so no document can exhaust the stack.
+///
+/// It writes what the value tree of [`json`] wrote (parse, remove paths,
+/// write sorted), byte for byte: `tests/identity.rs` compares the two on
+/// generated documents (the tree's writer is kept in
+/// `tests/identity/reference.rs`).
+pub(crate) mod canonical_json {
+    use std::cell::RefCell;
+    use std::cmp::Ordering;
+
+    use super::json::decode_string;
+
+    /// One `ignore_json_paths` segment, compiled.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub struct Segment {
+        /// The key it names: the segment's text.
+        key: Box<[u8]>,
+        /// `*`: every key of an object, every element of an array.
+        star: bool,
+        /// The array index it names, as `str::parse::<usize>` reads it.
+        index: Option<usize>,
+    }
+
+    impl Segment {
+        pub fn new(segment: &str) -> Segment {
+            let star = segment == "*";
+            Segment {
+                key: segment.as_bytes().into(),
+                star,
+                index: if star { None } else { segment.parse().ok() },
             }
-            None => out.extend_from_slice(token),
         }
     }
 
-    /// Removes what `path` names (segments; `*` is any key or index). An
-    /// array element named by index becomes `null` so that the other
-    /// indices stay where they were.
-    pub fn remove_path(value: &mut Json<'_>, path: &[String]) {
-        let Some((first, rest)) = path.split_first() else {
-            return;
-        };
-        match value {
-            Json::Object(members) => {
-                if rest.is_empty() {
-                    members.retain(|m| first != "*" && m.key != first.as_str());
-                } else {
-                    for member in members
-                        .iter_mut()
-                        .filter(|m| first == "*" || m.key == first.as_str())
-                    {
-                        remove_path(&mut member.value, rest);
-                    }
+    /// A decoded key: `text[start..end]` (a key without escapes) or
+    /// `arena[start..end]`.
+    #[derive(Clone, Copy, Debug)]
+    struct Key {
+        start: usize,
+        end: usize,
+        in_arena: bool,
+    }
+
+    /// A kept member, written at `out[start..end]` (`"key":value`); `end`
+    /// is set when its value has been read.
+    #[derive(Clone, Copy, Debug)]
+    struct Member {
+        key: Key,
+        start: usize,
+        end: usize,
+    }
+
+    /// What becomes of the item being read.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    enum Fate {
+        Keep,
+        /// An object member named by a path's last segment: left out.
+        Remove,
+        /// An array element named by a path's last segment: `null`.
+        Null,
+    }
+
+    /// An open object or array. Output positions are those of the output
+    /// as it will be once the pending run is copied.
+    #[derive(Clone, Copy, Debug)]
+    struct Frame {
+        object: bool,
+        /// An array emptied by a path whose last segment is `*`.
+        clear: bool,
+        /// Output position just after the opening bracket.
+        content: usize,
+        /// This object's kept members are `members[members..]`.
+        members: usize,
+        /// Arena length when the object opened.
+        arena: usize,
+        /// Its ignore-path states: `states[states.0..states.1]`.
+        states: (usize, usize),
+        /// Elements read (array) or members kept (object).
+        count: usize,
+        /// The current item: output position of its comma (or of its
+        /// start, when it has none), of its start, its fate. (A member's
+        /// key is in its `Member`, pushed when the key is read.)
+        item_at: usize,
+        item_start: usize,
+        item_fate: Fate,
+    }
+
+    #[derive(Default)]
+    struct Scratch {
+        frames: Vec<Frame>,
+        members: Vec<Member>,
+        /// Decoded keys that held escapes.
+        arena: Vec<u8>,
+        /// (path, segment): the segment of that path that applies to the
+        /// children of a container (or to the root value).
+        states: Vec<(usize, usize)>,
+    }
+
+    thread_local! {
+        static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+    }
+
+    /// Appends the canonical form of `text` to `out` and returns `true`; or
+    /// leaves `out` as it was and returns `false` when `text` is not one
+    /// JSON document or holds a key that does not decode to UTF-8.
+    pub fn write(text: &[u8], paths: &[Vec<Segment>], out: &mut Vec<u8>) -> bool {
+        let start = out.len();
+        out.reserve(text.len());
+        let written = SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => run(text, paths, out, &mut scratch),
+            Err(_) => run(text, paths, out, &mut Scratch::default()),
+        });
+        if written.is_none() {
+            out.truncate(start);
+        }
+        written.is_some()
+    }
+
+    fn run(
+        text: &[u8],
+        paths: &[Vec<Segment>],
+        out: &mut Vec<u8>,
+        scratch: &mut Scratch,
+    ) -> Option<()> {
+        scratch.frames.clear();
+        scratch.members.clear();
+        scratch.arena.clear();
+        scratch.states.clear();
+        scratch.states.extend(
+            paths
+                .iter()
+                .enumerate()
+                .filter(|(_, path)| !path.is_empty())
+                .map(|(p, _)| (p, 0)),
+        );
+        let written = Canonicalizer {
+            text,
+            at: 0,
+            run: 0,
+            paths,
+            out,
+            s: scratch,
+        }
+        .document();
+        // A deep or wide document does not leave its memory on the thread.
+        const KEEP: usize = 1024;
+        if scratch.frames.capacity() > KEEP {
+            scratch.frames = Vec::new();
+        }
+        if scratch.members.capacity() > KEEP {
+            scratch.members = Vec::new();
+        }
+        if scratch.arena.capacity() > 16 * KEEP {
+            scratch.arena = Vec::new();
+        }
+        if scratch.states.capacity() > KEEP {
+            scratch.states = Vec::new();
+        }
+        written
+    }
+
+    struct Canonicalizer<'t, 'o> {
+        text: &'t [u8],
+        /// Next byte to read.
+        at: usize,
+        /// Start of the pending run: `text[run..at]` is output not yet
+        /// copied.
+        run: usize,
+        paths: &'t [Vec<Segment>],
+        out: &'o mut Vec<u8>,
+        s: &'o mut Scratch,
+    }
+
+    /// A string token: `text[start..end]`, quotes included.
+    struct Token {
+        start: usize,
+        end: usize,
+        escaped: bool,
+        non_ascii: bool,
+    }
+
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+    /// Bytes of `chunk` (little-endian) that are exactly `byte`: the lowest
+    /// flagged byte is exact, higher ones may be false.
+    #[inline(always)]
+    fn has_byte(chunk: u64, byte: u8) -> u64 {
+        let x = chunk ^ (ONES * u64::from(byte));
+        x.wrapping_sub(ONES) & !x & HIGHS
+    }
+
+    #[inline(always)]
+    fn is_whitespace(b: u8) -> bool {
+        matches!(b, b' ' | b'\n' | b'\t' | b'\r')
+    }
+
+    impl Canonicalizer<'_, '_> {
+        /// The output position `text[at]` will have.
+        #[inline(always)]
+        fn pos(&self) -> usize {
+            self.out.len() + (self.at - self.run)
+        }
+
+        /// Copies the pending run.
+        #[inline]
+        fn flush(&mut self) {
+            self.out.extend_from_slice(&self.text[self.run..self.at]);
+            self.run = self.at;
+        }
+
+        /// Skips whitespace, which the output leaves out.
+        #[inline(always)]
+        fn skip_whitespace(&mut self) {
+            if self.text.get(self.at).is_some_and(|&b| is_whitespace(b)) {
+                self.flush();
+                self.at += 1;
+                while self.text.get(self.at).is_some_and(|&b| is_whitespace(b)) {
+                    self.at += 1;
                 }
+                self.run = self.at;
             }
-            Json::Array(items) => {
-                if first == "*" {
-                    if rest.is_empty() {
-                        items.clear();
-                    } else {
-                        for item in items.iter_mut() {
-                            remove_path(item, rest);
+        }
+
+        #[inline(always)]
+        fn peek(&self) -> Option<u8> {
+            self.text.get(self.at).copied()
+        }
+
+        fn document(&mut self) -> Option<()> {
+            'value: loop {
+                self.skip_whitespace();
+                match self.peek()? {
+                    b'{' => {
+                        self.at += 1;
+                        self.open(true);
+                        self.skip_whitespace();
+                        if self.peek() == Some(b'}') {
+                            self.at += 1;
+                            self.close_object();
+                        } else {
+                            self.member()?;
+                            continue 'value;
                         }
                     }
-                } else if let Ok(index) = first.parse::<usize>()
-                    && let Some(item) = items.get_mut(index)
-                {
-                    if rest.is_empty() {
-                        *item = Json::Literal(b"null");
-                    } else {
-                        remove_path(item, rest);
+                    b'[' => {
+                        self.at += 1;
+                        self.open(false);
+                        self.skip_whitespace();
+                        if self.peek() == Some(b']') {
+                            self.at += 1;
+                            self.close_array();
+                        } else {
+                            self.element();
+                            continue 'value;
+                        }
+                    }
+                    b'"' => {
+                        let token = self.string()?;
+                        if token.escaped {
+                            self.rewrite_string(&token, None);
+                        }
+                    }
+                    b't' => self.literal(b"true")?,
+                    b'f' => self.literal(b"false")?,
+                    b'n' => self.literal(b"null")?,
+                    b'-' | b'0'..=b'9' => self.number()?,
+                    _ => return None,
+                }
+                // A value ended: a scalar, or a container just closed.
+                loop {
+                    let Some(object) = self.s.frames.last().map(|f| f.object) else {
+                        self.flush();
+                        self.skip_whitespace();
+                        return (self.at == self.text.len()).then_some(());
+                    };
+                    self.finish_item();
+                    self.skip_whitespace();
+                    match self.peek()? {
+                        b',' => {
+                            self.comma(object);
+                            if object {
+                                self.member()?;
+                            } else {
+                                self.element();
+                            }
+                            continue 'value;
+                        }
+                        b'}' if object => {
+                            self.at += 1;
+                            self.close_object();
+                        }
+                        b']' if !object => {
+                            self.at += 1;
+                            self.close_array();
+                        }
+                        _ => return None,
                     }
                 }
             }
-            Json::Literal(_) | Json::String(_) => {}
         }
+
+        /// Opens a container (its bracket just read) whose ignore-path
+        /// states were pushed last.
+        fn open(&mut self, object: bool) {
+            let states_start = self.s.frames.last().map_or(0, |parent| parent.states.1);
+            let states = (states_start, self.s.states.len());
+            // `*` as the last segment empties an array.
+            let clear = !object
+                && self.s.states[states.0..states.1]
+                    .iter()
+                    .any(|&(p, seg)| seg + 1 == self.paths[p].len() && self.paths[p][seg].star);
+            let content = self.pos();
+            self.s.frames.push(Frame {
+                object,
+                clear,
+                content,
+                members: self.s.members.len(),
+                arena: self.s.arena.len(),
+                states,
+                count: 0,
+                item_at: content,
+                item_start: content,
+                item_fate: Fate::Keep,
+            });
+        }
+
+        /// A comma between items (at `at`): kept unless nothing precedes it
+        /// in the output (the members before it were all left out) or the
+        /// array is being emptied.
+        #[inline]
+        fn comma(&mut self, object: bool) {
+            let Some(frame) = self.s.frames.last_mut() else {
+                return;
+            };
+            let item_at = self.out.len() + (self.at - self.run);
+            self.at += 1;
+            if frame.count == 0 && object || frame.clear {
+                self.out
+                    .extend_from_slice(&self.text[self.run..self.at - 1]);
+                self.run = self.at;
+            }
+            frame.item_at = item_at;
+        }
+
+        /// Reads a member's key and colon; its value comes next.
+        fn member(&mut self) -> Option<()> {
+            self.skip_whitespace();
+            let item_start = self.pos();
+            if self.peek()? != b'"' {
+                return None;
+            }
+            let token = self.string()?;
+            let key = if token.escaped {
+                let start = self.s.arena.len();
+                self.rewrite_string(&token, Some(()))?;
+                Key {
+                    start,
+                    end: self.s.arena.len(),
+                    in_arena: true,
+                }
+            } else {
+                if token.non_ascii
+                    && std::str::from_utf8(&self.text[token.start + 1..token.end - 1]).is_err()
+                {
+                    return None;
+                }
+                Key {
+                    start: token.start + 1,
+                    end: token.end - 1,
+                    in_arena: false,
+                }
+            };
+            self.skip_whitespace();
+            if self.peek()? != b':' {
+                return None;
+            }
+            self.at += 1;
+            let frame = self.s.frames.last()?;
+            let mut fate = Fate::Keep;
+            if frame.states.0 != frame.states.1 {
+                let states = frame.states;
+                let key_bytes = key_bytes(self.text, &self.s.arena, key);
+                for i in states.0..states.1 {
+                    let (p, seg) = self.s.states[i];
+                    let segment = &self.paths[p][seg];
+                    if segment.star || *segment.key == *key_bytes {
+                        if seg + 1 == self.paths[p].len() {
+                            fate = Fate::Remove;
+                        } else {
+                            self.s.states.push((p, seg + 1));
+                        }
+                    }
+                }
+            }
+            if fate == Fate::Keep {
+                self.s.members.push(Member {
+                    key,
+                    start: item_start,
+                    end: item_start,
+                });
+            }
+            let frame = self.s.frames.last_mut()?;
+            if frame.count == 0 {
+                frame.item_at = item_start;
+            }
+            frame.item_start = item_start;
+            frame.item_fate = fate;
+            Some(())
+        }
+
+        /// An element comes next.
+        fn element(&mut self) {
+            self.skip_whitespace();
+            let item_start = self.pos();
+            let Some(frame) = self.s.frames.last_mut() else {
+                return;
+            };
+            let mut fate = Fate::Keep;
+            if frame.states.0 != frame.states.1 && !frame.clear {
+                let (states, index) = (frame.states, frame.count);
+                for i in states.0..states.1 {
+                    let (p, seg) = self.s.states[i];
+                    let segment = &self.paths[p][seg];
+                    if segment.star || segment.index == Some(index) {
+                        if seg + 1 == self.paths[p].len() {
+                            // (`*` last: the array is emptied, see `open`.)
+                            fate = Fate::Null;
+                        } else {
+                            self.s.states.push((p, seg + 1));
+                        }
+                    }
+                }
+            }
+            let Some(frame) = self.s.frames.last_mut() else {
+                return;
+            };
+            frame.item_start = item_start;
+            frame.item_fate = fate;
+        }
+
+        /// The current item of the last frame has been read.
+        #[inline]
+        fn finish_item(&mut self) {
+            let end = self.pos();
+            let Some(frame) = self.s.frames.last_mut() else {
+                return;
+            };
+            self.s.states.truncate(frame.states.1);
+            if frame.object {
+                if frame.item_fate == Fate::Remove {
+                    self.out.extend_from_slice(&self.text[self.run..self.at]);
+                    self.run = self.at;
+                    self.out.truncate(frame.item_at);
+                    return;
+                }
+                // Its member is the last one: those of objects inside it
+                // went when they closed.
+                if let Some(member) = self.s.members.last_mut() {
+                    member.end = end;
+                }
+            } else if frame.clear {
+                self.out.extend_from_slice(&self.text[self.run..self.at]);
+                self.run = self.at;
+                self.out.truncate(frame.content);
+            } else if frame.item_fate == Fate::Null {
+                self.out.extend_from_slice(&self.text[self.run..self.at]);
+                self.run = self.at;
+                self.out.truncate(frame.item_start);
+                self.out.extend_from_slice(b"null");
+            }
+            frame.count += 1;
+        }
+
+        /// Closes the last frame, an object (its `}` just read): members in
+        /// key order.
+        fn close_object(&mut self) {
+            let Some(frame) = self.s.frames.pop() else {
+                return;
+            };
+            let Scratch {
+                members,
+                arena,
+                states,
+                ..
+            } = &mut *self.s;
+            let text = self.text;
+            let key = |m: &Member| key_bytes(text, arena, m.key);
+            let own = &mut members[frame.members..];
+            if own
+                .windows(2)
+                .any(|w| compare(key(&w[0]), key(&w[1])) == Ordering::Greater)
+            {
+                // The `}` is copied with the next run.
+                self.at -= 1;
+                self.out.extend_from_slice(&self.text[self.run..self.at]);
+                self.run = self.at;
+                self.at += 1;
+                // Stable: duplicate keys keep their order.
+                own.sort_by(|a, b| compare(key(a), key(b)));
+                let out = &mut *self.out;
+                let tail = out.len();
+                for (i, member) in own.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_within(member.start..member.end);
+                }
+                out.copy_within(tail.., frame.content);
+                out.truncate(frame.content + (out.len() - tail));
+            }
+            members.truncate(frame.members);
+            arena.truncate(frame.arena);
+            states.truncate(frame.states.0);
+        }
+
+        /// Closes the last frame, an array (its `]` just read).
+        fn close_array(&mut self) {
+            let Some(frame) = self.s.frames.pop() else {
+                return;
+            };
+            self.s.states.truncate(frame.states.0);
+        }
+
+        /// Reads a string token (at its opening quote), as serde_json checks
+        /// one it ignores: no control byte, valid escapes, any other byte.
+        #[inline(always)]
+        fn string(&mut self) -> Option<Token> {
+            let text = self.text;
+            let start = self.at;
+            let mut at = start + 1;
+            let mut escaped = false;
+            let mut high = 0u64;
+            loop {
+                // Eight bytes at a time to the next quote, backslash or
+                // control byte.
+                while let Some(chunk) = text.get(at..at + 8) {
+                    let chunk = u64::from_le_bytes(chunk.try_into().ok()?);
+                    let stop = has_byte(chunk, b'"')
+                        | has_byte(chunk, b'\\')
+                        | (chunk.wrapping_sub(ONES * 0x20) & !chunk & HIGHS);
+                    if stop == 0 {
+                        high |= chunk;
+                        at += 8;
+                    } else {
+                        // (Bytes past the stop may set `high` for nothing:
+                        // it only asks for a UTF-8 check.)
+                        high |= chunk;
+                        at += stop.trailing_zeros() as usize / 8;
+                        break;
+                    }
+                }
+                let b = *text.get(at)?;
+                match b {
+                    b'"' => {
+                        at += 1;
+                        self.at = at;
+                        return Some(Token {
+                            start,
+                            end: at,
+                            escaped,
+                            non_ascii: high & HIGHS != 0,
+                        });
+                    }
+                    b'\\' => {
+                        escaped = true;
+                        match *text.get(at + 1)? {
+                            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => at += 2,
+                            b'u' => {
+                                let hex = text.get(at + 2..at + 6)?;
+                                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                    return None;
+                                }
+                                at += 6;
+                            }
+                            _ => return None,
+                        }
+                    }
+                    0..0x20 => return None,
+                    _ => {
+                        high |= u64::from(b);
+                        at += 1;
+                    }
+                }
+            }
+        }
+
+        /// A string with escapes (just read): re-escaped the way serde_json
+        /// writes it. A value that does not decode stays as written; a key
+        /// (`key` given) that does not decode fails the document, and one
+        /// that does is also put in the arena.
+        #[cold]
+        fn rewrite_string(&mut self, token: &Token, key: Option<()>) -> Option<()> {
+            let raw = &self.text[token.start..token.end];
+            let decoded = decode_string(raw);
+            let Some(decoded) = decoded else {
+                return if key.is_some() { None } else { Some(()) };
+            };
+            self.out
+                .extend_from_slice(&self.text[self.run..token.start]);
+            self.run = token.end;
+            // Writing into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *self.out, decoded.as_ref());
+            if key.is_some() {
+                self.s.arena.extend_from_slice(decoded.as_bytes());
+            }
+            Some(())
+        }
+
+        #[inline]
+        fn literal(&mut self, word: &[u8]) -> Option<()> {
+            if !self.text[self.at..].starts_with(word) {
+                return None;
+            }
+            self.at += word.len();
+            Some(())
+        }
+
+        /// A number, as JSON's grammar has it (kept as written).
+        #[inline]
+        fn number(&mut self) -> Option<()> {
+            let text = self.text;
+            let mut at = self.at;
+            let digits = |mut at: usize| {
+                while text.get(at).is_some_and(u8::is_ascii_digit) {
+                    at += 1;
+                }
+                at
+            };
+            if text[at] == b'-' {
+                at += 1;
+            }
+            match *text.get(at)? {
+                b'0' => at += 1,
+                b'1'..=b'9' => at = digits(at + 1),
+                _ => return None,
+            }
+            if text.get(at) == Some(&b'.') {
+                let after = digits(at + 1);
+                if after == at + 1 {
+                    return None;
+                }
+                at = after;
+            }
+            if let Some(b'e' | b'E') = text.get(at) {
+                at += 1;
+                if let Some(b'+' | b'-') = text.get(at) {
+                    at += 1;
+                }
+                let after = digits(at);
+                if after == at {
+                    return None;
+                }
+                at = after;
+            }
+            // A digit after a leading zero (`01`) is caught by what follows
+            // a value: only whitespace, `,`, `]`, `}` or the end may.
+            self.at = at;
+            Some(())
+        }
+    }
+
+    #[inline(always)]
+    fn key_bytes<'a>(text: &'a [u8], arena: &'a [u8], key: Key) -> &'a [u8] {
+        if key.in_arena {
+            &arena[key.start..key.end]
+        } else {
+            &text[key.start..key.end]
+        }
+    }
+
+    /// Bytewise order, inline: keys are short, a call to memcmp is not.
+    #[inline(always)]
+    fn compare(a: &[u8], b: &[u8]) -> Ordering {
+        for (x, y) in a.iter().zip(b) {
+            if x != y {
+                return x.cmp(y);
+            }
+        }
+        a.len().cmp(&b.len())
     }
 }
 
@@ -560,10 +1246,10 @@ pub fn canonical_and_fingerprint(canonical: &[u8], link: &Fingerprint) -> ([u8; 
     )
 }
 
-/// `type/subtype` lower-cased, parameters dropped.
-fn media_type(content_type: &[u8]) -> Vec<u8> {
+/// `type/subtype` (any case), parameters dropped.
+fn media_type(content_type: &[u8]) -> &[u8] {
     let end = memchr::memchr(b';', content_type).unwrap_or(content_type.len());
-    trim_ows(&content_type[..end]).to_ascii_lowercase()
+    trim_ows(&content_type[..end])
 }
 
 fn trim_ows(bytes: &[u8]) -> &[u8] {
@@ -620,7 +1306,12 @@ fn push_pct(b: u8, out: &mut Vec<u8>) {
 /// RFC 3986 §6.2.2: percent-encodings upper-cased, unreserved ones decoded,
 /// dot segments removed; an empty path is `/`.
 fn normalize_path(path: &[u8], out: &mut Vec<u8>) {
-    let mut normalized = Vec::with_capacity(path.len() + 1);
+    let start = out.len();
+    // Nothing below writes a `/` but a `/` (an escaped one stays `%2F`), so
+    // the normalized path starts with one exactly when `path` does.
+    if path.first() != Some(&b'/') {
+        out.push(b'/');
+    }
     let mut i = 0;
     while i < path.len() {
         let b = path[i];
@@ -630,9 +1321,9 @@ fn normalize_path(path: &[u8], out: &mut Vec<u8>) {
         {
             let decoded = h << 4 | l;
             if is_unreserved(decoded) {
-                normalized.push(decoded);
+                out.push(decoded);
             } else {
-                push_pct(decoded, &mut normalized);
+                push_pct(decoded, out);
             }
             i += 3;
             continue;
@@ -640,22 +1331,21 @@ fn normalize_path(path: &[u8], out: &mut Vec<u8>) {
         // Allowed as they are: a raw byte outside the path's character set
         // (or a `%` that starts no escape) is the byte its escape would be.
         if is_path_char(b) {
-            normalized.push(b);
+            out.push(b);
         } else {
-            push_pct(b, &mut normalized);
+            push_pct(b, out);
         }
         i += 1;
     }
-    if normalized.first() != Some(&b'/') {
-        normalized.insert(0, b'/');
-    }
-    if !normalized
-        .split(|&b| b == b'/')
-        .any(|s| s == b"." || s == b"..")
+    let written = &out[start..];
+    if memchr::memchr(b'.', written).is_none()
+        || !written
+            .split(|&b| b == b'/')
+            .any(|s| s == b"." || s == b"..")
     {
-        out.extend_from_slice(&normalized);
         return;
     }
+    let normalized = out.split_off(start);
     // RFC 3986 §5.2.4, on whole segments.
     let mut segments: Vec<&[u8]> = Vec::new();
     let parts: Vec<&[u8]> = normalized[1..].split(|&b| b == b'/').collect();
@@ -684,8 +1374,11 @@ fn normalize_path(path: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Query and form components: `+` is a space, `%XX` a byte (a malformed
-/// escape stays as it is).
-fn query_decode(bytes: &[u8]) -> Vec<u8> {
+/// escape stays as it is). Borrows when there is nothing to decode.
+fn query_decode(bytes: &[u8]) -> Cow<'_, [u8]> {
+    if memchr::memchr2(b'+', b'%', bytes).is_none() {
+        return Cow::Borrowed(bytes);
+    }
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
@@ -705,7 +1398,7 @@ fn query_decode(bytes: &[u8]) -> Vec<u8> {
         }
         i += 1;
     }
-    out
+    Cow::Owned(out)
 }
 
 /// Every byte but the unreserved ones percent-encoded, upper-case hex.

@@ -6,7 +6,7 @@
 
 use std::borrow::Cow;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Anchored, Input, MatchKind, StartKind};
 use bytes::Bytes;
 
 use crate::fingerprint::json::{self, Json};
@@ -157,9 +157,8 @@ fn percent_encoded_forms(secret: &[u8]) -> Vec<Vec<u8>> {
 pub struct Redactor {
     /// Lower-case header names dropped from requests.
     drop_request_headers: Vec<String>,
-    /// All secrets, overlapping matches reported (so that two overlapping
-    /// secrets are both covered). `None` when there are no secrets.
-    secrets: Option<AhoCorasick>,
+    /// All secrets and their encoded forms. `None` when there are none.
+    secrets: Option<SecretSearch>,
     /// Lower-case sensitive JSON keys.
     sensitive_json_keys: Vec<String>,
     /// Cheap pre-filter: `"key"` for every sensitive key, case-insensitive.
@@ -174,16 +173,7 @@ impl Redactor {
             secrets.push(secret.clone());
             secrets.extend(percent_encoded_forms(secret));
         }
-        let secrets = if secrets.is_empty() {
-            None
-        } else {
-            Some(
-                AhoCorasickBuilder::new()
-                    .match_kind(MatchKind::Standard)
-                    .build(&secrets)
-                    .expect("secret literals always build an automaton"),
-            )
-        };
+        let secrets = (!secrets.is_empty()).then(|| SecretSearch::new(&secrets));
         let sensitive_json_keys: Vec<String> = rules
             .sensitive_json_keys
             .iter()
@@ -239,27 +229,13 @@ impl Redactor {
             .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
     }
 
-    /// The byte ranges covered by secrets, overlapping matches merged, in
-    /// order.
+    /// The byte ranges covered by secrets, overlapping and touching matches
+    /// merged, in order.
     fn secret_ranges(&self, bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
-        let Some(automaton) = &self.secrets else {
-            return Vec::new();
-        };
-        let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
-        for found in automaton.find_overlapping_iter(bytes) {
-            let range = found.range();
-            // Overlapping iteration reports matches by end position, so a
-            // later match may start before an earlier one: merge backwards.
-            let mut merged = range;
-            while let Some(last) = ranges.last()
-                && last.end >= merged.start
-            {
-                merged = last.start.min(merged.start)..last.end.max(merged.end);
-                ranges.pop();
-            }
-            ranges.push(merged);
+        match &self.secrets {
+            Some(search) => search.ranges(bytes),
+            None => Vec::new(),
         }
-        ranges
     }
 
     /// Replaces every secret in `bytes`; borrows when there is none.
@@ -300,7 +276,7 @@ impl Redactor {
             return None;
         }
         let mut out = Vec::with_capacity(bytes.len());
-        json::write(&value, false, &mut out);
+        json::write(&value, &mut out);
         Some(out)
     }
 
@@ -505,6 +481,106 @@ impl Redactor {
                 frame.payload = Bytes::from(v);
             }
         }
+    }
+}
+
+/// Finds the ranges covered by secrets: the union of every occurrence of
+/// every secret, overlapping ones included, touching ones merged
+/// (rfcs/0002 §4.2).
+///
+/// One leftmost-longest automaton answers both questions the search asks:
+/// unanchored, where the next occurrence starts and how far the longest one
+/// starting there reaches; anchored at a position, how far the longest one
+/// starting there reaches. After an occurrence, every position inside the
+/// covered range is asked the second question (an occurrence starting inside
+/// may reach further), then the search goes on from the range's end.
+///
+/// When every secret starts with the same two or more bytes (keys of one
+/// provider: `sk_live_…`), that prefix is looked for with `memmem` and each
+/// place it occurs asked the anchored question: the automaton's own
+/// prefilter would look for the first byte alone, frequent in text (`s`).
+#[derive(Clone, Debug)]
+struct SecretSearch {
+    automaton: AhoCorasick,
+    prefix: Option<memchr::memmem::Finder<'static>>,
+    /// The first bytes of the secrets: a position inside a range is asked
+    /// only when its byte is one.
+    first_bytes: [bool; 256],
+}
+
+impl SecretSearch {
+    /// `secrets`: not empty, none empty.
+    fn new(secrets: &[Vec<u8>]) -> SecretSearch {
+        let automaton = AhoCorasickBuilder::new()
+            .match_kind(MatchKind::LeftmostLongest)
+            .start_kind(StartKind::Both)
+            .build(secrets)
+            .expect("secret literals always build an automaton");
+        let first = &secrets[0];
+        let common = secrets
+            .iter()
+            .map(|s| first.iter().zip(s).take_while(|(a, b)| a == b).count())
+            .min()
+            .unwrap_or(0);
+        let prefix =
+            (common >= 2).then(|| memchr::memmem::Finder::new(&first[..common]).into_owned());
+        let mut first_bytes = [false; 256];
+        for secret in secrets {
+            first_bytes[usize::from(secret[0])] = true;
+        }
+        SecretSearch {
+            automaton,
+            prefix,
+            first_bytes,
+        }
+    }
+
+    /// End of the longest secret that starts at `at`.
+    #[inline]
+    fn longest_at(&self, bytes: &[u8], at: usize) -> Option<usize> {
+        self.automaton
+            .find(Input::new(bytes).range(at..).anchored(Anchored::Yes))
+            .map(|m| m.end())
+    }
+
+    /// The first secret starting at or after `from`: its start and the end
+    /// of the longest one starting there.
+    #[inline]
+    fn next(&self, bytes: &[u8], mut from: usize) -> Option<(usize, usize)> {
+        let Some(prefix) = &self.prefix else {
+            let found = self.automaton.find(Input::new(bytes).range(from..))?;
+            return Some((found.start(), found.end()));
+        };
+        loop {
+            let at = from + prefix.find(&bytes[from..])?;
+            if let Some(end) = self.longest_at(bytes, at) {
+                return Some((at, end));
+            }
+            from = at + 1;
+        }
+    }
+
+    fn ranges(&self, bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
+        let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+        let mut from = 0;
+        while let Some((start, mut end)) = self.next(bytes, from) {
+            let mut at = start + 1;
+            while at < end {
+                if self.first_bytes[usize::from(bytes[at])]
+                    && let Some(further) = self.longest_at(bytes, at)
+                {
+                    end = end.max(further);
+                }
+                at += 1;
+            }
+            match ranges.last_mut() {
+                // Touching the range before: one range.
+                Some(last) if last.end >= start => last.end = end,
+                _ => ranges.push(start..end),
+            }
+            from = end;
+        }
+        ranges
     }
 }
 

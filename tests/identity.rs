@@ -1347,3 +1347,606 @@ fn a_decompression_bomb_stops_at_the_limit() {
         Err(DecodeError::TooLarge { .. })
     ));
 }
+
+// ------------------------------------- differential: the canonical form
+//
+// `tests/identity/reference.rs` is the canonicalizer as it was when the
+// sample recordings were made (`ouli-canonical/1`). Whatever the library's
+// implementation becomes, its bytes must be these: recordings on disk are
+// found by the SHA-256 of the canonical form.
+
+#[path = "identity/reference.rs"]
+mod reference;
+
+/// Canonical form by the library and by the reference, for one request.
+fn both_canonical(
+    rules: &MatchRules,
+    target: &Target,
+    method: &[u8],
+    path_and_query: &[u8],
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> (Vec<u8>, Vec<u8>) {
+    let request = RequestParts {
+        method,
+        path_and_query,
+        headers,
+        body,
+    };
+    let mut new = b"prefix kept\n".to_vec();
+    Matcher::new(rules).canonical_form(target, &request, &mut new);
+    let mut old = b"prefix kept\n".to_vec();
+    reference::Reference::new(rules).canonical_form(target, &request, &mut old);
+    (new, old)
+}
+
+fn json_request_canonical(
+    rules: &MatchRules,
+    content_type: &str,
+    body: &[u8],
+) -> (Vec<u8>, Vec<u8>) {
+    let mut headers = http::HeaderMap::new();
+    if !content_type.is_empty() {
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_str(content_type).unwrap(),
+        );
+    }
+    both_canonical(rules, &api(), b"POST", b"/v1/x", &headers, body)
+}
+
+/// Whitespace between tokens: JSON's four, mostly; rarely a form feed or a
+/// vertical tab, which JSON refuses.
+fn ws() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        6 => Just(&b""[..]),
+        2 => Just(&b" "[..]),
+        1 => Just(&b"\n  "[..]),
+        1 => Just(&b"\t"[..]),
+        1 => Just(&b"\r\n"[..]),
+        1 => Just(&b" \x0c"[..]),
+        1 => Just(&b"\x0b"[..]),
+    ]
+    .prop_map(<[u8]>::to_vec)
+}
+
+/// The inside of a string token: plain text, UTF-8, every escape (short,
+/// `\u` of either case, surrogate pairs, lone surrogates), and rarely what
+/// JSON refuses (a raw control byte, a bad escape, invalid UTF-8).
+fn string_piece() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        8 => "[a-zA-Z0-9 _.-]{0,6}".prop_map(String::into_bytes),
+        1 => Just("é").prop_map(|s| s.as_bytes().to_vec()),
+        1 => Just("😀").prop_map(|s| s.as_bytes().to_vec()),
+        4 => prop::sample::select(vec![
+            &br#"\""#[..], br"\\", br"\/", br"\b", br"\f", br"\n", br"\r", br"\t",
+            br"\u0041", br"\u0061", br"\u00e9", br"\u00E9", br"\u0000", br"\u001f",
+            br"\u001F", br"\u007f", br"\u2028", br"\ud83d\ude00", br"\uD83D\uDE00",
+            br"\ud800", br"\udc00", br"\ud800\u0041", br"\ud800\ud800\udc00", br"\ud800\n",
+            br"\ud800x", br"\u0022", br"\u005c", br"\u002F",
+        ])
+        .prop_map(<[u8]>::to_vec),
+        1 => prop::sample::select(vec![
+            &b"\x01"[..], b"\t", b"\x7f", br"\x", br"\u12", br"\uZZZZ", b"\xff", b"\xc3", b"\xed\xa0\x80",
+        ])
+        .prop_map(<[u8]>::to_vec),
+    ]
+}
+
+fn string_token() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(string_piece(), 0..4).prop_map(|pieces| {
+        let mut token = vec![b'"'];
+        for piece in pieces {
+            token.extend_from_slice(&piece);
+        }
+        token.push(b'"');
+        token
+    })
+}
+
+/// Keys: few, so that duplicates, equal decoded keys written differently
+/// (`"a"`, `"\u0061"`) and the ignore paths below meet often.
+fn key_token() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        6 => prop::sample::select(vec![
+            &br#""a""#[..], br#""b""#, br#""B""#, br#""id""#, br#""meta""#, br#""items""#,
+            br#""0""#, br#""1""#, br#""a.b""#, br#""""#, br#""\u0061""#, br#""\u0062""#,
+            "\"é\"".as_bytes(), br#""\u00e9""#, br#""a\/b""#, br#""\ud800""#, b"\"\xff\"",
+            br#""ab""#, br#""a ""#,
+        ])
+        .prop_map(<[u8]>::to_vec),
+        1 => string_token(),
+    ]
+}
+
+fn number() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        4 => prop::sample::select(vec![
+            "0", "-0", "1", "1.0", "1.50", "1e5", "1E5", "1e+5", "1E-05", "-1.5e-3", "0.0",
+            "-0.0e0", "123456789012345678901234567890", "0.1000000000000000000001",
+            "1e999999", "-9223372036854775809", "18446744073709551616",
+        ])
+        .prop_map(|s| s.as_bytes().to_vec()),
+        2 => any::<i64>().prop_map(|n| n.to_string().into_bytes()),
+        2 => any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| format!("{f:e}").into_bytes()),
+        1 => prop::sample::select(vec![
+            "01", "-01", "1.", ".5", "+1", "-", "1e", "1e+", "0x10", "NaN", "Infinity", "1.e3", "--1",
+        ])
+        .prop_map(|s| s.as_bytes().to_vec()),
+    ]
+}
+
+fn json_leaf() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        3 => number(),
+        3 => string_token(),
+        1 => prop::sample::select(vec!["true", "false", "null"]).prop_map(|s| s.as_bytes().to_vec()),
+        1 => prop::sample::select(vec!["tru", "nul", "True", "nulll", "falsey"]).prop_map(|s| s.as_bytes().to_vec()),
+    ]
+}
+
+/// JSON text: mostly valid, with everything the canonical form keeps or
+/// normalizes; sometimes a near miss.
+fn json_text() -> impl Strategy<Value = Vec<u8>> {
+    json_leaf().prop_recursive(5, 48, 6, |inner| {
+        prop_oneof![
+            (
+                prop::collection::vec((ws(), inner.clone(), ws()), 0..6),
+                ws(),
+                prop::bool::weighted(0.03)
+            )
+                .prop_map(|(items, gap, trailing_comma)| {
+                    let mut out = vec![b'['];
+                    out.extend_from_slice(&gap);
+                    for (i, (before, item, after)) in items.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(before);
+                        out.extend_from_slice(item);
+                        out.extend_from_slice(after);
+                    }
+                    if trailing_comma {
+                        out.push(b',');
+                    }
+                    out.push(b']');
+                    out
+                }),
+            (
+                prop::collection::vec((ws(), key_token(), ws(), ws(), inner, ws()), 0..6),
+                ws(),
+                prop::bool::weighted(0.03),
+            )
+                .prop_map(|(members, gap, trailing_comma)| {
+                    let mut out = vec![b'{'];
+                    out.extend_from_slice(&gap);
+                    for (i, (a, key, b, c, value, d)) in members.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(a);
+                        out.extend_from_slice(key);
+                        out.extend_from_slice(b);
+                        out.push(b':');
+                        out.extend_from_slice(c);
+                        out.extend_from_slice(value);
+                        out.extend_from_slice(d);
+                    }
+                    if trailing_comma {
+                        out.push(b',');
+                    }
+                    out.push(b'}');
+                    out
+                }),
+        ]
+    })
+}
+
+/// A body: a JSON text (maybe wrapped in whitespace, maybe damaged once).
+fn json_body() -> impl Strategy<Value = Vec<u8>> {
+    (
+        ws(),
+        json_text(),
+        ws(),
+        prop::option::weighted(0.15, (any::<prop::sample::Index>(), 0u8..4, any::<u8>())),
+    )
+        .prop_map(|(before, text, after, damage)| {
+            let mut body = before;
+            body.extend_from_slice(&text);
+            body.extend_from_slice(&after);
+            if let Some((at, how, byte)) = damage {
+                let i = at.index(body.len() + 1);
+                match how {
+                    0 => body.truncate(i),
+                    1 if i < body.len() => {
+                        body.remove(i);
+                    }
+                    2 => {
+                        let structural = b"{}[],:\"\\ 0a\xff";
+                        body.insert(i, structural[byte as usize % structural.len()]);
+                    }
+                    _ => body.insert(i, byte),
+                }
+            }
+            body
+        })
+}
+
+/// `ignore_json_paths` entries over the keys of [`key_token`].
+fn json_path() -> impl Strategy<Value = String> {
+    (
+        prop::bool::ANY,
+        prop::collection::vec(
+            (
+                prop::sample::select(vec![
+                    "a", "b", "B", "id", "meta", "items", "0", "1", "*", "a.b", "é", "+1", "01", "",
+                ]),
+                0u8..4,
+            ),
+            0..4,
+        ),
+    )
+        .prop_map(|(dollar, segments)| {
+            let mut path = if dollar {
+                "$".to_string()
+            } else {
+                String::new()
+            };
+            for (segment, form) in segments {
+                match form {
+                    0 | 1 => {
+                        path.push('.');
+                        path.push_str(segment);
+                    }
+                    2 => path.push_str(&format!("[{segment}]")),
+                    _ => path.push_str(&format!("[\"{segment}\"]")),
+                }
+            }
+            path
+        })
+}
+
+fn content_type() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
+        "application/json",
+        "Application/JSON; charset=utf-8",
+        " application/json ",
+        "application/vnd.api+json",
+        "application/problem+JSON;q=1",
+        "",
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/jsonx",
+    ])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    #[test]
+    fn json_canonical_form_is_the_reference_one(
+        body in json_body(),
+        content_type in content_type(),
+        paths in prop::collection::vec(json_path(), 0..3),
+    ) {
+        let rules = MatchRules { ignore_json_paths: paths, ..MatchRules::default() };
+        let (new, old) = json_request_canonical(&rules, content_type, &body);
+        prop_assert_eq!(text(&new), text(&old));
+        prop_assert_eq!(new, old);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    #[test]
+    fn whole_canonical_form_is_the_reference_one(
+        scheme in prop::sample::select(vec!["http", "https"]),
+        host in "[a-zA-Z0-9.-]{0,12}",
+        port in any::<u16>(),
+        method in "[A-Za-z]{1,7}",
+        path in prop::collection::vec(any::<u8>(), 0..24),
+        path_chars in prop::collection::vec(
+            prop::sample::select(vec![&b"/"[..], b".", b"..", b"%2e", b"%2F", b"%7e", b"%zz", b"%", b"a", b"+", b"?", b"&", b"=", b"%20", b"\xc3\xa9"]),
+            0..12,
+        ),
+        query in prop::collection::vec(
+            prop::sample::select(vec![&b"a"[..], b"b", b"=", b"&", b"+", b"%20", b"%2", b"%zz", b"%41", b"ts", b"x y", b"\xff", b"=="]),
+            0..12,
+        ),
+        headers in prop::collection::vec(
+            (
+                prop::sample::select(vec![
+                    "accept", "content-type", "user-agent", "x-ouli-test", "x-tenant", "cookie",
+                    "authorization", "x-b3-traceid", "host", "accept-encoding", "x-a", "x-b",
+                ]),
+                prop::collection::vec(prop::sample::select(vec![b' ', b'\t', b'a', b'Z', b'1', b';', b'\x80', b'"']), 0..8),
+            ),
+            0..8,
+        ),
+        body_kind in 0u8..4,
+        body in prop::collection::vec(any::<u8>(), 0..32),
+        form in prop::collection::vec(
+            prop::sample::select(vec![&b"a"[..], b"b", b"=", b"&", b"+", b"%20", b"%2", b"%41", b"\xff"]),
+            0..10,
+        ),
+        include in prop::collection::vec(prop::sample::select(vec!["user-agent", "X-Tenant", " host ", "authorization"]), 0..2),
+        ignore in prop::collection::vec(prop::sample::select(vec!["accept", "X-A", "cookie", " x-b "]), 0..2),
+        ignore_query in prop::collection::vec(prop::sample::select(vec!["a", "b", "ts", "x y", "A"]), 0..2),
+    ) {
+        let target = Target { scheme: scheme.into(), host, port };
+        let mut path_and_query = if path_chars.is_empty() { path } else { path_chars.concat() };
+        if !query.is_empty() {
+            path_and_query.push(b'?');
+            path_and_query.extend(query.concat());
+        }
+        let mut map = http::HeaderMap::new();
+        for (name, value) in &headers {
+            if let Ok(value) = http::HeaderValue::from_bytes(value) {
+                map.append(http::HeaderName::from_static(name), value);
+            }
+        }
+        let (content_type, body) = match body_kind {
+            0 => ("application/octet-stream", body),
+            1 => ("application/x-www-form-urlencoded", form.concat()),
+            2 => ("Application/X-WWW-Form-Urlencoded ; charset=x", form.concat()),
+            _ => ("", body),
+        };
+        if !content_type.is_empty() {
+            map.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+        }
+        let rules = MatchRules {
+            include_headers: include.into_iter().map(String::from).collect(),
+            ignore_headers: ignore.into_iter().map(String::from).collect(),
+            ignore_query_params: ignore_query.into_iter().map(String::from).collect(),
+            ignore_json_paths: Vec::new(),
+        };
+        let (new, old) = both_canonical(&rules, &target, method.as_bytes(), &path_and_query, &map, &body);
+        prop_assert_eq!(text(&new), text(&old));
+        prop_assert_eq!(new, old);
+    }
+}
+
+/// Cases the generators above may miss, each against the reference.
+#[test]
+fn json_edge_cases_are_the_reference_ones() {
+    let nested =
+        |depth: usize, inner: &str| format!("{}{inner}{}", "[".repeat(depth), "]".repeat(depth));
+    let mut bodies: Vec<Vec<u8>> = [
+        "{}",
+        "[]",
+        "0",
+        "-0",
+        "\"\"",
+        "null",
+        " true ",
+        "{\"b\":1,\"a\":2,\"b\":0,\"a\":1}",
+        "{\"\\u0062\":1,\"a\":2,\"b\":0}",
+        "[1,[2,[3,{\"z\":{\"y\":[],\"x\":{}}}]]]",
+        "{\"a\":{\"c\":1,\"b\":{\"e\":[{\"g\":1,\"f\":2}],\"d\":3}},\"A\":0}",
+        "{\"é\":1,\"e\":2,\"\\u00e9\":3,\"z\":4}",
+        "{\"a\":1}x",
+        "{\"a\":1} {}",
+        "{\"a\":1,}",
+        "[1,]",
+        "[,1]",
+        "{\"a\" 1}",
+        "{1:2}",
+        "\"\\ud800\"",
+        "{\"\\ud800\":1}",
+        "{\"\\udc00\\ud800\":1}",
+        "[\"\\ud83d\\ude00\",\"\\uD83D\\uDE00x\"]",
+        "[\"a\\u0000b\\u001fc\\u007f\\b\\f\\n\\r\\t\\\"\\\\\\/\"]",
+        "\u{feff}{}",
+        "{\"a\":1}\u{0}",
+        "[1e5,1E+5,-0.0,1.0e-0,123456789012345678901234567890]",
+        " \t\r\n{ \"a\" : [ 1 , 2 ] } \r\n",
+        "\x0c{}",
+        "{\"a\":\"\x01\"}",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    bodies.push(b"{\"a\":\"\xff\"}".to_vec());
+    bodies.push(b"{\"\xff\":1}".to_vec());
+    bodies.push(b"{\"\\u0041\xff\":1}".to_vec());
+    bodies.push(b"[\"\\u0041\xff\"]".to_vec());
+    // Wide objects: many duplicate keys, out of order (a sort that is not
+    // stable would mix up their values).
+    for width in [19, 20, 21, 64, 300] {
+        let members: Vec<String> = (0..width)
+            .map(|i| format!("\"{}\":{i}", ["k", "a", "\\u006b", "b"][(i * 7) % 4]))
+            .collect();
+        bodies.push(format!("{{{}}}", members.join(",")).into_bytes());
+        bodies.push(format!("[{{{}}}]", members.join(" , ")).into_bytes());
+    }
+    for depth in [1, 2, 126, 127, 128, 129, 200, 1000] {
+        bodies.push(nested(depth, "").into_bytes());
+        bodies.push(nested(depth, "{\"b\":1,\"a\":2}").into_bytes());
+        bodies.push(format!("{}{}", "{\"a\":".repeat(depth), "}".repeat(depth)).into_bytes());
+        bodies.push(format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth)).into_bytes());
+    }
+    let path_sets: Vec<Vec<&str>> = vec![
+        vec![],
+        vec!["$.a"],
+        vec!["$.*"],
+        vec!["[0]"],
+        vec!["$[*]"],
+        vec!["a.b", "$.b"],
+        vec!["$.a.c", "a.b.e[*].f", "$[\"A\"]"],
+        vec!["$[1][1]", "*.*"],
+        vec!["$"],
+        vec!["é", "z"],
+    ];
+    for body in &bodies {
+        for paths in &path_sets {
+            for content_type in ["application/json", ""] {
+                let rules = MatchRules {
+                    ignore_json_paths: paths.iter().map(|p| p.to_string()).collect(),
+                    ..MatchRules::default()
+                };
+                let (new, old) = json_request_canonical(&rules, content_type, body);
+                assert_eq!(
+                    text(&new),
+                    text(&old),
+                    "body {:?}, paths {paths:?}, content-type {content_type:?}",
+                    String::from_utf8_lossy(body)
+                );
+                assert_eq!(new, old);
+            }
+        }
+    }
+}
+
+/// The expected bytes, written out: the reference agrees with these too, so
+/// a change to both would still be caught.
+#[test]
+fn json_canonical_bytes_written_out() {
+    let rules = MatchRules {
+        ignore_json_paths: vec!["$.meta.id".into(), "list[1]".into(), "gone".into()],
+        ..MatchRules::default()
+    };
+    for (body, expected) in [
+        (
+            &br#" { "b" : 1.0 , "a" : [ 1e5 , -0 , "\u00e9\/\u0041" ] , "a" : null } "#[..],
+            "body json 38\n{\"a\":[1e5,-0,\"é/A\"],\"a\":null,\"b\":1.0}",
+        ),
+        (
+            br#"{"meta":{"id":7,"v":"\ud83d\ude00"},"list":[1,2,3],"gone":{"x":1},"z\n":"\u001F"}"#,
+            "body json 54\n{\"list\":[1,null,3],\"meta\":{\"v\":\"😀\"},\"z\\n\":\"\\u001f\"}",
+        ),
+        (br#"{"a":"\ud800"}"#, "body json 14\n{\"a\":\"\\ud800\"}"),
+        (br#"{"\ud800":1}"#, "body raw 12\n{\"\\ud800\":1}"),
+        (br#"{"a":1,}"#, "body raw 8\n{\"a\":1,}"),
+        (br#"[01]"#, "body raw 4\n[01]"),
+    ] {
+        let (new, old) = json_request_canonical(&rules, "application/json", body);
+        let new = text(&new);
+        let tail = &new[new.find("body ").unwrap()..];
+        assert_eq!(tail, expected);
+        assert_eq!(new, text(&old));
+    }
+}
+/// Secrets from a small alphabet, so that they overlap, nest, share
+/// prefixes and touch; some hold bytes that are percent-encoded.
+fn small_secrets() -> impl Strategy<Value = Vec<Vec<u8>>> {
+    prop_oneof![
+        prop::collection::vec(
+            prop::collection::vec(prop::sample::select(b"ab".to_vec()), 1..6),
+            1..5
+        ),
+        prop::collection::vec(
+            prop::collection::vec(prop::sample::select(b"ab /%+".to_vec()), 1..6),
+            1..5
+        ),
+        // One provider's keys: a shared prefix.
+        prop::collection::vec(
+            prop::collection::vec(prop::sample::select(b"ab".to_vec()), 0..4),
+            1..6
+        )
+        .prop_map(|tails| tails
+            .into_iter()
+            .map(|t| [&b"sk_"[..], &t].concat())
+            .collect()),
+    ]
+}
+
+fn haystack() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(
+        prop::sample::select(vec![
+            &b"a"[..],
+            b"b",
+            b"c",
+            b" ",
+            b"%20",
+            b"+",
+            b"%2F",
+            b"%2f",
+            b"%25",
+            b"/",
+            b"sk_",
+            b"%2B",
+        ]),
+        0..40,
+    )
+    .prop_map(|pieces| pieces.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    #[test]
+    fn secrets_are_redacted_as_the_reference_does(secrets in small_secrets(), bytes in haystack()) {
+        let redactor = Redactor::new(&RedactionRules {
+            secrets: secrets.clone(),
+            ..RedactionRules::default()
+        })
+        .unwrap();
+        let expected = reference::redact_bytes(&secrets, &bytes);
+        prop_assert_eq!(text(&redactor.redact_bytes(&bytes)), text(&expected));
+    }
+}
+
+/// Many occurrences, long ones, and the bench's 32 keys of one provider.
+#[test]
+fn secret_search_edge_cases_are_the_reference_ones() {
+    let keys: Vec<Vec<u8>> = (0..32)
+        .map(|i| format!("sk_live_{i:02}_7f3a9c").into_bytes())
+        .collect();
+    let mut body: Vec<u8> = b"sk_live_ sk_live_0 sk_live_31_7f3a9 ".repeat(40);
+    for (i, key) in keys.iter().enumerate() {
+        body.extend_from_slice(key);
+        if i % 3 == 0 {
+            body.extend_from_slice(&keys[(i + 5) % 32]);
+        }
+        body.extend_from_slice(b" x ");
+    }
+    let cases: Vec<(Vec<Vec<u8>>, Vec<u8>)> = vec![
+        (keys.clone(), body.clone()),
+        (keys[..1].to_vec(), body.clone()),
+        (vec![b"aa".to_vec()], b"a".repeat(10_001)),
+        (
+            vec![b"aba".to_vec(), b"b".to_vec()],
+            b"ababababa-bab".repeat(100),
+        ),
+        (
+            vec![b"x".to_vec(), b"xyz".to_vec(), b"yz!".to_vec()],
+            b"xyz! xy xyz!z x".to_vec(),
+        ),
+        (
+            vec![b"a b".to_vec(), b"a+b".to_vec()],
+            b"a b a+b a%20b a%2Bb".to_vec(),
+        ),
+    ];
+    for (secrets, bytes) in cases {
+        let redactor = Redactor::new(&RedactionRules {
+            secrets: secrets.clone(),
+            ..RedactionRules::default()
+        })
+        .unwrap();
+        assert_eq!(
+            text(&redactor.redact_bytes(&bytes)),
+            text(&reference::redact_bytes(&secrets, &bytes)),
+        );
+    }
+}
+
+/// A document nested far deeper than any stack allows recursion for is
+/// still canonicalized (the reference recursed; past a few thousand levels
+/// it could not be compared).
+#[test]
+fn deeply_nested_json_does_not_exhaust_the_stack() {
+    let depth = 200_000;
+    let body = format!("{} {}", "[".repeat(depth), "]".repeat(depth));
+    let c = canonical(
+        &req("POST", "/")
+            .header("content-type", "application/json")
+            .body(body.as_bytes()),
+    );
+    let parsed = CanonicalRequest::parse(&c).unwrap();
+    assert_eq!(parsed.body_kind, "json");
+    assert_eq!(
+        parsed.body,
+        format!("{}{}", "[".repeat(depth), "]".repeat(depth)).into_bytes()
+    );
+}
