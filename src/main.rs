@@ -93,19 +93,48 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 /// Logs to stderr: stdout carries only the machine-readable ready lines.
+///
+/// The filter is a [`Targets`](tracing_subscriber::filter::Targets) list
+/// (`info`, `ouli=debug,hyper=info`): the directives people write, without
+/// `EnvFilter`'s span and field-value matching, which would link a regex
+/// engine (~0.3 MB) into a binary held to 5 MB (rfcs/0003, Binary size).
 fn init_logging(log: &LogArgs) -> anyhow::Result<()> {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = match &log.log_level {
-        Some(level) => EnvFilter::try_new(level)
+        Some(level) => parse_log_filter(level)
             .with_context(|| format!("--log-level {level:?} is not a log filter"))?,
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        None => std::env::var("RUST_LOG")
+            .ok()
+            .and_then(|env| parse_log_filter(&env).ok())
+            .unwrap_or_else(|| {
+                tracing_subscriber::filter::Targets::new()
+                    .with_default(tracing_subscriber::filter::LevelFilter::INFO)
+            }),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     match log.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => registry.with(layer).init(),
+        LogFormat::Json => registry.with(layer.json()).init(),
     }
     Ok(())
+}
+
+/// Parses a comma-separated list of `LEVEL` and `TARGET=LEVEL` directives;
+/// empty directives and spaces around them are ignored, as `EnvFilter` did.
+fn parse_log_filter(text: &str) -> anyhow::Result<tracing_subscriber::filter::Targets> {
+    let directives: Vec<&str> = text
+        .split(',')
+        .map(str::trim)
+        .filter(|directive| !directive.is_empty())
+        .collect();
+    if directives.is_empty() {
+        anyhow::bail!("no directive");
+    }
+    // The error's source repeats its message: keep the message only.
+    directives
+        .join(",")
+        .parse()
+        .map_err(|error: tracing_subscriber::filter::ParseError| anyhow::anyhow!("{error}"))
 }

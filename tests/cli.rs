@@ -258,3 +258,47 @@ fn import_of_a_missing_source_dir_is_a_usage_error() {
     assert_refused(&output, &["old", "not a directory"]);
     assert!(!dir.path().join("new").exists());
 }
+
+/// `--log-level` and `RUST_LOG` take a level or `target=level` directives
+/// (comma-separated); the config's unknown-key warning is logged by target
+/// `ouli`, so it shows or not by the filter.
+#[test]
+fn log_filters_select_by_level_and_target() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "ouli.yaml",
+        &format!("{VALID_CONFIG}not_an_ouli_key: 1\n"),
+    );
+    std::fs::create_dir(dir.path().join("old")).unwrap();
+    let import = |log_level: Option<&str>, rust_log: Option<&str>| {
+        let mut command = Command::new(OULI);
+        if let Some(level) = log_level {
+            command.args(["--log-level", level]);
+        }
+        command.env_remove("RUST_LOG");
+        if let Some(filter) = rust_log {
+            command.env("RUST_LOG", filter);
+        }
+        let output = command
+            .args(["import", "test-server", "old", "new"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        stderr(&output).contains("not_an_ouli_key")
+    };
+    assert!(import(None, None), "info by default");
+    assert!(!import(Some("error"), None));
+    assert!(import(Some("ouli=warn"), None));
+    assert!(import(Some(" hyper=debug , ouli=info ,"), None));
+    assert!(!import(Some("hyper=trace"), None), "other targets are off");
+    assert!(
+        !import(Some("warn,ouli=error"), None),
+        "the longest target wins"
+    );
+    assert!(!import(None, Some("error")));
+    assert!(import(None, Some("ouli=debug")));
+    assert!(import(Some("warn"), Some("error")), "--log-level wins");
+    assert!(import(None, Some("=[")), "a bad RUST_LOG means info");
+}
