@@ -74,17 +74,61 @@ fn decode_one(encoding: &str, input: &[u8], limit: usize) -> Result<Vec<u8>, Dec
             .take(cap)
             .read_to_end(&mut out)
             .map_err(corrupt)?,
-        "zstd" => zstd::stream::read::Decoder::new(input)
-            .map_err(corrupt)?
-            .take(cap)
-            .read_to_end(&mut out)
-            .map_err(corrupt)?,
+        "zstd" => {
+            decode_zstd(input, cap, &mut out).map_err(corrupt)?;
+            out.len()
+        }
         other => return Err(DecodeError::Unsupported(other.to_string())),
     };
     if out.len() > limit {
         return Err(DecodeError::TooLarge { limit });
     }
     Ok(out)
+}
+
+/// zstd (RFC 8878) with ruzstd, a decoder only: a body may hold several
+/// frames, decoded in turn, and skippable frames, skipped; a frame's checksum,
+/// when it has one, is checked; a frame asking for a window over 128 MiB is
+/// refused (libzstd's default limit too). Stops once `out` holds `cap` bytes.
+fn decode_zstd(mut input: &[u8], cap: u64, out: &mut Vec<u8>) -> std::io::Result<()> {
+    use ruzstd::decoding::errors::{FrameDecoderError, ReadFrameHeaderError};
+    use ruzstd::decoding::{FrameDecoder, StreamingDecoder};
+    let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
+    let mut decoder = FrameDecoder::new();
+    while !input.is_empty() {
+        let mut frame = match StreamingDecoder::new_with_decoder(&mut input, &mut decoder) {
+            Ok(frame) => frame,
+            Err(FrameDecoderError::ReadFrameHeaderError(ReadFrameHeaderError::SkipFrame {
+                length,
+                ..
+            })) => {
+                input = input
+                    .get(length as usize..)
+                    .ok_or_else(|| invalid("skippable frame runs past the end".into()))?;
+                continue;
+            }
+            Err(error) => return Err(invalid(error.to_string())),
+        };
+        let room = cap.saturating_sub(out.len() as u64);
+        (&mut frame).take(room).read_to_end(out)?;
+        if out.len() as u64 >= cap {
+            return Ok(());
+        }
+        let frame = frame.into_frame_decoder();
+        if !frame.is_finished() {
+            return Err(invalid("frame ends early".into()));
+        }
+        if let (Some(stored), Some(computed)) = (
+            frame.get_checksum_from_data(),
+            frame.get_calculated_checksum(),
+        ) && stored != computed
+        {
+            return Err(invalid(format!(
+                "checksum mismatch: frame says {stored:08x}, content is {computed:08x}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -150,5 +194,52 @@ mod tests {
             decode_body(b"zstd", &zeros, 1000),
             Err(DecodeError::TooLarge { limit: 1000 })
         ));
+    }
+
+    /// What libzstd's decoder accepted and refused, ruzstd's must too:
+    /// several frames, skippable frames, checksums.
+    #[test]
+    fn zstd_frames_checksums_and_skippable_frames() {
+        let mut with_checksum = zstd::stream::Encoder::new(Vec::new(), 3).unwrap();
+        with_checksum.include_checksum(true).unwrap();
+        with_checksum.write_all(TEXT).unwrap();
+        let with_checksum = with_checksum.finish().unwrap();
+        assert_eq!(
+            decode_body(b"zstd", &with_checksum, 1 << 20)
+                .unwrap()
+                .unwrap(),
+            TEXT
+        );
+        // Two frames, a skippable frame between them.
+        let mut body = zstd::encode_all(&b"first "[..], 3).unwrap();
+        body.extend_from_slice(&0x184D_2A50u32.to_le_bytes());
+        body.extend_from_slice(&3u32.to_le_bytes());
+        body.extend_from_slice(b"abc");
+        body.extend_from_slice(&with_checksum);
+        let mut expected = b"first ".to_vec();
+        expected.extend_from_slice(TEXT);
+        assert_eq!(
+            decode_body(b"zstd", &body, 1 << 20).unwrap().unwrap(),
+            expected
+        );
+        // The limit counts every frame.
+        assert!(matches!(
+            decode_body(b"zstd", &body, TEXT.len()),
+            Err(DecodeError::TooLarge { .. })
+        ));
+        // A damaged checksum, trailing garbage, a skippable frame cut short.
+        let mut damaged = with_checksum.clone();
+        *damaged.last_mut().unwrap() ^= 0xff;
+        let mut trailing = with_checksum.clone();
+        trailing.extend_from_slice(b"garbage");
+        let mut cut = with_checksum.clone();
+        cut.extend_from_slice(&0x184D_2A5Fu32.to_le_bytes());
+        cut.extend_from_slice(&100u32.to_le_bytes());
+        for bad in [damaged, trailing, cut] {
+            assert!(matches!(
+                decode_body(b"zstd", &bad, 1 << 20),
+                Err(DecodeError::Corrupt { .. })
+            ));
+        }
     }
 }
