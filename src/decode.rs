@@ -70,7 +70,7 @@ fn decode_one(encoding: &str, input: &[u8], limit: usize) -> Result<Vec<u8>, Dec
                     .map_err(corrupt)?
             }
         },
-        "br" => brotli::Decompressor::new(input, 64 * 1024)
+        "br" => brotli_decompressor::Decompressor::new(input, 64 * 1024)
             .take(cap)
             .read_to_end(&mut out)
             .map_err(corrupt)?,
