@@ -1,5 +1,5 @@
 //! The upstream client of record and passthrough modes: one pooled hyper-util
-//! client per process, http and https (rustls), trusting the webpki roots plus
+//! client per process, http and https (rustls), trusting the system's CA certificates plus
 //! `ca_file` and `SSL_CERT_FILE` (test-server's users point it at a private CA).
 //!
 //! hyper-util's pool keeps idle connections per host; deadpool would repeat
@@ -31,7 +31,7 @@ pub fn build_client(
     connect_timeout: Duration,
 ) -> Result<UpstreamClient, UpstreamSetupError> {
     let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    add_system_roots(&mut roots);
     for path in ca_files {
         add_pem(&mut roots, path)?;
     }
@@ -57,6 +57,23 @@ pub fn build_client(
     Ok(Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST_MAX)
         .build(https))
+}
+
+/// The system's CA certificates (`/etc/ssl/certs` and the like, or
+/// `SSL_CERT_FILE` / `SSL_CERT_DIR`): what test-server, a Go program, trusts.
+/// Unreadable ones are logged and skipped; none at all is said once, at
+/// start, not at the first HTTPS request.
+fn add_system_roots(roots: &mut rustls::RootCertStore) {
+    let found = rustls_native_certs::load_native_certs();
+    for error in &found.errors {
+        tracing::warn!("system CA certificates: {error}");
+    }
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        tracing::warn!(
+            "no system CA certificates found (install ca-certificates, or set ca_file or SSL_CERT_FILE): HTTPS upstreams will be refused"
+        );
+    }
 }
 
 /// The CA files to trust: the configured one and `SSL_CERT_FILE`.
