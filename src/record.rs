@@ -15,7 +15,7 @@
 //! hands this worker's other tasks to another thread meanwhile.
 
 use crate::interaction::{BodyChunk, Interaction};
-use crate::recording::{Durability, PreparedRecord, RecordingError, RecordingWriter};
+use crate::recording::{Durability, RecordingError, RecordingWriter};
 use crate::session_name::SessionName;
 use dashmap::DashMap;
 use std::path::{Path, PathBuf};
@@ -74,18 +74,6 @@ impl Recorder {
     /// returned: the client already has its answer, and one failed append
     /// must not stop the others.
     pub fn append(&self, session: &SessionName, interaction: &Interaction) {
-        // Encoded (the body copied, its CRC computed) before taking the
-        // session's lock: concurrent responses of one session do that work
-        // in parallel and hold the lock only for the write.
-        let record = match PreparedRecord::new(interaction) {
-            Ok(record) => record,
-            Err(what) => {
-                tracing::error!(
-                    "session {session}: not recorded: the interaction is over a limit: {what}"
-                );
-                return;
-            }
-        };
         let slot = self.session_slot(session);
         let mut state = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if matches!(*state, SessionWriter::Idle) {
@@ -103,9 +91,9 @@ impl Recorder {
             return;
         };
         let appended = if self.durability == Durability::EveryInteraction {
-            off_executor(|| writer.append_prepared(record))
+            off_executor(|| writer.append(interaction))
         } else {
-            writer.append_prepared(record)
+            writer.append(interaction)
         };
         if let Err(error) = appended {
             tracing::error!("session {session}: append failed: {error}");

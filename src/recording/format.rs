@@ -230,43 +230,6 @@ pub fn check_limits(interaction: &Interaction) -> Result<(), String> {
 /// caller has checked [`check_limits`]; the record may still exceed
 /// [`RECORD_BYTES_MAX`] (checked on the result).
 pub fn encode_record(kind: u16, ordinal: u32, interaction: &Interaction) -> Vec<u8> {
-    let mut record = encode_unsealed(kind, interaction);
-    record.seal(ordinal);
-    record.bytes
-}
-
-/// A record encoded but for its ordinal (and so its CRC): the costly part
-/// (copying the payload, a CRC over it) done by whoever has the interaction,
-/// the ordinal set by whoever owns the file, in constant time.
-pub struct UnsealedRecord {
-    /// Header (ordinal and CRC zero), payload, padding.
-    pub bytes: Vec<u8>,
-    /// CRC32C of the header after the ordinal, and the payload.
-    tail_crc: u32,
-    /// Length of what `tail_crc` covers.
-    tail_len: usize,
-}
-
-/// Header bytes 20..24: the ordinal, right after the CRC field.
-const RECORD_ORDINAL_END: usize = RECORD_CRC_END + 4;
-
-impl UnsealedRecord {
-    /// Sets the ordinal and the CRC (over header before the CRC field,
-    /// ordinal, and the tail, combined).
-    pub fn seal(&mut self, ordinal: u32) {
-        let ordinal_at = RECORD_CRC_END..RECORD_ORDINAL_END;
-        self.bytes[ordinal_at].copy_from_slice(&ordinal.to_le_bytes());
-        let head = crc32c::crc32c_append(
-            crc32c::crc32c(&self.bytes[..RECORD_CRC_AT]),
-            &self.bytes[RECORD_CRC_END..RECORD_ORDINAL_END],
-        );
-        let crc = crc32c::crc32c_combine(head, self.tail_crc, self.tail_len);
-        self.bytes[RECORD_CRC_AT..RECORD_CRC_END].copy_from_slice(&crc.to_le_bytes());
-    }
-}
-
-/// Encodes one record with ordinal 0 and no CRC yet: see [`UnsealedRecord`].
-pub fn encode_unsealed(kind: u16, interaction: &Interaction) -> UnsealedRecord {
     // One buffer, header space first: the payload is written in place and
     // never copied again (a 64 KiB body is copied once, into this buffer).
     let mut out = Vec::with_capacity(
@@ -307,20 +270,12 @@ pub fn encode_unsealed(kind: u16, interaction: &Interaction) -> UnsealedRecord {
         endpoint: U16::new(interaction.endpoint),
         payload_len: U64::new(out.len() as u64 - RECORD_HEADER_LEN),
         crc: U32::new(0),
-        ordinal: U32::new(0),
+        ordinal: U32::new(ordinal),
         fingerprint: interaction.fingerprint.0,
         chain_link: interaction.chain_link.0,
         recorded_at_unix_us: U64::new(interaction.recorded_at_unix_us),
     };
-    let covered = out.len();
-    out[..RECORD_HEADER_LEN as usize].copy_from_slice(header.as_bytes());
-    let tail_crc = crc32c::crc32c(&out[RECORD_ORDINAL_END..]);
-    out.resize(padded(covered as u64) as usize, 0);
-    UnsealedRecord {
-        bytes: out,
-        tail_crc,
-        tail_len: covered - RECORD_ORDINAL_END,
-    }
+    seal_in_place(header, out)
 }
 
 /// Bytes of bodies and fields an interaction holds: the capacity to reserve.
@@ -342,6 +297,20 @@ fn interaction_bytes_hint(interaction: &Interaction) -> usize {
             .iter()
             .map(|c| c.data.len() + 12)
             .sum::<usize>()
+}
+
+/// Fills in the CRC of `out` (header space, then payload) and pads it.
+fn seal_in_place(mut header: RecordHeader, mut out: Vec<u8>) -> Vec<u8> {
+    debug_assert_eq!(
+        out.len() as u64,
+        RECORD_HEADER_LEN + header.payload_len.get()
+    );
+    let total = padded(out.len() as u64) as usize;
+    out[..RECORD_HEADER_LEN as usize].copy_from_slice(header.as_bytes());
+    header.crc = U32::new(record_crc(&out));
+    out[..RECORD_HEADER_LEN as usize].copy_from_slice(header.as_bytes());
+    out.resize(total, 0);
+    out
 }
 
 /// Header + payload + padding, with the CRC filled in.

@@ -26,45 +26,6 @@ pub struct RecordingWriter {
     entries: Vec<([u8; 32], RecordLocation, u32)>,
 }
 
-/// One interaction encoded for [`RecordingWriter::append_prepared`], limits
-/// checked; only its ordinal is left to set.
-pub struct PreparedRecord {
-    record: format::UnsealedRecord,
-    fingerprint: [u8; 32],
-}
-
-impl PreparedRecord {
-    /// Encodes `interaction`; `Err(what)` names the limit it is over.
-    pub fn new(interaction: &Interaction) -> Result<PreparedRecord, String> {
-        let kind = match interaction.exchange {
-            Exchange::Http(_) => KIND_HTTP,
-            Exchange::WebSocket { .. } => KIND_WEBSOCKET,
-        };
-        format::check_limits(interaction)?;
-        let record = format::encode_unsealed(kind, interaction);
-        if record.bytes.len() as u64 > format::RECORD_BYTES_MAX {
-            return Err(format!(
-                "the record is {} bytes (at most {})",
-                record.bytes.len(),
-                format::RECORD_BYTES_MAX
-            ));
-        }
-        Ok(PreparedRecord {
-            record,
-            fingerprint: interaction.fingerprint.0,
-        })
-    }
-
-    /// Bytes the record takes in the file.
-    pub fn len(&self) -> usize {
-        self.record.bytes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.record.bytes.is_empty()
-    }
-}
-
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RecordingError + '_ {
     move |source| RecordingError::Io {
         path: path.to_path_buf(),
@@ -177,39 +138,37 @@ impl RecordingWriter {
     /// Appends one interaction; once this returns, the record is in the file
     /// (page cache at least) and survives `kill -9`.
     pub fn append(&mut self, interaction: &Interaction) -> Result<RecordLocation, RecordingError> {
-        let record = PreparedRecord::new(interaction).map_err(|what| self.too_large(what))?;
-        self.append_prepared(record)
-    }
-
-    /// Appends a record prepared by [`PreparedRecord::new`] (possibly on
-    /// another thread, so that the copy and CRC of a large body happen
-    /// outside whatever serializes appends): sets its ordinal, writes it.
-    pub fn append_prepared(
-        &mut self,
-        mut record: PreparedRecord,
-    ) -> Result<RecordLocation, RecordingError> {
+        let kind = match interaction.exchange {
+            Exchange::Http(_) => KIND_HTTP,
+            Exchange::WebSocket { .. } => KIND_WEBSOCKET,
+        };
+        let too_large = |what: String| RecordingError::RecordTooLarge {
+            path: self.path.clone(),
+            what,
+        };
+        format::check_limits(interaction).map_err(too_large)?;
         let ordinal = u32::try_from(self.entries.len())
-            .map_err(|_| self.too_large("the recording holds 2^32 interactions".into()))?;
-        record.record.seal(ordinal);
-        let bytes = &record.record.bytes;
-        self.write(bytes)?;
+            .map_err(|_| too_large("the recording holds 2^32 interactions".into()))?;
+        let record = format::encode_record(kind, ordinal, interaction);
+        if record.len() as u64 > format::RECORD_BYTES_MAX {
+            return Err(too_large(format!(
+                "the record is {} bytes (at most {})",
+                record.len(),
+                format::RECORD_BYTES_MAX
+            )));
+        }
+        self.write(&record)?;
         let location = RecordLocation {
             offset: self.end,
-            len: bytes.len() as u64,
+            len: record.len() as u64,
         };
-        self.end += bytes.len() as u64;
-        self.entries.push((record.fingerprint, location, ordinal));
+        self.end += record.len() as u64;
+        self.entries
+            .push((interaction.fingerprint.0, location, ordinal));
         if self.durability == Durability::EveryInteraction {
             self.file.sync_data().map_err(io(&self.path))?;
         }
         Ok(location)
-    }
-
-    fn too_large(&self, what: String) -> RecordingError {
-        RecordingError::RecordTooLarge {
-            path: self.path.clone(),
-            what,
-        }
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), RecordingError> {
