@@ -10,9 +10,11 @@
 //! throughput, rfcs/0003). It also makes "completed interactions survive
 //! `kill -9`" exact: a client never sees the end of a response whose record
 //! is not in the file. What may block for long (opening a session's
-//! recording, which reads an existing one in record-missing mode; an
-//! `fdatasync` per interaction) runs in `block_in_place`, so the executor
-//! hands this worker's other tasks to another thread meanwhile.
+//! recording, which reads an existing one in record-missing mode; the
+//! `fdatasync` of every-interaction durability) runs in `block_in_place`, so
+//! the executor hands this worker's other tasks to another thread meanwhile.
+//! That sync is taken after the session's lock is released: appends that
+//! arrive while one runs share the next (group commit, `SyncPoint`).
 
 use crate::interaction::{BodyChunk, Interaction};
 use crate::recording::{Durability, RecordingError, RecordingWriter};
@@ -75,28 +77,37 @@ impl Recorder {
     /// must not stop the others.
     pub fn append(&self, session: &SessionName, interaction: &Interaction) {
         let slot = self.session_slot(session);
-        let mut state = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if matches!(*state, SessionWriter::Idle) {
-            let path = session.recording_path(&self.recording_dir);
-            *state =
-                match off_executor(|| open_writer(&path, self.durability, self.extend_existing)) {
+        let pending = {
+            let mut state = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if matches!(*state, SessionWriter::Idle) {
+                let path = session.recording_path(&self.recording_dir);
+                *state = match off_executor(|| {
+                    open_writer(&path, self.durability, self.extend_existing)
+                }) {
                     Ok((writer, rename_to)) => SessionWriter::Open { writer, rename_to },
                     Err(error) => {
                         tracing::error!("session {session}: cannot start its recording: {error}");
                         SessionWriter::Failed
                     }
                 };
-        }
-        let SessionWriter::Open { writer, .. } = &mut *state else {
-            return;
+            }
+            let SessionWriter::Open { writer, .. } = &mut *state else {
+                return;
+            };
+            match writer.append_deferring_sync(interaction) {
+                Ok((_, pending)) => pending,
+                Err(error) => {
+                    tracing::error!("session {session}: append failed: {error}");
+                    return;
+                }
+            }
         };
-        let appended = if self.durability == Durability::EveryInteraction {
-            off_executor(|| writer.append(interaction))
-        } else {
-            writer.append(interaction)
-        };
-        if let Err(error) = appended {
-            tracing::error!("session {session}: append failed: {error}");
+        // Every-interaction: the fdatasync runs without the session's lock,
+        // so the appends that come meanwhile share the next one.
+        if self.durability == Durability::EveryInteraction
+            && let Err(error) = off_executor(|| pending.wait())
+        {
+            tracing::error!("session {session}: sync failed: {error}");
         }
     }
 

@@ -653,6 +653,65 @@ fn a_partial_recording_is_readable_while_its_writer_appends() {
 }
 
 #[test]
+fn every_interaction_sync_covers_records_written_before_it_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("group.ouli");
+    let records = small_records();
+    let mut writer = RecordingWriter::create(&path, Durability::EveryInteraction).unwrap();
+    let point = writer.sync_point().unwrap().clone();
+    let (_, first) = writer.append_deferring_sync(&records[0]).unwrap();
+    let (_, second) = writer.append_deferring_sync(&records[1]).unwrap();
+    assert_eq!(point.sync_count(), 0, "no sync before one is waited for");
+    second.wait().unwrap();
+    assert_eq!(point.sync_count(), 1);
+    // The first record was written before that sync started: covered.
+    first.wait().unwrap();
+    assert_eq!(point.sync_count(), 1, "a covered record syncs again");
+    // A plain append still returns only once its own record is synced.
+    writer.append(&records[2]).unwrap();
+    assert_eq!(point.sync_count(), 2);
+    let finished = writer.finish().unwrap();
+    assert_serves(&open(&finished, ReadBackend::Mmap), &records[..3]);
+}
+
+#[test]
+fn concurrent_every_interaction_appends_share_syncs_and_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("concurrent.ouli");
+    let records: Vec<Interaction> = (0..64)
+        .map(|i| http(&format!("concurrent {i}"), format!("body {i}")))
+        .collect();
+    let writer = std::sync::Mutex::new(
+        RecordingWriter::create(&path, Durability::EveryInteraction).unwrap(),
+    );
+    let point = writer.lock().unwrap().sync_point().unwrap().clone();
+    std::thread::scope(|scope| {
+        for chunk in records.chunks(8) {
+            let writer = &writer;
+            scope.spawn(move || {
+                for record in chunk {
+                    let (_, pending) = writer
+                        .lock()
+                        .unwrap()
+                        .append_deferring_sync(record)
+                        .unwrap();
+                    pending.wait().unwrap();
+                }
+            });
+        }
+    });
+    // Never more syncs than records; every record readable afterwards.
+    assert!(point.sync_count() >= 1 && point.sync_count() <= records.len() as u64);
+    let finished = writer.into_inner().unwrap().finish().unwrap();
+    let recording = open(&finished, ReadBackend::Mmap);
+    assert_eq!(recording.len(), records.len());
+    for record in &records {
+        let view = recording.get(&record.fingerprint).unwrap().unwrap();
+        assert_eq!(&view.to_interaction().unwrap(), record);
+    }
+}
+
+#[test]
 fn a_new_recording_replaces_the_old_one_only_when_finished() {
     let dir = tempfile::tempdir().unwrap();
     let old_records = small_records();

@@ -22,7 +22,7 @@ mod writer;
 
 pub use format::{FORMAT_VERSION, MAGIC};
 pub use reader::{RecordView, Recording};
-pub use writer::{RecordingWriter, encode_recording};
+pub use writer::{PendingSync, RecordingWriter, SyncPoint, encode_recording};
 
 /// Whether io_uring works for this process (a ring was set up and a read
 /// through it completed; probed once). Where it does not,

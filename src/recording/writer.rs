@@ -11,6 +11,8 @@ use crate::interaction::{Exchange, Interaction};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use zerocopy::IntoBytes;
 use zerocopy::little_endian::{U16, U32, U64};
 
@@ -24,6 +26,82 @@ pub struct RecordingWriter {
     durability: Durability,
     end: u64,
     entries: Vec<([u8; 32], RecordLocation, u32)>,
+    /// `Durability::EveryInteraction` only: where appends wait for their
+    /// `fdatasync`, outside whatever lock guards this writer.
+    sync_point: Option<Arc<SyncPoint>>,
+}
+
+/// Group commit for [`Durability::EveryInteraction`]. An append writes its
+/// record under the session's lock and then waits here, without that lock:
+/// one `fdatasync` makes durable every record written before it started, so
+/// appends that arrive while a sync runs share the next one instead of
+/// queueing one each (a sync costs milliseconds; a write, microseconds).
+pub struct SyncPoint {
+    /// A second descriptor of the writer's file (`dup`): syncing it syncs
+    /// the file.
+    file: File,
+    path: PathBuf,
+    /// End of the bytes written so far; set after each write.
+    written_to: AtomicU64,
+    /// End of the bytes known durable. Its lock is held across the sync, so
+    /// at most one sync per file runs at a time.
+    synced_to: Mutex<u64>,
+    syncs: AtomicU64,
+}
+
+impl SyncPoint {
+    fn new(file: &File, path: &Path, end: u64) -> Result<Arc<SyncPoint>, RecordingError> {
+        Ok(Arc::new(SyncPoint {
+            file: file.try_clone().map_err(io(path))?,
+            path: path.to_path_buf(),
+            written_to: AtomicU64::new(end),
+            synced_to: Mutex::new(end),
+            syncs: AtomicU64::new(0),
+        }))
+    }
+
+    /// Returns once every byte before `end` is durable. Blocking.
+    fn sync_to(&self, end: u64) -> Result<(), RecordingError> {
+        let mut synced_to = self
+            .synced_to
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *synced_to >= end {
+            // A sync that started after this record was written covered it.
+            return Ok(());
+        }
+        // Everything written up to here is covered by the sync below,
+        // including records appended while this caller waited for the lock.
+        let target = self.written_to.load(Ordering::Acquire);
+        assert!(target >= end, "a record is synced before it is written");
+        self.file.sync_data().map_err(io(&self.path))?;
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        *synced_to = target;
+        Ok(())
+    }
+
+    /// Number of `fdatasync` calls made so far.
+    pub fn sync_count(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+}
+
+/// What an append still owes its caller before the record counts as
+/// committed: nothing, or (every-interaction) its `fdatasync`.
+#[must_use = "a record is not durable until its sync is waited for"]
+pub struct PendingSync {
+    point: Option<Arc<SyncPoint>>,
+    end: u64,
+}
+
+impl PendingSync {
+    /// Blocks until the record is durable (at once when no sync is owed).
+    pub fn wait(self) -> Result<(), RecordingError> {
+        match self.point {
+            Some(point) => point.sync_to(self.end),
+            None => Ok(()),
+        }
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RecordingError + '_ {
@@ -66,6 +144,10 @@ impl RecordingWriter {
             .unwrap_or(0);
         file.write_all(format::new_file_header(now).as_bytes())
             .map_err(io(&path))?;
+        let sync_point = match durability {
+            Durability::EveryInteraction => Some(SyncPoint::new(&file, &path, 0)?),
+            Durability::None | Durability::OnClose => None,
+        };
         Ok(RecordingWriter {
             file,
             path,
@@ -73,6 +155,7 @@ impl RecordingWriter {
             durability,
             end: FILE_HEADER_LEN,
             entries: Vec::new(),
+            sync_point,
         })
     }
 
@@ -125,6 +208,10 @@ impl RecordingWriter {
             }
         }
         file.seek(SeekFrom::Start(end)).map_err(io(path))?;
+        let sync_point = match durability {
+            Durability::EveryInteraction => Some(SyncPoint::new(&file, path, 0)?),
+            Durability::None | Durability::OnClose => None,
+        };
         Ok(RecordingWriter {
             file,
             path: path.to_path_buf(),
@@ -132,12 +219,28 @@ impl RecordingWriter {
             durability,
             end,
             entries,
+            sync_point,
         })
     }
 
     /// Appends one interaction; once this returns, the record is in the file
-    /// (page cache at least) and survives `kill -9`.
+    /// (page cache at least) and survives `kill -9`, and with
+    /// `Durability::EveryInteraction` it is on the disk.
     pub fn append(&mut self, interaction: &Interaction) -> Result<RecordLocation, RecordingError> {
+        let (location, pending) = self.append_deferring_sync(interaction)?;
+        pending.wait()?;
+        Ok(location)
+    }
+
+    /// [`Self::append`] without waiting for the disk: the record is in the
+    /// file (it survives `kill -9`); with `Durability::EveryInteraction` it
+    /// is durable once the returned [`PendingSync`] is waited for, which the
+    /// caller does after releasing its lock on this writer, so that
+    /// concurrent appends share one `fdatasync` (group commit).
+    pub fn append_deferring_sync(
+        &mut self,
+        interaction: &Interaction,
+    ) -> Result<(RecordLocation, PendingSync), RecordingError> {
         let kind = match interaction.exchange {
             Exchange::Http(_) => KIND_HTTP,
             Exchange::WebSocket { .. } => KIND_WEBSOCKET,
@@ -165,10 +268,19 @@ impl RecordingWriter {
         self.end += record.len() as u64;
         self.entries
             .push((interaction.fingerprint.0, location, ordinal));
-        if self.durability == Durability::EveryInteraction {
-            self.file.sync_data().map_err(io(&self.path))?;
+        if let Some(point) = &self.sync_point {
+            point.written_to.store(self.end, Ordering::Release);
         }
-        Ok(location)
+        let pending = PendingSync {
+            point: self.sync_point.clone(),
+            end: self.end,
+        };
+        Ok((location, pending))
+    }
+
+    /// The group-commit point of an every-interaction writer.
+    pub fn sync_point(&self) -> Option<&Arc<SyncPoint>> {
+        self.sync_point.as_ref()
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), RecordingError> {
