@@ -388,10 +388,21 @@ async fn counting_upstream() -> (
 }
 
 fn start_mode(mode: &str, dir: &Path, upstream_port: u16, envs: &[(&str, &str)]) -> Server {
+    start_mode_with(mode, dir, upstream_port, envs, "")
+}
+
+/// `start_mode` with `extra` appended to the config (top-level keys).
+fn start_mode_with(
+    mode: &str,
+    dir: &Path,
+    upstream_port: u16,
+    envs: &[(&str, &str)],
+    extra: &str,
+) -> Server {
     let config = dir.join("ouli.yaml");
     std::fs::write(
         &config,
-        format!("endpoints:\n  - target_host: 127.0.0.1\n    target_type: http\n    target_port: {upstream_port}\n    source_port: 0\n"),
+        format!("endpoints:\n  - target_host: 127.0.0.1\n    target_type: http\n    target_port: {upstream_port}\n    source_port: 0\n{extra}"),
     )
     .unwrap();
     let recordings = dir.join("recordings");
@@ -646,6 +657,63 @@ async fn kill_9_during_record_keeps_the_completed_interactions() {
         )
         .await;
         assert_eq!((status, &body), (200, expected));
+    }
+    assert!(server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_interaction_durability_keeps_concurrent_interactions_through_kill_9() {
+    // Several clients at once, so that appends wait on one shared fdatasync
+    // (group commit): each response must still end only after its own
+    // record is written, and none may be lost or torn.
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream, _calls) = counting_upstream().await;
+    let mut server = start_mode_with(
+        "record",
+        dir.path(),
+        upstream.port(),
+        &[],
+        "durability: every-interaction\n",
+    );
+    let clients = (0..4).map(|c| {
+        let addr = server.addr.clone();
+        tokio::spawn(async move {
+            let mut bodies = Vec::new();
+            for i in 0..10 {
+                let (status, _, body) = send(
+                    &addr,
+                    "GET",
+                    &format!("/d/{c}/{i}"),
+                    &[("Test-Name", "durable")],
+                    "",
+                )
+                .await;
+                assert_eq!(status, 200, "{body}");
+                bodies.push(body);
+            }
+            bodies
+        })
+    });
+    let mut recorded = Vec::new();
+    for task in clients.collect::<Vec<_>>() {
+        recorded.push(task.await.unwrap());
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+
+    let server = start_mode("replay", dir.path(), upstream.port(), &[]);
+    for (c, bodies) in recorded.iter().enumerate() {
+        for (i, expected) in bodies.iter().enumerate() {
+            let (status, _, body) = send(
+                &server.addr,
+                "GET",
+                &format!("/d/{c}/{i}"),
+                &[("Test-Name", "durable")],
+                "",
+            )
+            .await;
+            assert_eq!((status, &body), (200, expected), "/d/{c}/{i}");
+        }
     }
     assert!(server.stop().success());
 }
