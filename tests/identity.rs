@@ -1170,45 +1170,6 @@ fn secrets_come_from_lists_and_a_file() {
     }
 }
 
-/// Run by [`secrets_come_from_the_environment`] in a child process with the
-/// variables set, so that no test of this binary races on the environment.
-#[test]
-#[ignore = "run in a child process by secrets_come_from_the_environment"]
-fn secrets_from_env_child() {
-    let secrets = ouli::redact::secrets_from_env().unwrap();
-    let secrets: Vec<String> = secrets
-        .iter()
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect();
-    assert_eq!(secrets, ["ouli-1", "ouli-2", "ts-1", "from-file"]);
-}
-
-#[test]
-fn secrets_come_from_the_environment() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("secrets");
-    std::fs::write(&file, b"from-file\n").unwrap();
-    let output = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--ignored",
-            "--exact",
-            "secrets_from_env_child",
-            "--test-threads=1",
-        ])
-        .env("OULI_SECRETS", "ouli-1,ouli-2")
-        .env("TEST_SERVER_SECRETS", "ts-1")
-        .env("OULI_SECRETS_FILE", &file)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(stdout.contains("1 passed"), "{stdout}");
-}
-
 // -------------------------------------------------------------- decoding
 
 const PLAIN: &[u8] =

@@ -446,6 +446,47 @@ fn start_mode_with(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_from_every_environment_source_are_redacted_on_disk() {
+    // OULI_SECRETS and TEST_SERVER_SECRETS (comma-separated, items trimmed)
+    // and the file named by OULI_SECRETS_FILE (one per line, CRLF allowed)
+    // all feed the redactor of the real binary.
+    let dir = tempfile::tempdir().unwrap();
+    let secrets_file = dir.path().join("secrets.txt");
+    std::fs::write(&secrets_file, b"from-file-s3cret\r\n\n").unwrap();
+    let (upstream, _calls) = counting_upstream().await;
+    let env = [
+        ("OULI_SECRETS", "ouli-s3cret-1, ouli-s3cret-2"),
+        ("TEST_SERVER_SECRETS", "ts-s3cret"),
+        ("OULI_SECRETS_FILE", secrets_file.to_str().unwrap()),
+    ];
+    let server = start_mode("record", dir.path(), upstream.port(), &env);
+    let (status, _, _) = send(
+        &server.addr,
+        "POST",
+        "/env?a=ouli-s3cret-1&b=ts-s3cret",
+        &[("Test-Name", "env"), ("x-note", "ouli-s3cret-2")],
+        "from-file-s3cret",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(server.stop().success());
+
+    let file = std::fs::read(dir.path().join("recordings/env.ouli")).unwrap();
+    for secret in [
+        "ouli-s3cret-1",
+        "ouli-s3cret-2",
+        "ts-s3cret",
+        "from-file-s3cret",
+    ] {
+        assert!(
+            !file.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} on disk"
+        );
+    }
+    assert!(file.windows(8).any(|w| w == b"REDACTED"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn record_then_replay_offline_in_order_with_the_secret_nowhere_on_disk() {
     use std::sync::atomic::Ordering;
     let dir = tempfile::tempdir().unwrap();
