@@ -104,7 +104,7 @@ impl Recorder {
         };
         // Every-interaction: the fdatasync runs without the session's lock,
         // so the appends that come meanwhile share the next one.
-        if self.durability == Durability::EveryInteraction
+        if pending.is_owed()
             && let Err(error) = off_executor(|| pending.wait())
         {
             tracing::error!("session {session}: sync failed: {error}");

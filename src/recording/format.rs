@@ -226,10 +226,14 @@ pub fn check_limits(interaction: &Interaction) -> Result<(), String> {
     Ok(())
 }
 
-/// Encodes one record (header, payload, padding) ready to append. The
-/// caller has checked [`check_limits`]; the record may still exceed
-/// [`RECORD_BYTES_MAX`] (checked on the result).
-pub fn encode_record(kind: u16, ordinal: u32, interaction: &Interaction) -> Vec<u8> {
+/// Encodes one record (header, payload, padding) ready to append; its kind
+/// follows from the exchange. The caller has checked [`check_limits`]; the
+/// record may still exceed [`RECORD_BYTES_MAX`] (checked on the result).
+pub fn encode_record(ordinal: u32, interaction: &Interaction) -> Vec<u8> {
+    let kind = match interaction.exchange {
+        Exchange::Http(_) => KIND_HTTP,
+        Exchange::WebSocket { .. } => KIND_WEBSOCKET,
+    };
     // One buffer, header space first: the payload is written in place and
     // never copied again (a 64 KiB body is copied once, into this buffer).
     let mut out = Vec::with_capacity(

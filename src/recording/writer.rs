@@ -3,11 +3,11 @@
 //! async executor.
 
 use super::format::{
-    self, FILE_HEADER_LEN, Footer, INDEX_HEAD_LEN, INDEX_SLOT_LEN, IndexHead, IndexSlot, KIND_HTTP,
-    KIND_INDEX, KIND_WEBSOCKET, RECORD_HEADER_LEN, RECORD_MAGIC, RecordHeader,
+    self, FILE_HEADER_LEN, Footer, INDEX_HEAD_LEN, INDEX_SLOT_LEN, IndexHead, IndexSlot,
+    KIND_INDEX, RECORD_HEADER_LEN, RECORD_MAGIC, RecordHeader,
 };
 use super::{Durability, RecordLocation, RecordingError};
-use crate::interaction::{Exchange, Interaction};
+use crate::interaction::Interaction;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -50,14 +50,23 @@ pub struct SyncPoint {
 }
 
 impl SyncPoint {
-    fn new(file: &File, path: &Path, end: u64) -> Result<Arc<SyncPoint>, RecordingError> {
-        Ok(Arc::new(SyncPoint {
+    /// The sync point a writer of `file` needs: one for every-interaction
+    /// durability, none otherwise. Nothing counts as durable yet.
+    fn for_durability(
+        durability: Durability,
+        file: &File,
+        path: &Path,
+    ) -> Result<Option<Arc<SyncPoint>>, RecordingError> {
+        if durability != Durability::EveryInteraction {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(SyncPoint {
             file: file.try_clone().map_err(io(path))?,
             path: path.to_path_buf(),
-            written_to: AtomicU64::new(end),
-            synced_to: Mutex::new(end),
+            written_to: AtomicU64::new(0),
+            synced_to: Mutex::new(0),
             syncs: AtomicU64::new(0),
-        }))
+        })))
     }
 
     /// Returns once every byte before `end` is durable. Blocking.
@@ -95,6 +104,11 @@ pub struct PendingSync {
 }
 
 impl PendingSync {
+    /// Whether [`Self::wait`] may block (a sync is owed).
+    pub fn is_owed(&self) -> bool {
+        self.point.is_some()
+    }
+
     /// Blocks until the record is durable (at once when no sync is owed).
     pub fn wait(self) -> Result<(), RecordingError> {
         match self.point {
@@ -144,10 +158,7 @@ impl RecordingWriter {
             .unwrap_or(0);
         file.write_all(format::new_file_header(now).as_bytes())
             .map_err(io(&path))?;
-        let sync_point = match durability {
-            Durability::EveryInteraction => Some(SyncPoint::new(&file, &path, 0)?),
-            Durability::None | Durability::OnClose => None,
-        };
+        let sync_point = SyncPoint::for_durability(durability, &file, &path)?;
         Ok(RecordingWriter {
             file,
             path,
@@ -208,10 +219,7 @@ impl RecordingWriter {
             }
         }
         file.seek(SeekFrom::Start(end)).map_err(io(path))?;
-        let sync_point = match durability {
-            Durability::EveryInteraction => Some(SyncPoint::new(&file, path, 0)?),
-            Durability::None | Durability::OnClose => None,
-        };
+        let sync_point = SyncPoint::for_durability(durability, &file, path)?;
         Ok(RecordingWriter {
             file,
             path: path.to_path_buf(),
@@ -241,10 +249,6 @@ impl RecordingWriter {
         &mut self,
         interaction: &Interaction,
     ) -> Result<(RecordLocation, PendingSync), RecordingError> {
-        let kind = match interaction.exchange {
-            Exchange::Http(_) => KIND_HTTP,
-            Exchange::WebSocket { .. } => KIND_WEBSOCKET,
-        };
         let too_large = |what: String| RecordingError::RecordTooLarge {
             path: self.path.clone(),
             what,
@@ -252,7 +256,7 @@ impl RecordingWriter {
         format::check_limits(interaction).map_err(too_large)?;
         let ordinal = u32::try_from(self.entries.len())
             .map_err(|_| too_large("the recording holds 2^32 interactions".into()))?;
-        let record = format::encode_record(kind, ordinal, interaction);
+        let record = format::encode_record(ordinal, interaction);
         if record.len() as u64 > format::RECORD_BYTES_MAX {
             return Err(too_large(format!(
                 "the record is {} bytes (at most {})",
@@ -414,15 +418,11 @@ pub fn encode_recording(interactions: &[Interaction]) -> Vec<u8> {
     let mut bytes = format::new_file_header(now).as_bytes().to_vec();
     let mut ordinal = 0u32;
     for interaction in interactions {
-        let kind = match interaction.exchange {
-            Exchange::Http(_) => KIND_HTTP,
-            Exchange::WebSocket { .. } => KIND_WEBSOCKET,
-        };
         if let Err(what) = format::check_limits(interaction) {
             tracing::warn!("interaction {} left out: {what}", interaction.fingerprint);
             continue;
         }
-        let record = format::encode_record(kind, ordinal, interaction);
+        let record = format::encode_record(ordinal, interaction);
         if record.len() as u64 > format::RECORD_BYTES_MAX {
             tracing::warn!(
                 "interaction {} left out: record too large",
