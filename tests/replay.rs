@@ -665,41 +665,52 @@ async fn sixteen_sessions_in_parallel_record_and_replay_without_cross_talk() {
     assert!(server.stop().success());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_during_record_keeps_the_completed_interactions() {
+/// Records `per_client` GETs from each of `clients` concurrent clients (one
+/// session) with `extra` config, kills the server with SIGKILL as soon as the
+/// last answer is in, then replays every path and expects the answer each
+/// client got. No wait before the kill: a record is in the file before its
+/// client sees the end of the response.
+async fn kill_9_during_record_then_replay_everything(
+    extra: &str,
+    clients: usize,
+    per_client: usize,
+) {
     let dir = tempfile::tempdir().unwrap();
     let (upstream, _calls) = counting_upstream().await;
-    let mut server = start_mode("record", dir.path(), upstream.port(), &[]);
+    let mut server = start_mode_with("record", dir.path(), upstream.port(), &[], extra);
+    let tasks = (0..clients).map(|c| {
+        let addr = server.addr.clone();
+        tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for i in 0..per_client {
+                let path = format!("/k/{c}/{i}");
+                let (status, _, body) =
+                    send(&addr, "GET", &path, &[("Test-Name", "killed")], "").await;
+                assert_eq!(status, 200, "{body}");
+                answers.push((path, body));
+            }
+            answers
+        })
+    });
     let mut recorded = Vec::new();
-    for i in 0..5 {
-        let (_, _, body) = send(
-            &server.addr,
-            "GET",
-            &format!("/k/{i}"),
-            &[("Test-Name", "killed")],
-            "",
-        )
-        .await;
-        recorded.push(body);
+    for task in tasks.collect::<Vec<_>>() {
+        recorded.extend(task.await.unwrap());
     }
-    // No wait: a record is in the file before its client sees the end of
-    // the response, so every answer received above survives kill -9.
     server.child.kill().unwrap();
     server.child.wait().unwrap();
 
     let server = start_mode("replay", dir.path(), upstream.port(), &[]);
-    for (i, expected) in recorded.iter().enumerate() {
-        let (status, _, body) = send(
-            &server.addr,
-            "GET",
-            &format!("/k/{i}"),
-            &[("Test-Name", "killed")],
-            "",
-        )
-        .await;
-        assert_eq!((status, &body), (200, expected));
+    for (path, expected) in &recorded {
+        let (status, _, body) =
+            send(&server.addr, "GET", path, &[("Test-Name", "killed")], "").await;
+        assert_eq!((status, &body), (200, expected), "{path}");
     }
     assert!(server.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_record_keeps_the_completed_interactions() {
+    kill_9_during_record_then_replay_everything("", 1, 5).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -707,56 +718,7 @@ async fn every_interaction_durability_keeps_concurrent_interactions_through_kill
     // Several clients at once, so that appends wait on one shared fdatasync
     // (group commit): each response must still end only after its own
     // record is written, and none may be lost or torn.
-    let dir = tempfile::tempdir().unwrap();
-    let (upstream, _calls) = counting_upstream().await;
-    let mut server = start_mode_with(
-        "record",
-        dir.path(),
-        upstream.port(),
-        &[],
-        "durability: every-interaction\n",
-    );
-    let clients = (0..4).map(|c| {
-        let addr = server.addr.clone();
-        tokio::spawn(async move {
-            let mut bodies = Vec::new();
-            for i in 0..10 {
-                let (status, _, body) = send(
-                    &addr,
-                    "GET",
-                    &format!("/d/{c}/{i}"),
-                    &[("Test-Name", "durable")],
-                    "",
-                )
-                .await;
-                assert_eq!(status, 200, "{body}");
-                bodies.push(body);
-            }
-            bodies
-        })
-    });
-    let mut recorded = Vec::new();
-    for task in clients.collect::<Vec<_>>() {
-        recorded.push(task.await.unwrap());
-    }
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
-
-    let server = start_mode("replay", dir.path(), upstream.port(), &[]);
-    for (c, bodies) in recorded.iter().enumerate() {
-        for (i, expected) in bodies.iter().enumerate() {
-            let (status, _, body) = send(
-                &server.addr,
-                "GET",
-                &format!("/d/{c}/{i}"),
-                &[("Test-Name", "durable")],
-                "",
-            )
-            .await;
-            assert_eq!((status, &body), (200, expected), "/d/{c}/{i}");
-        }
-    }
-    assert!(server.stop().success());
+    kill_9_during_record_then_replay_everything("durability: every-interaction\n", 4, 10).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
