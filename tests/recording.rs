@@ -675,7 +675,7 @@ fn every_interaction_sync_covers_records_written_before_it_started() {
 }
 
 #[test]
-fn concurrent_every_interaction_appends_share_syncs_and_lose_nothing() {
+fn concurrent_every_interaction_appends_lose_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("concurrent.ouli");
     let records: Vec<Interaction> = (0..64)
@@ -700,7 +700,8 @@ fn concurrent_every_interaction_appends_share_syncs_and_lose_nothing() {
             });
         }
     });
-    // Never more syncs than records; every record readable afterwards.
+    // At least one sync ran, never more than one per record; every record
+    // is readable afterwards (how many syncs were shared depends on timing).
     assert!(point.sync_count() >= 1 && point.sync_count() <= records.len() as u64);
     let finished = writer.into_inner().unwrap().finish().unwrap();
     let recording = open(&finished, ReadBackend::Mmap);
