@@ -151,7 +151,7 @@ impl Drop for Recorder {
 
 /// Runs `f`, which may block for long, without stalling the other tasks of
 /// this executor thread (multi-thread runtime); elsewhere it just runs.
-fn off_executor<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn off_executor<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current() {
         Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
             tokio::task::block_in_place(f)

@@ -203,6 +203,79 @@ async fn send(
     (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// A miss on a recording larger than the part a miss compares one by one
+/// (`MISS_SCAN_REQUESTS_MAX`) still names the closest recorded request,
+/// wherever it was recorded (the miss index: same method and path), and a
+/// chain's repeats are listed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_on_a_large_recording_names_the_closest_wherever_it_was_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = SessionWriter::new(dir.path(), "big");
+    let accept = [("accept", "application/json")];
+    for _ in 0..5 {
+        writer.add("GET", "/chained?page=1", &accept, "", 200, r#"{"n":0}"#);
+    }
+    let items = 3 * ouli::server::MISS_SCAN_REQUESTS_MAX;
+    for i in 0..items {
+        writer.add(
+            "GET",
+            &format!("/items/{i}"),
+            &accept,
+            "",
+            200,
+            r#"{"n":1}"#,
+        );
+    }
+    writer.finish();
+    let server = Server::start(dir.path(), "");
+    let client = [("Test-Name", "big"), ("Accept", "application/json")];
+
+    let (status, _, body) = send(&server.addr, "GET", "/items/1", &client, "").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"n":1}"#));
+
+    // Recorded far past the first requests: found by method and path, and
+    // ranked first (one difference).
+    let last = format!("/items/{}", items - 1);
+    for _ in 0..2 {
+        let (status, headers, body) = send(
+            &server.addr,
+            "GET",
+            &format!("{last}?expand=true"),
+            &client,
+            "",
+        )
+        .await;
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(headers.get("x-ouli-error").unwrap(), "replay-miss");
+        let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let closest = &report["closest_recorded"][0];
+        assert_eq!(closest["path"], last.as_str(), "miss report: {body}");
+        assert_eq!(
+            closest["differences"],
+            serde_json::json!([{"field": "query expand", "expected": null, "got": "true"}]),
+            "miss report: {body}"
+        );
+    }
+
+    // A chain recorded five times is one candidate, not five.
+    let (status, _, body) = send(&server.addr, "GET", "/chained?page=2", &client, "").await;
+    assert_eq!(status, 404, "{body}");
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let paths: Vec<&str> = report["closest_recorded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths.len(), ouli::server::MISS_CANDIDATES_MAX, "{body}");
+    assert_eq!(paths[0], "/chained", "{body}");
+    assert_eq!(
+        paths.iter().filter(|p| **p == "/chained").count(),
+        1,
+        "repeats listed once: {body}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replays_in_order_despite_a_changed_client_and_explains_a_miss() {
     let dir = tempfile::tempdir().unwrap();

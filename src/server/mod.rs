@@ -101,6 +101,13 @@ pub const CHAIN_RESET_HEADER: &str = "x-ouli-chain-reset";
 pub const CONTROL_PREFIX: &str = "/__ouli/";
 /// Closest recorded requests listed in a miss report.
 pub const MISS_CANDIDATES_MAX: usize = 3;
+/// Distinct recorded requests a miss compares one by one: the session's
+/// first this many (all of them, for most sessions). Bounds a miss's work
+/// on a large recording (`miss.rs`).
+pub const MISS_SCAN_REQUESTS_MAX: usize = 1024;
+/// Past the first [`MISS_SCAN_REQUESTS_MAX`], the distinct recorded requests
+/// of one method and path a miss compares.
+pub const MISS_SAME_PATH_MAX: usize = 64;
 
 /// One endpoint's compiled settings.
 struct Endpoint {
@@ -413,7 +420,8 @@ impl Server {
                 return self.serve_record(recording.read(location));
             }
         }
-        self.miss(endpoint, &session, recording, &step, &canonical, exhausted)
+        // Replay (record-missing records its misses): the session's recording.
+        self.miss(endpoint, &session, &state, &step, &canonical, exhausted)
     }
 }
 

@@ -18,6 +18,9 @@ pub(super) struct Session {
     /// that had none, opened once its first record is on disk.
     pub(super) late_recording: std::sync::OnceLock<Recording>,
     pub(super) chain: Mutex<ChainState>,
+    /// Where a miss looks for the closest recorded requests; built at the
+    /// session's first miss.
+    pub(super) miss_index: std::sync::OnceLock<super::miss::MissIndex>,
 }
 
 impl Session {
@@ -95,6 +98,7 @@ impl Server {
             recording,
             late_recording: std::sync::OnceLock::new(),
             chain: Mutex::new(ChainState::new(self.options.config.chain)),
+            miss_index: std::sync::OnceLock::new(),
         });
         Ok(self.sessions.entry(name.clone()).or_insert(session).clone())
     }
