@@ -175,6 +175,16 @@ impl Server {
     }
 }
 
+/// A test that fails (or forgets `stop`) must not leave its server running.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 async fn send(
     addr: &str,
     method: &str,

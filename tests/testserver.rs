@@ -329,6 +329,16 @@ struct Server {
     log: PathBuf,
 }
 
+/// A test that fails (or forgets `stop`) must not leave its server running.
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn write_config(dir: &Path) -> PathBuf {
     let config = dir.join("test-server.yml");
     std::fs::write(
