@@ -1,22 +1,34 @@
-//! The upstream client of record and passthrough modes: one pooled hyper-util
-//! client per process, http and https (rustls), trusting the system's CA certificates plus
-//! `ca_file` and `SSL_CERT_FILE` (test-server's users point it at a private CA).
+//! The upstream client of record and passthrough modes: HTTP/1.1 connections
+//! to each endpoint's upstream, http and https (rustls), trusting the
+//! system's CA certificates plus `ca_file` and `SSL_CERT_FILE` (test-server's
+//! users point it at a private CA).
 //!
-//! hyper-util's pool keeps idle connections per host; deadpool would repeat
-//! that job, so it is not used here (rfcs/0003).
+//! A client connection keeps the upstream connection its last request used
+//! ([`HeldConnection`]) and sends its next request on it: no pool lookup per
+//! request. When the client connection closes, its upstream connection goes
+//! to the endpoint's idle list for the next client connection. hyper-util's
+//! pooled client did this with a lock and two SipHash lookups of the
+//! (scheme, authority) key per request: 15 % of passthrough's user-space
+//! instructions (rfcs/0003). deadpool would add the same per-request
+//! checkout, so it is not used here.
 
 use bytes::Bytes;
+use http::{Request, Response, Uri};
 use http_body_util::Full;
-use hyper_util::client::legacy::Client;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-/// The client type shared by every connection.
-pub type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+/// Dials an upstream: TCP, then TLS for `https`.
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
-/// Idle upstream connections kept per host.
+/// One upstream connection's request side.
+type Sender = SendRequest<Full<Bytes>>;
+
+/// Idle upstream connections kept per endpoint, for client connections to come.
 pub const IDLE_CONNECTIONS_PER_HOST_MAX: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,11 +37,127 @@ pub enum UpstreamSetupError {
     CaFile { path: PathBuf, why: String },
 }
 
-/// Builds the pooled client. `ca_files` are PEM bundles added to the roots.
+/// Why an upstream request failed (the upstream's fault, or the network's).
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("cannot connect: {0}")]
+    Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+}
+
+/// The upstream connections of a record or passthrough server.
+pub struct Upstream {
+    connector: Connector,
+    /// Per endpoint: connections left by closed client connections.
+    idle: Vec<Mutex<Vec<Sender>>>,
+}
+
+/// The upstream connection one client connection holds between its
+/// requests (HTTP/1.1: one request at a time, so never contended).
+#[derive(Default)]
+pub struct HeldConnection(Mutex<Option<Sender>>);
+
+impl HeldConnection {
+    fn take(&self) -> Option<Sender> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .filter(|sender| !sender.is_closed())
+    }
+
+    fn put(&self, sender: Sender) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender);
+    }
+}
+
+impl Upstream {
+    /// Sends `request` (origin-form URI, `Host` set) to the upstream at
+    /// `upstream` (scheme and authority) of endpoint `endpoint`, on the
+    /// connection `held` kept, else an idle one, else a new one. A reused
+    /// connection the upstream closed meanwhile gives the request back
+    /// unsent: it then goes on a new connection.
+    pub async fn send(
+        &self,
+        endpoint: usize,
+        upstream: &Uri,
+        held: &HeldConnection,
+        mut request: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        if let Some(mut sender) = held.take().or_else(|| self.take_idle(endpoint))
+            && sender.ready().await.is_ok()
+        {
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    held.put(sender);
+                    return Ok(response);
+                }
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => return Err(error.into_error().into()),
+                },
+            }
+        }
+        let mut sender = self.connect(upstream).await?;
+        let response = sender.send_request(request).await?;
+        held.put(sender);
+        Ok(response)
+    }
+
+    /// A client connection of `endpoint` closed: its upstream connection,
+    /// if still open, waits for the next one.
+    pub fn release(&self, endpoint: usize, held: &HeldConnection) {
+        let Some(sender) = held.take() else {
+            return;
+        };
+        let mut idle = self.idle[endpoint]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < IDLE_CONNECTIONS_PER_HOST_MAX {
+            idle.push(sender);
+        }
+    }
+
+    fn take_idle(&self, endpoint: usize) -> Option<Sender> {
+        let mut idle = self.idle[endpoint]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while let Some(sender) = idle.pop() {
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self, upstream: &Uri) -> Result<Sender, UpstreamError> {
+        let mut connector = self.connector.clone();
+        std::future::poll_fn(|cx| tower_service::Service::poll_ready(&mut connector, cx))
+            .await
+            .map_err(UpstreamError::Connect)?;
+        let io = tower_service::Service::call(&mut connector, upstream.clone())
+            .await
+            .map_err(UpstreamError::Connect)?;
+        let (sender, connection) = hyper::client::conn::http1::Builder::new()
+            .handshake(io)
+            .await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!("upstream connection ended: {error}");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+/// Builds the upstream client of `endpoints` endpoints. `ca_files` are PEM
+/// bundles added to the roots.
 pub fn build_client(
     ca_files: &[PathBuf],
     connect_timeout: Duration,
-) -> Result<UpstreamClient, UpstreamSetupError> {
+    endpoints: usize,
+) -> Result<Upstream, UpstreamSetupError> {
     let mut roots = rustls::RootCertStore::empty();
     add_system_roots(&mut roots);
     for path in ca_files {
@@ -49,14 +177,15 @@ pub fn build_client(
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST_MAX)
-        .build(https))
+    Ok(Upstream {
+        connector,
+        idle: (0..endpoints).map(|_| Mutex::default()).collect(),
+    })
 }
 
 /// The system's CA certificates (`/etc/ssl/certs` and the like, or

@@ -698,6 +698,88 @@ async fn unreachable_upstream_is_a_502_and_the_server_keeps_serving() {
     );
 }
 
+/// A real upstream that counts the connections it accepts; with
+/// `keep_alive` false it closes each one after its response (`Connection:
+/// close`), as an upstream with keep-alive off does.
+async fn connection_counting_upstream(
+    keep_alive: bool,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_: http::Request<_>| async move {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
+                        format!("connection {n}"),
+                    ))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(keep_alive)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (port, accepted)
+}
+
+/// A client connection's requests go on the upstream connection its first
+/// request opened; a closed client connection leaves it to the next client;
+/// an upstream that closes its connections gets a new one per request, and
+/// no request fails for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused_and_replaced_when_the_upstream_closes_them() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, accepted) = connection_counting_upstream(true).await;
+    let server = start_mode("passthrough", dir.path(), port, &[]);
+    let keep_alive: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    for _ in 0..5 {
+        let response = keep_alive
+            .get(format!("http://{}/same", server.addr).parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"connection 1");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    drop(keep_alive);
+    // Five client connections one after another: each may find the idle
+    // connection the last one left (unless its close is still being
+    // noticed when the next one asks), never one per client.
+    for _ in 0..5 {
+        let (status, _, body) = send(&server.addr, "GET", "/new-client", &[], "").await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(
+        accepted.load(Ordering::SeqCst) <= 3,
+        "upstream connections: {}",
+        accepted.load(Ordering::SeqCst)
+    );
+    assert!(server.stop().success());
+
+    let (port, accepted) = connection_counting_upstream(false).await;
+    let server = start_mode("passthrough", dir.path(), port, &[]);
+    let keep_alive: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    for n in 1..=5 {
+        let response = keep_alive
+            .get(format!("http://{}/closing", server.addr).parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, format!("connection {n}"));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 5);
+    assert!(server.stop().success());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixteen_sessions_in_parallel_record_and_replay_without_cross_talk() {
     let dir = tempfile::tempdir().unwrap();

@@ -114,11 +114,18 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             next = conn_rx.recv() => {
                 let Some((index, stream)) = next else { break };
                 let _ = stream.set_nodelay(true);
-                let server = server.clone();
-                let service = hyper::service::service_fn(move |request| {
+                let held = Arc::new(crate::upstream::HeldConnection::default());
+                let service = {
                     let server = server.clone();
-                    async move { Ok::<_, std::convert::Infallible>(server.handle(index, request).await) }
-                });
+                    let held = held.clone();
+                    hyper::service::service_fn(move |request| {
+                        let server = server.clone();
+                        let held = held.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(server.handle(index, request, &held).await)
+                        }
+                    })
+                };
                 let limits = &options.config.limits;
                 let mut builder = hyper::server::conn::http1::Builder::new();
                 builder
@@ -130,6 +137,7 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                     .with_upgrades();
                 let mut stop = stop_rx.clone();
+                let server = server.clone();
                 connections.spawn(async move {
                     let mut connection = std::pin::pin!(connection);
                     let ended = tokio::select! {
@@ -142,6 +150,9 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                     };
                     if let Err(error) = ended {
                         tracing::debug!("connection ended: {error}");
+                    }
+                    if let Some(upstream) = &server.upstream {
+                        upstream.release(index, &held);
                     }
                 });
             }

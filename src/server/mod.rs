@@ -134,7 +134,7 @@ struct Server {
     sessions: DashMap<SessionName, Arc<Session>>,
     backend: ReadBackend,
     /// Record and passthrough modes only.
-    upstream: Option<crate::upstream::UpstreamClient>,
+    upstream: Option<crate::upstream::Upstream>,
     /// Record mode only.
     writer: Option<Arc<crate::record::Recorder>>,
 }
@@ -216,7 +216,7 @@ impl Server {
             let ca_files = crate::upstream::ca_files(config.ca_file.as_deref());
             let connect_timeout = Duration::from_millis(config.limits.upstream_connect_timeout_ms);
             Some(
-                crate::upstream::build_client(&ca_files, connect_timeout)
+                crate::upstream::build_client(&ca_files, connect_timeout, endpoints.len())
                     .map_err(|e| ServeError::Setup(e.to_string()))?,
             )
         } else {
@@ -245,6 +245,7 @@ impl Server {
         self: Arc<Self>,
         endpoint_index: usize,
         request: Request<Incoming>,
+        held: &crate::upstream::HeldConnection,
     ) -> Response<ResponseBody> {
         let endpoint = &self.endpoints[endpoint_index];
         let path = request.uri().path();
@@ -303,7 +304,7 @@ impl Server {
         };
         if self.options.mode == Mode::Passthrough {
             // Nothing is recorded or looked up: no identity to compute.
-            return self.proxy(endpoint, session, parts, body, None).await;
+            return self.proxy(endpoint, held, session, parts, body, None).await;
         }
         raw_body_for_upstream = body.clone();
         // A compressed request body is identified (and stored) decoded: its
@@ -364,6 +365,7 @@ impl Server {
             return self
                 .proxy(
                     endpoint,
+                    held,
                     session,
                     parts,
                     raw_body_for_upstream,
@@ -407,6 +409,7 @@ impl Server {
             return self
                 .proxy(
                     endpoint,
+                    held,
                     session,
                     parts,
                     raw_body_for_upstream,

@@ -18,6 +18,7 @@ impl Server {
     pub(super) async fn proxy(
         &self,
         endpoint: &Endpoint,
+        held: &crate::upstream::HeldConnection,
         session: SessionName,
         parts: http::request::Parts,
         body: Bytes,
@@ -47,23 +48,34 @@ impl Server {
         };
         let mut upstream_request = Request::new(Full::new(body.clone()));
         *upstream_request.method_mut() = parts.method.clone();
-        *upstream_request.uri_mut() = uri.clone();
+        // Origin-form on the wire; the scheme and authority pick the connection.
+        *upstream_request.uri_mut() = http::Uri::from(
+            uri.path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+        );
         let headers = upstream_request.headers_mut();
         for (name, value) in &parts.headers {
             if !is_hop_by_hop(name, &parts.headers) && name != http::header::HOST {
                 headers.append(name.clone(), value.clone());
             }
         }
-        if let Some(host) = &endpoint.upstream_host {
-            headers.insert(http::header::HOST, host.clone());
-        }
-        let client = self.upstream.as_ref().expect("proxy modes have a client");
+        match &endpoint.upstream_host {
+            Some(host) => headers.insert(http::header::HOST, host.clone()),
+            None => headers.insert(
+                http::header::HOST,
+                http::HeaderValue::from_str(endpoint.upstream_authority.as_str())
+                    .expect("an authority is a header value"),
+            ),
+        };
+        let upstream = self.upstream.as_ref().expect("proxy modes have a client");
         let timeout = Duration::from_millis(config.limits.upstream_response_timeout_ms);
         let started_unix_us = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
-        let response = match tokio::time::timeout(timeout, client.request(upstream_request)).await {
+        let sent = upstream.send(endpoint.index, &uri, held, upstream_request);
+        let response = match tokio::time::timeout(timeout, sent).await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
                 let message = format!(
