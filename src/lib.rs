@@ -7,8 +7,8 @@
 //! with status, headers and body as `Bytes` slices of the mapped file →
 //! socket. A miss is `server::miss`'s JSON report.
 //!
-//! **Record path**: `server::listener` → `server::proxy` → `upstream` (pooled
-//! hyper client); the answer streams to the client while `record::CaptureBody`
+//! **Record path**: `server::listener` → `server::proxy` → `upstream` (the
+//! client connection's own upstream connection); the answer streams to the client while `record::CaptureBody`
 //! keeps a copy → `decode` → `redact` → `record::Recorder::append`
 //! (`recording::RecordingWriter`), before the client sees the end of the
 //! response.
