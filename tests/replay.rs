@@ -728,6 +728,73 @@ async fn connection_counting_upstream(
     (port, accepted)
 }
 
+/// Connection-specific headers, and those a `Connection` header names, stay
+/// on their hop (RFC 9110 §7.6.1), both ways; every other header is
+/// forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hop_by_hop_headers_are_not_forwarded_either_way() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|request: http::Request<_>| async move {
+                    let mut seen: Vec<&str> =
+                        request.headers().keys().map(|name| name.as_str()).collect();
+                    seen.sort_unstable();
+                    Ok::<_, std::convert::Infallible>(
+                        http::Response::builder()
+                            .header("connection", "x-upstream-private")
+                            .header("x-upstream-private", "1")
+                            .header("keep-alive", "timeout=5")
+                            .header("x-upstream-kept", "1")
+                            .body(Full::new(Bytes::from(seen.join(","))))
+                            .unwrap(),
+                    )
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_mode("passthrough", dir.path(), port, &[]);
+    let (status, headers, body) = send(
+        &server.addr,
+        "GET",
+        "/hop",
+        &[
+            ("Connection", "X-Client-Private"),
+            ("X-Client-Private", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Authorization", "Basic eDp5"),
+            ("X-Client-Kept", "1"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let seen: Vec<&str> = body.split(',').collect();
+    assert!(seen.contains(&"x-client-kept"), "upstream saw {body}");
+    for dropped in [
+        "connection",
+        "x-client-private",
+        "keep-alive",
+        "proxy-authorization",
+    ] {
+        assert!(!seen.contains(&dropped), "{dropped} forwarded: {body}");
+    }
+    assert_eq!(headers.get("x-upstream-kept").unwrap(), "1");
+    for dropped in ["x-upstream-private", "keep-alive"] {
+        assert!(
+            headers.get(dropped).is_none(),
+            "{dropped} forwarded: {headers:?}"
+        );
+    }
+    assert!(server.stop().success());
+}
+
 /// A client connection's requests go on the upstream connection its first
 /// request opened; a closed client connection leaves it to the next client;
 /// an upstream that closes its connections gets a new one per request, and

@@ -55,8 +55,9 @@ impl Server {
                 .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
         );
         let headers = upstream_request.headers_mut();
+        let hop_by_hop = hop_by_hop_headers(&parts.headers);
         for (name, value) in &parts.headers {
-            if !is_hop_by_hop(name, &parts.headers) && name != http::header::HOST {
+            if name != http::header::HOST && !hop_by_hop.contains(name) {
                 headers.append(name.clone(), value.clone());
             }
         }
@@ -70,10 +71,17 @@ impl Server {
         };
         let upstream = self.upstream.as_ref().expect("proxy modes have a client");
         let timeout = Duration::from_millis(config.limits.upstream_response_timeout_ms);
-        let started_unix_us = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros() as u64)
-            .unwrap_or(0);
+        let recording = match (self.writer.clone(), identity) {
+            (Some(writer), Some(identity)) => Some((writer, identity)),
+            _ => None,
+        };
+        let started_unix_us = match recording {
+            Some(_) => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(0),
+            None => 0,
+        };
         let sent = upstream.send(endpoint.index, &uri, held, upstream_request);
         let response = match tokio::time::timeout(timeout, sent).await {
             Ok(Ok(response)) => response,
@@ -101,20 +109,20 @@ impl Server {
                 );
             }
         };
-        let (response_parts, upstream_body) = response.into_parts();
-        let mut client_response = Response::from_parts(response_parts.clone(), ());
-        let client_headers = client_response.headers_mut();
-        let hop: Vec<HeaderName> = client_headers
-            .keys()
-            .filter(|name| is_hop_by_hop(name, &response_parts.headers))
-            .cloned()
-            .collect();
-        for name in hop {
-            client_headers.remove(name);
-        }
-        let (Some(writer), Some((canonical, step))) = (self.writer.clone(), identity) else {
-            return client_response.map(|()| upstream_body.map_err(BoxError::from).boxed_unsync());
+        let (mut client_parts, upstream_body) = response.into_parts();
+        let Some((writer, (canonical, step))) = recording else {
+            for name in hop_by_hop_headers(&client_parts.headers) {
+                client_parts.headers.remove(name);
+            }
+            let body = upstream_body.map_err(BoxError::from).boxed_unsync();
+            return Response::from_parts(client_parts, body);
         };
+        // The recording keeps the upstream's head as it came.
+        let response_parts = client_parts.clone();
+        for name in hop_by_hop_headers(&client_parts.headers) {
+            client_parts.headers.remove(name);
+        }
+        let client_response = Response::from_parts(client_parts, ());
         let redactor = endpoint.redactor.clone();
         let endpoint_index = endpoint.index as u16;
         let decode_limit = config.limits.response_body_bytes_max;
@@ -176,9 +184,10 @@ fn owned_headers(headers: &HeaderMap) -> Vec<(Bytes, Bytes)> {
     owned
 }
 
-/// RFC 9110 §7.6.1: connection-specific headers, and those the `Connection`
-/// header names, are not forwarded.
-pub(super) fn is_hop_by_hop(name: &HeaderName, headers: &HeaderMap) -> bool {
+/// RFC 9110 §7.6.1: a message's connection-specific headers, and those its
+/// `Connection` header names, are not forwarded. Usually there are none, and
+/// then nothing is allocated; the `Connection` header is read once.
+pub(super) fn hop_by_hop_headers(headers: &HeaderMap) -> Vec<HeaderName> {
     const HOP_BY_HOP: &[&str] = &[
         "connection",
         "keep-alive",
@@ -190,17 +199,22 @@ pub(super) fn is_hop_by_hop(name: &HeaderName, headers: &HeaderMap) -> bool {
         "transfer-encoding",
         "upgrade",
     ];
-    HOP_BY_HOP.contains(&name.as_str())
-        || headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .any(|value| {
-                value
-                    .to_str()
-                    .unwrap_or("")
-                    .split(',')
-                    .any(|listed| listed.trim().eq_ignore_ascii_case(name.as_str()))
-            })
+    let connection = headers.get_all(http::header::CONNECTION);
+    let listed = |name: &HeaderName| {
+        connection.iter().any(|value| {
+            value
+                .to_str()
+                .unwrap_or("")
+                .split(',')
+                .any(|listed| listed.trim().eq_ignore_ascii_case(name.as_str()))
+        })
+    };
+    let has_connection = connection.iter().next().is_some();
+    headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(&name.as_str()) || (has_connection && listed(name)))
+        .cloned()
+        .collect()
 }
 
 /// Bodies are stored decoded: an encoded body is joined and decoded into one
