@@ -99,7 +99,10 @@ impl Upstream {
                 },
             }
         }
-        let mut sender = self.connect(upstream).await?;
+        // Boxed: the connect future (TCP, TLS, handshake) is large and rare;
+        // inline, it would grow every client connection's idle state (hyper
+        // keeps the service's future inline) by about 2 KB.
+        let mut sender = Box::pin(self.connect(upstream)).await?;
         let response = sender.send_request(request).await?;
         held.put(sender);
         Ok(response)

@@ -304,7 +304,9 @@ impl Server {
         };
         if self.options.mode == Mode::Passthrough {
             // Nothing is recorded or looked up: no identity to compute.
-            return self.proxy(endpoint, held, session, parts, body, None).await;
+            // Boxed here and below: the proxy's future is large, and hyper keeps
+            // the service's future inline in every connection's idle state.
+            return Box::pin(self.proxy(endpoint, held, session, parts, body, None)).await;
         }
         raw_body_for_upstream = body.clone();
         // A compressed request body is identified (and stored) decoded: its
@@ -362,16 +364,15 @@ impl Server {
                 chain.commit(&step);
                 step
             };
-            return self
-                .proxy(
-                    endpoint,
-                    held,
-                    session,
-                    parts,
-                    raw_body_for_upstream,
-                    Some((canonical, step)),
-                )
-                .await;
+            return Box::pin(self.proxy(
+                endpoint,
+                held,
+                session,
+                parts,
+                raw_body_for_upstream,
+                Some((canonical, step)),
+            ))
+            .await;
         }
         let record_missing = self.options.mode == Mode::RecordMissing;
         // The chain lock is held from peek to commit (so that concurrent
@@ -406,16 +407,15 @@ impl Server {
         }
         if record_missing {
             // Not recorded yet: record it now, as record mode would.
-            return self
-                .proxy(
-                    endpoint,
-                    held,
-                    session,
-                    parts,
-                    raw_body_for_upstream,
-                    Some((canonical, step)),
-                )
-                .await;
+            return Box::pin(self.proxy(
+                endpoint,
+                held,
+                session,
+                parts,
+                raw_body_for_upstream,
+                Some((canonical, step)),
+            ))
+            .await;
         }
         if exhausted && self.options.config.on_chain_exhausted == ExhaustedPolicy::RepeatLast {
             let recording = recording.expect("exhausted implies a recording");
