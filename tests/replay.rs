@@ -795,6 +795,17 @@ async fn hop_by_hop_headers_are_not_forwarded_either_way() {
     assert!(server.stop().success());
 }
 
+/// GET on `client`'s own connections (keep-alive): the body of a 200.
+async fn get_ok(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    url: &str,
+) -> String {
+    let response = client.get(url.parse().unwrap()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
 /// A client connection's requests go on the upstream connection its first
 /// request opened; a closed client connection leaves it to the next client;
 /// an upstream that closes its connections gets a new one per request, and
@@ -807,13 +818,8 @@ async fn upstream_connections_are_reused_and_replaced_when_the_upstream_closes_t
     let server = start_mode("passthrough", dir.path(), port, &[]);
     let keep_alive: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     for _ in 0..5 {
-        let response = keep_alive
-            .get(format!("http://{}/same", server.addr).parse().unwrap())
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(&body[..], b"connection 1");
+        let body = get_ok(&keep_alive, &format!("http://{}/same", server.addr)).await;
+        assert_eq!(body, "connection 1");
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
     drop(keep_alive);
@@ -835,12 +841,7 @@ async fn upstream_connections_are_reused_and_replaced_when_the_upstream_closes_t
     let server = start_mode("passthrough", dir.path(), port, &[]);
     let keep_alive: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     for n in 1..=5 {
-        let response = keep_alive
-            .get(format!("http://{}/closing", server.addr).parse().unwrap())
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body = get_ok(&keep_alive, &format!("http://{}/closing", server.addr)).await;
         assert_eq!(body, format!("connection {n}"));
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 5);

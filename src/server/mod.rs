@@ -354,77 +354,72 @@ impl Server {
             },
             &mut canonical,
         );
-        if self.options.mode == Mode::Record {
-            let step = {
-                let mut chain = state.chain.lock().unwrap_or_else(|p| p.into_inner());
-                if parts.headers.contains_key(CHAIN_RESET_HEADER) {
-                    chain.reset();
-                }
-                let step = chain.peek(&canonical);
-                chain.commit(&step);
-                step
-            };
-            return Box::pin(self.proxy(
-                endpoint,
-                held,
-                session,
-                parts,
-                raw_body_for_upstream,
-                Some((canonical, step)),
-            ))
-            .await;
-        }
-        let record_missing = self.options.mode == Mode::RecordMissing;
-        // The chain lock is held from peek to commit (so that concurrent
-        // identical requests take successive positions) and never across an
-        // await.
-        let (step, hit, exhausted, recording) = {
+        let step = if self.options.mode == Mode::Record {
             let mut chain = state.chain.lock().unwrap_or_else(|p| p.into_inner());
             if parts.headers.contains_key(CHAIN_RESET_HEADER) {
                 chain.reset();
             }
             let step = chain.peek(&canonical);
-            let mut recording = state.recording();
-            if record_missing && recording.is_none_or(|r| r.lookup(&step.fingerprint).is_none()) {
-                // Records appended since the session was opened (by this
-                // process or another) must be found too.
-                recording = state.reload(
-                    session.recording_path(&self.options.recording_dir),
-                    self.backend,
-                );
-            }
-            let hit = recording.and_then(|r| r.lookup(&step.fingerprint));
-            // record-missing records a miss: that takes the chain step too.
-            if hit.is_some() || record_missing {
-                chain.commit(&step);
-            }
-            let exhausted =
-                step.position > 0 && recording.is_some_and(|r| r.lookup(&step.link).is_some());
-            (step, hit, exhausted, recording)
-        };
-        if let (Some(location), Some(recording)) = (hit, recording) {
-            return self.serve_record(recording.read(location));
-        }
-        if record_missing {
-            // Not recorded yet: record it now, as record mode would.
-            return Box::pin(self.proxy(
-                endpoint,
-                held,
-                session,
-                parts,
-                raw_body_for_upstream,
-                Some((canonical, step)),
-            ))
-            .await;
-        }
-        if exhausted && self.options.config.on_chain_exhausted == ExhaustedPolicy::RepeatLast {
-            let recording = recording.expect("exhausted implies a recording");
-            if let Some(location) = recording.lookup(&step.link) {
+            chain.commit(&step);
+            step
+        } else {
+            let record_missing = self.options.mode == Mode::RecordMissing;
+            // The chain lock is held from peek to commit (so that concurrent
+            // identical requests take successive positions) and never across an
+            // await.
+            let (step, hit, exhausted, recording) = {
+                let mut chain = state.chain.lock().unwrap_or_else(|p| p.into_inner());
+                if parts.headers.contains_key(CHAIN_RESET_HEADER) {
+                    chain.reset();
+                }
+                let step = chain.peek(&canonical);
+                let mut recording = state.recording();
+                if record_missing && recording.is_none_or(|r| r.lookup(&step.fingerprint).is_none())
+                {
+                    // Records appended since the session was opened (by this
+                    // process or another) must be found too.
+                    recording = state.reload(
+                        session.recording_path(&self.options.recording_dir),
+                        self.backend,
+                    );
+                }
+                let hit = recording.and_then(|r| r.lookup(&step.fingerprint));
+                // record-missing records a miss: that takes the chain step too.
+                if hit.is_some() || record_missing {
+                    chain.commit(&step);
+                }
+                let exhausted =
+                    step.position > 0 && recording.is_some_and(|r| r.lookup(&step.link).is_some());
+                (step, hit, exhausted, recording)
+            };
+            if let (Some(location), Some(recording)) = (hit, recording) {
                 return self.serve_record(recording.read(location));
             }
-        }
-        // Replay (record-missing records its misses): the session's recording.
-        self.miss(endpoint, &session, &state, &step, &canonical, exhausted)
+            if !record_missing {
+                if exhausted
+                    && self.options.config.on_chain_exhausted == ExhaustedPolicy::RepeatLast
+                {
+                    let recording = recording.expect("exhausted implies a recording");
+                    if let Some(location) = recording.lookup(&step.link) {
+                        return self.serve_record(recording.read(location));
+                    }
+                }
+                return self.miss(endpoint, &session, &state, &step, &canonical, exhausted);
+            }
+            // record-missing: not recorded yet, so record it now, as record
+            // mode would.
+            step
+        };
+        // Boxed, as above.
+        Box::pin(self.proxy(
+            endpoint,
+            held,
+            session,
+            parts,
+            raw_body_for_upstream,
+            Some((canonical, step)),
+        ))
+        .await
     }
 }
 
