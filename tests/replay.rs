@@ -795,12 +795,30 @@ async fn hop_by_hop_headers_are_not_forwarded_either_way() {
     assert!(server.stop().success());
 }
 
-/// GET on `client`'s own connections (keep-alive): the body of a 200.
+/// One client connection to `addr`, kept alive: exactly one, where a pooled
+/// client might open a second while the first is being returned to its pool.
+async fn one_connection(addr: &str) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+/// GET `path` on `connection`: the body of a 200.
 async fn get_ok(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
-    url: &str,
+    connection: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    addr: &str,
+    path: &str,
 ) -> String {
-    let response = client.get(url.parse().unwrap()).await.unwrap();
+    connection.ready().await.unwrap();
+    let request = http::Request::get(path)
+        .header(http::header::HOST, addr)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = connection.send_request(request).await.unwrap();
     assert_eq!(response.status(), 200);
     let body = response.into_body().collect().await.unwrap().to_bytes();
     String::from_utf8(body.to_vec()).unwrap()
@@ -816,9 +834,9 @@ async fn upstream_connections_are_reused_and_replaced_when_the_upstream_closes_t
     let dir = tempfile::tempdir().unwrap();
     let (port, accepted) = connection_counting_upstream(true).await;
     let server = start_mode("passthrough", dir.path(), port, &[]);
-    let keep_alive: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut keep_alive = one_connection(&server.addr).await;
     for _ in 0..5 {
-        let body = get_ok(&keep_alive, &format!("http://{}/same", server.addr)).await;
+        let body = get_ok(&mut keep_alive, &server.addr, "/same").await;
         assert_eq!(body, "connection 1");
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -839,9 +857,9 @@ async fn upstream_connections_are_reused_and_replaced_when_the_upstream_closes_t
 
     let (port, accepted) = connection_counting_upstream(false).await;
     let server = start_mode("passthrough", dir.path(), port, &[]);
-    let keep_alive: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let mut keep_alive = one_connection(&server.addr).await;
     for n in 1..=5 {
-        let body = get_ok(&keep_alive, &format!("http://{}/closing", server.addr)).await;
+        let body = get_ok(&mut keep_alive, &server.addr, "/closing").await;
         assert_eq!(body, format!("connection {n}"));
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 5);
