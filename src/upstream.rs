@@ -20,7 +20,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::connect::HttpConnector;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Dials an upstream: TCP, then TLS for `https`.
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
@@ -31,6 +31,12 @@ type Sender = SendRequest<Full<Bytes>>;
 /// Idle upstream connections kept per endpoint, for client connections to come.
 pub const IDLE_CONNECTIONS_PER_HOST_MAX: usize = 64;
 
+/// An upstream connection idle longer than this is not reused: a NAT, load
+/// balancer or firewall may have dropped it without a word, and a request
+/// sent into it would wait for `upstream_response_timeout_ms`. 90 s, as
+/// hyper-util's pool and Go's `http.Transport` (test-server's client).
+pub const IDLE_REUSE_MAX: Duration = Duration::from_secs(90);
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamSetupError {
     #[error("CA file {path}: {why}")]
@@ -38,11 +44,12 @@ pub enum UpstreamSetupError {
 }
 
 /// Why an upstream request failed (the upstream's fault, or the network's).
+/// The causes are in the `source` chain ([`std::error::Error::source`]).
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("cannot connect: {0}")]
+    #[error("cannot connect")]
     Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
-    #[error("{0}")]
+    #[error(transparent)]
     Http(#[from] hyper::Error),
 }
 
@@ -50,13 +57,40 @@ pub enum UpstreamError {
 pub struct Upstream {
     connector: Connector,
     /// Per endpoint: connections left by closed client connections.
-    idle: Vec<Mutex<Vec<Sender>>>,
+    idle: Vec<Mutex<Vec<Parked>>>,
+}
+
+/// An upstream connection between two requests, and since when.
+struct Parked {
+    sender: Sender,
+    since: Instant,
+}
+
+impl Parked {
+    fn new(sender: Sender) -> Parked {
+        Parked {
+            sender,
+            since: Instant::now(),
+        }
+    }
+
+    /// Still open, and not idle for so long that the path to it may be gone.
+    fn is_reusable(&self) -> bool {
+        !self.sender.is_closed() && self.since.elapsed() < IDLE_REUSE_MAX
+    }
+
+    fn reusable(self) -> Option<Sender> {
+        self.is_reusable().then_some(self.sender)
+    }
 }
 
 /// The upstream connection one client connection holds between its
-/// requests (HTTP/1.1: one request at a time, so never contended).
+/// requests (HTTP/1.1: one request at a time, so never contended). A client
+/// connection that stays open keeps its upstream connection open too: an
+/// upstream sees at most one connection per client connection of ouli's,
+/// plus the idle ones.
 #[derive(Default)]
-pub struct HeldConnection(Mutex<Option<Sender>>);
+pub struct HeldConnection(Mutex<Option<Parked>>);
 
 impl HeldConnection {
     fn take(&self) -> Option<Sender> {
@@ -64,30 +98,38 @@ impl HeldConnection {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
-            .filter(|sender| !sender.is_closed())
+            .and_then(Parked::reusable)
     }
 
     fn put(&self, sender: Sender) {
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender);
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(Parked::new(sender));
     }
 }
 
 impl Upstream {
-    /// Sends `request` (origin-form URI, `Host` set) to the upstream at
-    /// `upstream` (scheme and authority) of endpoint `endpoint`, on the
-    /// connection `held` kept, else an idle one, else a new one. A reused
-    /// connection the upstream closed meanwhile gives the request back
-    /// unsent: it then goes on a new connection.
+    /// Sends the request `build` makes (origin-form URI, `Host` set) to the
+    /// upstream at `upstream` (scheme and authority) of endpoint `endpoint`,
+    /// on the connection `held` kept, else an idle one, else a new one.
+    ///
+    /// A reused connection may have been closed by the upstream just before
+    /// (its idle timeout) without ouli having seen it yet. The request then
+    /// goes on a new connection, once: when it comes back unsent, and when it
+    /// was sent but the connection closed before any answer and the method is
+    /// idempotent (RFC 9112 §9.3.1; Go's `http.Transport`, test-server's
+    /// client, does the same). A non-idempotent request that may have reached
+    /// the upstream is not sent twice: that is an error.
     pub async fn send(
         &self,
         endpoint: usize,
         upstream: &Uri,
         held: &HeldConnection,
-        mut request: Request<Full<Bytes>>,
+        build: impl Fn() -> Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut request = build();
         if let Some(mut sender) = held.take().or_else(|| self.take_idle(endpoint))
             && sender.ready().await.is_ok()
         {
+            let idempotent = request.method().is_idempotent();
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     held.put(sender);
@@ -95,6 +137,9 @@ impl Upstream {
                 }
                 Err(mut error) => match error.take_message() {
                     Some(unsent) => request = unsent,
+                    None if idempotent && error.error().is_incomplete_message() => {
+                        request = build();
+                    }
                     None => return Err(error.into_error().into()),
                 },
             }
@@ -109,7 +154,7 @@ impl Upstream {
     }
 
     /// A client connection of `endpoint` closed: its upstream connection,
-    /// if still open, waits for the next one.
+    /// if still reusable, waits for the next one.
     pub fn release(&self, endpoint: usize, held: &HeldConnection) {
         let Some(sender) = held.take() else {
             return;
@@ -117,8 +162,12 @@ impl Upstream {
         let mut idle = self.idle[endpoint]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        if idle.len() >= IDLE_CONNECTIONS_PER_HOST_MAX {
+            // Make room from connections closed or gone stale since.
+            idle.retain(Parked::is_reusable);
+        }
         if idle.len() < IDLE_CONNECTIONS_PER_HOST_MAX {
-            idle.push(sender);
+            idle.push(Parked::new(sender));
         }
     }
 
@@ -126,8 +175,8 @@ impl Upstream {
         let mut idle = self.idle[endpoint]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        while let Some(sender) = idle.pop() {
-            if !sender.is_closed() {
+        while let Some(parked) = idle.pop() {
+            if let Some(sender) = parked.reusable() {
                 return Some(sender);
             }
         }

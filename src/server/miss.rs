@@ -11,7 +11,10 @@
 
 use super::response::{ResponseBody, json_response};
 use super::session::Session;
-use super::{Endpoint, MISS_CANDIDATES_MAX, MISS_SAME_PATH_MAX, MISS_SCAN_REQUESTS_MAX, Server};
+use super::{
+    Endpoint, MISS_CANDIDATES_MAX, MISS_INDEX_PATHS_MAX, MISS_SAME_PATH_MAX,
+    MISS_SCAN_REQUESTS_MAX, Server,
+};
 use crate::chain::ChainStep;
 use crate::fingerprint::{CANONICAL_VERSION, CanonicalRequest};
 use crate::record::off_executor;
@@ -52,6 +55,11 @@ impl MissIndex {
                 continue;
             }
             let key = method_and_path_key(&hasher, canonical);
+            if by_method_and_path.len() >= MISS_INDEX_PATHS_MAX
+                && !by_method_and_path.contains_key(&key)
+            {
+                continue;
+            }
             let same = by_method_and_path.entry(key).or_default();
             if same.len() < MISS_SAME_PATH_MAX {
                 same.push(view.location());

@@ -108,6 +108,10 @@ pub const MISS_SCAN_REQUESTS_MAX: usize = 1024;
 /// Past the first [`MISS_SCAN_REQUESTS_MAX`], the distinct recorded requests
 /// of one method and path a miss compares.
 pub const MISS_SAME_PATH_MAX: usize = 64;
+/// Distinct methods and paths the miss index holds past the first
+/// [`MISS_SCAN_REQUESTS_MAX`] (about 100 bytes each, for the session's
+/// life); a miss on a path past these compares the first ones only.
+pub const MISS_INDEX_PATHS_MAX: usize = 65_536;
 
 /// One endpoint's compiled settings.
 struct Endpoint {
@@ -183,10 +187,17 @@ impl Server {
                     } else {
                         80
                     };
-                    let host = if endpoint.target_port == default_port {
-                        endpoint.target_host.clone()
+                    // An IPv6 literal is bracketed in Host, as in a URI.
+                    let name = &endpoint.target_host;
+                    let name = if name.contains(':') && !name.starts_with('[') {
+                        format!("[{name}]")
                     } else {
-                        format!("{}:{}", endpoint.target_host, endpoint.target_port)
+                        name.clone()
+                    };
+                    let host = if endpoint.target_port == default_port {
+                        name
+                    } else {
+                        format!("{name}:{}", endpoint.target_port)
                     };
                     HeaderValue::from_str(&host).ok()
                 },

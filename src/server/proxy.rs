@@ -46,28 +46,32 @@ impl Server {
                 );
             }
         };
-        let mut upstream_request = Request::new(Full::new(body.clone()));
-        *upstream_request.method_mut() = parts.method.clone();
-        // Origin-form on the wire; the scheme and authority pick the connection.
-        *upstream_request.uri_mut() = http::Uri::from(
-            uri.path_and_query()
-                .cloned()
-                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-        );
-        let headers = upstream_request.headers_mut();
         let hop_by_hop = hop_by_hop_headers(&parts.headers);
-        for (name, value) in &parts.headers {
-            if name != http::header::HOST && !hop_by_hop.contains(name) {
-                headers.append(name.clone(), value.clone());
+        // Built again only if a reused connection fails it (`Upstream::send`).
+        let upstream_request = || {
+            let mut request = Request::new(Full::new(body.clone()));
+            *request.method_mut() = parts.method.clone();
+            // Origin-form on the wire; the scheme and authority pick the connection.
+            *request.uri_mut() = http::Uri::from(
+                uri.path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+            );
+            let headers = request.headers_mut();
+            for (name, value) in &parts.headers {
+                if name != http::header::HOST && !hop_by_hop.contains(name) {
+                    headers.append(name.clone(), value.clone());
+                }
             }
-        }
-        match &endpoint.upstream_host {
-            Some(host) => headers.insert(http::header::HOST, host.clone()),
-            None => headers.insert(
-                http::header::HOST,
-                http::HeaderValue::from_str(endpoint.upstream_authority.as_str())
-                    .expect("an authority is a header value"),
-            ),
+            match &endpoint.upstream_host {
+                Some(host) => headers.insert(http::header::HOST, host.clone()),
+                None => headers.insert(
+                    http::header::HOST,
+                    http::HeaderValue::from_str(endpoint.upstream_authority.as_str())
+                        .expect("an authority is a header value"),
+                ),
+            };
+            request
         };
         let upstream = self.upstream.as_ref().expect("proxy modes have a client");
         let timeout = Duration::from_millis(config.limits.upstream_response_timeout_ms);
@@ -86,10 +90,7 @@ impl Server {
         let response = match tokio::time::timeout(timeout, sent).await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
-                let message = format!(
-                    "upstream {uri}: {error} ({:?})",
-                    std::error::Error::source(&error)
-                );
+                let message = format!("upstream {uri}: {}", error_chain(&error));
                 tracing::warn!("{message}");
                 return error_response(
                     StatusCode::BAD_GATEWAY,
@@ -182,6 +183,23 @@ fn owned_headers(headers: &HeaderMap) -> Vec<(Bytes, Bytes)> {
         owned.push((name, buffer.split().freeze()));
     }
     owned
+}
+
+/// An error and its causes, outermost first, as one line ("cannot connect:
+/// tcp connect error: Connection refused (os error 111)"); a cause that only
+/// repeats the text before it is left out.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !line.ends_with(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = inner.source();
+    }
+    line
 }
 
 /// RFC 9110 §7.6.1: a message's connection-specific headers, and those its
