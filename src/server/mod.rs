@@ -123,7 +123,7 @@ struct Endpoint {
     redactor: Arc<Redactor>,
     /// The `Host` header sent upstream (port left out when it is the
     /// scheme's default), built once.
-    upstream_host: Option<HeaderValue>,
+    upstream_host: HeaderValue,
     /// The upstream's scheme and authority, parsed once: a request's URI
     /// upstream is these and its own path and query (no `format!` and parse
     /// per request).
@@ -162,6 +162,36 @@ impl Server {
             };
             let redactor = Redactor::new(&rules)
                 .map_err(|e| ServeError::Setup(format!("endpoint {index}: {e}")))?;
+            let upstream_authority: http::uri::Authority = {
+                let host = &endpoint.target_host;
+                // An IPv6 literal is bracketed, as in a URI.
+                let authority = if host.contains(':') && !host.starts_with('[') {
+                    format!("[{host}]:{}", endpoint.target_port)
+                } else {
+                    format!("{host}:{}", endpoint.target_port)
+                };
+                authority.parse().map_err(|error| {
+                    ServeError::Setup(format!(
+                        "endpoints[{index}]: target {authority:?} is not a host and port: {error}"
+                    ))
+                })?
+            };
+            // Host is the authority, without the port when it is the scheme's
+            // default (`Authority::host` keeps an IPv6 literal's brackets).
+            let default_port = match endpoint.target_type {
+                Scheme::Https => 443,
+                Scheme::Http => 80,
+            };
+            let upstream_host = if endpoint.target_port == default_port {
+                upstream_authority.host()
+            } else {
+                upstream_authority.as_str()
+            };
+            let upstream_host = HeaderValue::from_str(upstream_host).map_err(|error| {
+                ServeError::Setup(format!(
+                    "endpoints[{index}]: {upstream_host:?} is not a Host header value: {error}"
+                ))
+            })?;
             endpoints.push(Endpoint {
                 index,
                 target: Target {
@@ -181,43 +211,12 @@ impl Server {
                     rules
                 }),
                 redactor: Arc::new(redactor),
-                upstream_host: {
-                    let default_port = if endpoint.target_type == Scheme::Https {
-                        443
-                    } else {
-                        80
-                    };
-                    // An IPv6 literal is bracketed in Host, as in a URI.
-                    let name = &endpoint.target_host;
-                    let name = if name.contains(':') && !name.starts_with('[') {
-                        format!("[{name}]")
-                    } else {
-                        name.clone()
-                    };
-                    let host = if endpoint.target_port == default_port {
-                        name
-                    } else {
-                        format!("{name}:{}", endpoint.target_port)
-                    };
-                    HeaderValue::from_str(&host).ok()
-                },
+                upstream_host,
                 upstream_scheme: match endpoint.target_type {
                     Scheme::Http => http::uri::Scheme::HTTP,
                     Scheme::Https => http::uri::Scheme::HTTPS,
                 },
-                upstream_authority: {
-                    let host = &endpoint.target_host;
-                    let authority = if host.contains(':') && !host.starts_with('[') {
-                        format!("[{host}]:{}", endpoint.target_port)
-                    } else {
-                        format!("{host}:{}", endpoint.target_port)
-                    };
-                    authority.parse().map_err(|error| {
-                        ServeError::Setup(format!(
-                            "endpoints[{index}]: target {authority:?} is not a host and port: {error}"
-                        ))
-                    })?
-                },
+                upstream_authority,
                 health: endpoint.health.clone(),
             });
         }

@@ -63,14 +63,7 @@ impl Server {
                     headers.append(name.clone(), value.clone());
                 }
             }
-            match &endpoint.upstream_host {
-                Some(host) => headers.insert(http::header::HOST, host.clone()),
-                None => headers.insert(
-                    http::header::HOST,
-                    http::HeaderValue::from_str(endpoint.upstream_authority.as_str())
-                        .expect("an authority is a header value"),
-                ),
-            };
+            headers.insert(http::header::HOST, endpoint.upstream_host.clone());
             request
         };
         let upstream = self.upstream.as_ref().expect("proxy modes have a client");
