@@ -114,7 +114,12 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             next = conn_rx.recv() => {
                 let Some((index, stream)) = next else { break };
                 let _ = stream.set_nodelay(true);
-                let held = Arc::new(crate::upstream::HeldConnection::default());
+                // Proxy modes: the upstream connection this client connection
+                // keeps between its requests (replay has none to keep).
+                let held = server
+                    .upstream
+                    .is_some()
+                    .then(|| Arc::new(crate::upstream::HeldConnection::default()));
                 let service = {
                     let server = server.clone();
                     let held = held.clone();
@@ -122,7 +127,9 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                         let server = server.clone();
                         let held = held.clone();
                         async move {
-                            Ok::<_, std::convert::Infallible>(server.handle(index, request, &held).await)
+                            Ok::<_, std::convert::Infallible>(
+                                server.handle(index, request, held.as_deref()).await,
+                            )
                         }
                     })
                 };
@@ -151,8 +158,8 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                     if let Err(error) = ended {
                         tracing::debug!("connection ended: {error}");
                     }
-                    if let Some(upstream) = &server.upstream {
-                        upstream.release(index, &held);
+                    if let (Some(upstream), Some(held)) = (&server.upstream, &held) {
+                        upstream.release(index, held);
                     }
                 });
             }

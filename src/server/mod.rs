@@ -255,7 +255,7 @@ impl Server {
         self: Arc<Self>,
         endpoint_index: usize,
         request: Request<Incoming>,
-        held: &crate::upstream::HeldConnection,
+        held: Option<&crate::upstream::HeldConnection>,
     ) -> Response<ResponseBody> {
         let endpoint = &self.endpoints[endpoint_index];
         let path = request.uri().path();

@@ -18,7 +18,7 @@ impl Server {
     pub(super) async fn proxy(
         &self,
         endpoint: &Endpoint,
-        held: &crate::upstream::HeldConnection,
+        held: Option<&crate::upstream::HeldConnection>,
         session: SessionName,
         parts: http::request::Parts,
         body: Bytes,
@@ -66,7 +66,9 @@ impl Server {
             headers.insert(http::header::HOST, endpoint.upstream_host.clone());
             request
         };
-        let upstream = self.upstream.as_ref().expect("proxy modes have a client");
+        let (Some(upstream), Some(held)) = (self.upstream.as_ref(), held) else {
+            unreachable!("proxy modes have an upstream client and hold its connections");
+        };
         let timeout = Duration::from_millis(config.limits.upstream_response_timeout_ms);
         let recording = match (self.writer.clone(), identity) {
             (Some(writer), Some(identity)) => Some((writer, identity)),
