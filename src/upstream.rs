@@ -29,7 +29,7 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 type Sender = SendRequest<Full<Bytes>>;
 
 /// Idle upstream connections kept per endpoint, for client connections to come.
-pub const IDLE_CONNECTIONS_PER_HOST_MAX: usize = 64;
+pub const IDLE_CONNECTIONS_PER_ENDPOINT_MAX: usize = 64;
 
 /// An upstream connection idle longer than this is not reused: a NAT, load
 /// balancer or firewall may have dropped it without a word, and a request
@@ -162,11 +162,11 @@ impl Upstream {
         let mut idle = self.idle[endpoint]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if idle.len() >= IDLE_CONNECTIONS_PER_HOST_MAX {
+        if idle.len() >= IDLE_CONNECTIONS_PER_ENDPOINT_MAX {
             // Make room from connections closed or gone stale since.
             idle.retain(Parked::is_reusable);
         }
-        if idle.len() < IDLE_CONNECTIONS_PER_HOST_MAX {
+        if idle.len() < IDLE_CONNECTIONS_PER_ENDPOINT_MAX {
             idle.push(Parked::new(sender));
         }
     }
