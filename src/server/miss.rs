@@ -18,7 +18,7 @@ use super::{
 use crate::chain::ChainStep;
 use crate::fingerprint::{CANONICAL_VERSION, CanonicalRequest};
 use crate::record::off_executor;
-use crate::recording::{RecordLocation, Recording};
+use crate::recording::{RecordLocation, RecordView, Recording};
 use crate::session_name::SessionName;
 use http::{Response, StatusCode};
 use std::collections::{HashMap, HashSet};
@@ -125,7 +125,7 @@ fn closest(
 ) -> Vec<(CanonicalRequest, Vec<serde_json::Value>)> {
     let got_lines: HashSet<&[u8]> = canonical_lines(canonical).collect();
     let got_method = line_starting(canonical, b"method ");
-    let mut scored: Vec<(usize, RecordLocation)> = Vec::new();
+    let mut scored: Vec<(usize, RecordView)> = Vec::new();
     for location in index.candidates(canonical) {
         let Ok(view) = recording.read(location) else {
             continue;
@@ -142,17 +142,14 @@ fn closest(
                 only_recorded += 1;
             }
         }
-        scored.push((
-            only_recorded + got_lines.len().saturating_sub(shared),
-            location,
-        ));
+        let score = only_recorded + got_lines.len().saturating_sub(shared);
+        scored.push((score, view));
     }
-    scored.sort_by_key(|&(score, location)| (score, location.offset));
+    scored.sort_by_key(|(score, view)| (*score, view.location().offset));
     let mut ranked: Vec<(usize, CanonicalRequest, Vec<serde_json::Value>)> = scored
         .into_iter()
         .take(MISS_SHORTLIST_MAX)
-        .filter_map(|(_, location)| {
-            let view = recording.read(location).ok()?;
+        .filter_map(|(_, view)| {
             let recorded = CanonicalRequest::parse(view.canonical())?;
             let differences = field_differences(&recorded, got);
             Some((differences.len(), recorded, differences))
