@@ -427,6 +427,34 @@ async fn bad_input_gets_its_status_and_the_server_keeps_serving() {
     assert!(server.stop().success());
 }
 
+/// A real HTTP/1.1 upstream on `listener`: every request is answered by
+/// `answer(connection, request)`, `connection` numbering the accepted
+/// connections from 1; with `keep_alive` false each connection closes after
+/// its response (`Connection: close`), as an upstream with keep-alive off does.
+fn serve_upstream<F, Fut>(listener: tokio::net::TcpListener, keep_alive: bool, answer: F)
+where
+    F: Fn(usize, http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = http::Response<Full<Bytes>>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut connection = 0;
+        while let Ok((stream, _)) = listener.accept().await {
+            connection += 1;
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let reply = answer(connection, request);
+                    async move { Ok::<_, std::convert::Infallible>(reply.await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(keep_alive)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+}
+
 /// A real upstream whose answer changes from call to call: `call <n> <path>`.
 async fn counting_upstream() -> (
     std::net::SocketAddr,
@@ -437,34 +465,16 @@ async fn counting_upstream() -> (
     let addr = listener.local_addr().unwrap();
     let calls = std::sync::Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |request: http::Request<hyper::body::Incoming>| {
-                        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-                        async move {
-                            let path = request.uri().to_string();
-                            let body = request.into_body().collect().await.unwrap().to_bytes();
-                            let text =
-                                format!("call {n} {path} {}", String::from_utf8_lossy(&body));
-                            Ok::<_, std::convert::Infallible>(
-                                http::Response::builder()
-                                    .header("x-upstream", "yes")
-                                    .body(Full::new(Bytes::from(text)))
-                                    .unwrap(),
-                            )
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
+    serve_upstream(listener, true, move |_, request| {
+        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        async move {
+            let path = request.uri().to_string();
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            let text = format!("call {n} {path} {}", String::from_utf8_lossy(&body));
+            http::Response::builder()
+                .header("x-upstream", "yes")
+                .body(Full::new(Bytes::from(text)))
+                .unwrap()
         }
     });
     (addr, calls)
@@ -706,9 +716,9 @@ async fn unreachable_upstream_is_a_502_and_the_server_keeps_serving() {
     );
 }
 
-/// A real upstream that counts the connections it accepts; with
-/// `keep_alive` false it closes each one after its response (`Connection:
-/// close`), as an upstream with keep-alive off does.
+/// A real upstream that counts the connections requests came on and answers
+/// `connection <n>`; with `keep_alive` false it closes each one after its
+/// response.
 async fn connection_counting_upstream(
     keep_alive: bool,
 ) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
@@ -717,21 +727,9 @@ async fn connection_counting_upstream(
     let port = listener.local_addr().unwrap().port();
     let accepted = std::sync::Arc::new(AtomicUsize::new(0));
     let counter = accepted.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |_: http::Request<_>| async move {
-                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
-                        format!("connection {n}"),
-                    ))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(keep_alive)
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+    serve_upstream(listener, keep_alive, move |n, _| {
+        counter.fetch_max(n, Ordering::SeqCst);
+        async move { http::Response::new(Full::new(Bytes::from(format!("connection {n}")))) }
     });
     (port, accepted)
 }
@@ -743,28 +741,16 @@ async fn connection_counting_upstream(
 async fn hop_by_hop_headers_are_not_forwarded_either_way() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|request: http::Request<_>| async move {
-                    let mut seen: Vec<&str> =
-                        request.headers().keys().map(|name| name.as_str()).collect();
-                    seen.sort_unstable();
-                    Ok::<_, std::convert::Infallible>(
-                        http::Response::builder()
-                            .header("connection", "x-upstream-private")
-                            .header("x-upstream-private", "1")
-                            .header("keep-alive", "timeout=5")
-                            .header("x-upstream-kept", "1")
-                            .body(Full::new(Bytes::from(seen.join(","))))
-                            .unwrap(),
-                    )
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+    serve_upstream(listener, true, |_, request| async move {
+        let mut seen: Vec<&str> = request.headers().keys().map(|name| name.as_str()).collect();
+        seen.sort_unstable();
+        http::Response::builder()
+            .header("connection", "x-upstream-private")
+            .header("x-upstream-private", "1")
+            .header("keep-alive", "timeout=5")
+            .header("x-upstream-kept", "1")
+            .body(Full::new(Bytes::from(seen.join(","))))
+            .unwrap()
     });
     let dir = tempfile::tempdir().unwrap();
     let server = start_mode("passthrough", dir.path(), port, &[]);
@@ -953,24 +939,13 @@ async fn a_request_on_a_connection_the_upstream_just_closed_goes_on_a_new_one() 
 async fn an_ipv6_upstream_gets_a_bracketed_host_header() {
     let listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|request: http::Request<_>| async move {
-                    let host = request
-                        .headers()
-                        .get(http::header::HOST)
-                        .map(|v| v.to_str().unwrap().to_owned())
-                        .unwrap_or_default();
-                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(
-                        host,
-                    ))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+    serve_upstream(listener, true, |_, request| async move {
+        let host = request
+            .headers()
+            .get(http::header::HOST)
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        http::Response::new(Full::new(Bytes::from(host)))
     });
     let dir = tempfile::tempdir().unwrap();
     let server = start_with_config(
