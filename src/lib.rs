@@ -8,10 +8,10 @@
 //! socket. A miss is `server::miss`'s JSON report.
 //!
 //! **Record path**: `server::listener` → `server::proxy` → `upstream` (the
-//! client connection's own upstream connection); the answer streams to the client while `record::CaptureBody`
-//! keeps a copy → `decode` → `redact` → `record::Recorder::append`
-//! (`recording::RecordingWriter`), before the client sees the end of the
-//! response.
+//! client connection's own upstream connection); the answer streams to the
+//! client while `record::CaptureBody` keeps a copy → `decode` → `redact` →
+//! `record::Recorder::append` (`recording::RecordingWriter`), before the
+//! client sees the end of the response.
 //!
 //! The file format is rfcs/0001, request identity rfcs/0002.
 

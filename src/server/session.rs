@@ -89,7 +89,7 @@ impl Server {
         } else {
             // Reading and converting a JSON file blocks: let the runtime move
             // other work off this thread meanwhile (first request only).
-            tokio::task::block_in_place(|| {
+            crate::record::off_executor(|| {
                 crate::testserver::open_session(dir, name, &self.options.config)
             })
             .map_err(|e| e.to_string())?
