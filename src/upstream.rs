@@ -49,6 +49,15 @@ pub enum UpstreamSetupError {
 pub enum UpstreamError {
     #[error("cannot connect")]
     Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The request was written, and the connection closed before any
+    /// answer: the upstream may have acted on it, and its method does not
+    /// allow sending it again.
+    #[error("no answer, and a {method} is not sent twice")]
+    NotResent {
+        method: http::Method,
+        #[source]
+        source: hyper::Error,
+    },
     #[error(transparent)]
     Http(#[from] hyper::Error),
 }
@@ -129,7 +138,7 @@ impl Upstream {
         if let Some(mut sender) = held.take().or_else(|| self.take_idle(endpoint))
             && sender.ready().await.is_ok()
         {
-            let idempotent = request.method().is_idempotent();
+            let method = request.method().clone();
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     held.put(sender);
@@ -137,7 +146,13 @@ impl Upstream {
                 }
                 Err(mut error) => match error.take_message() {
                     Some(unsent) => request = unsent,
-                    None if idempotent && error.error().is_incomplete_message() => {
+                    None if error.error().is_incomplete_message() => {
+                        if !method.is_idempotent() {
+                            return Err(UpstreamError::NotResent {
+                                method,
+                                source: error.into_error(),
+                            });
+                        }
                         request = build();
                     }
                     None => return Err(error.into_error().into()),

@@ -934,6 +934,131 @@ async fn a_request_on_a_connection_the_upstream_just_closed_goes_on_a_new_one() 
     upstream.join().unwrap();
 }
 
+/// A raw upstream that answers its first connection's first request, reads
+/// that connection's second request whole and then closes without a word
+/// (as an upstream that crashed while handling it), and answers every
+/// request on later connections. Returns its port and, in order, the
+/// "<connection> <method> <path>" of every request it read.
+fn answer_then_hang_up_upstream() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for connection in 1.. {
+            let Ok((mut stream, _)) = listener.accept() else {
+                return;
+            };
+            let mut pending = Vec::new();
+            for request in 1.. {
+                // One request: its head, then content-length bytes of body.
+                let head_end = loop {
+                    if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break end + 4;
+                    }
+                    let mut buffer = [0u8; 4096];
+                    match stream.read(&mut buffer) {
+                        Ok(0) | Err(_) => break 0,
+                        Ok(read) => pending.extend_from_slice(&buffer[..read]),
+                    }
+                };
+                if head_end == 0 {
+                    break;
+                }
+                let head = String::from_utf8_lossy(&pending[..head_end]).to_ascii_lowercase();
+                let body_len: usize = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .map_or(0, |value| value.trim().parse().unwrap());
+                while pending.len() < head_end + body_len {
+                    let mut buffer = [0u8; 4096];
+                    let read = stream.read(&mut buffer).unwrap();
+                    assert!(read > 0, "request body cut short");
+                    pending.extend_from_slice(&buffer[..read]);
+                }
+                pending.drain(..head_end + body_len);
+                let mut words = head.split_whitespace();
+                let (method, path) = (words.next().unwrap(), words.next().unwrap());
+                log.lock()
+                    .unwrap()
+                    .push(format!("{connection} {} {path}", method.to_uppercase()));
+                if connection == 1 && request == 2 {
+                    break; // hang up: the request was read, never answered
+                }
+                let body = format!("connection {connection}");
+                write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+            }
+        }
+    });
+    (port, seen)
+}
+
+/// An upstream that read a request and closed without answering it may
+/// have acted on it. ouli sends an idempotent request (GET) again on a new
+/// connection, and the client gets its answer; a POST it never sends twice:
+/// the client gets a 502 that says the upstream closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_upstream_hung_up_on_is_sent_again_only_if_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let (port, seen) = answer_then_hang_up_upstream();
+    let server = start_mode("passthrough", dir.path(), port, &[]);
+    let (mut client, _open) = one_connection(&server.addr).await;
+    assert_eq!(
+        get_ok(&mut client, &server.addr, "/first").await,
+        "connection 1"
+    );
+    assert_eq!(
+        get_ok(&mut client, &server.addr, "/read").await,
+        "connection 2"
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["1 GET /first", "1 GET /read", "2 GET /read"]
+    );
+    assert!(server.stop().success());
+
+    let (port, seen) = answer_then_hang_up_upstream();
+    let server = start_mode("passthrough", dir.path(), port, &[]);
+    let (mut client, _open) = one_connection(&server.addr).await;
+    assert_eq!(
+        get_ok(&mut client, &server.addr, "/first").await,
+        "connection 1"
+    );
+    client.ready().await.unwrap();
+    let post = http::Request::post("/pay")
+        .header(http::header::HOST, &server.addr)
+        .body(Full::new(Bytes::from_static(b"{\"amount\": 100}")))
+        .unwrap();
+    let response = client.send_request(post).await.unwrap();
+    let status = response.status();
+    let error = response.headers().get("x-ouli-error").cloned();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(error.unwrap(), "upstream-unreachable");
+    assert!(
+        body.contains("/pay: no answer, and a POST is not sent twice"),
+        "{body}"
+    );
+    // The server keeps serving, on a new upstream connection.
+    assert_eq!(
+        get_ok(&mut client, &server.addr, "/after").await,
+        "connection 2"
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["1 GET /first", "1 POST /pay", "2 GET /after"]
+    );
+    assert!(server.stop().success());
+}
+
 /// An IPv6 literal target is bracketed in the `Host` header sent upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ipv6_upstream_gets_a_bracketed_host_header() {
