@@ -999,6 +999,26 @@ fn answer_then_hang_up_upstream() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<S
     (port, seen)
 }
 
+/// A passthrough server in front of `answer_then_hang_up_upstream`, one
+/// client connection to it, and that connection's first request answered
+/// (so that its next one goes on the connection the upstream hangs up).
+async fn passthrough_to_a_hang_up_upstream(
+    dir: &Path,
+) -> (
+    Server,
+    hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    let (port, seen) = answer_then_hang_up_upstream();
+    let server = start_mode("passthrough", dir, port, &[]);
+    let (mut client, _open) = one_connection(&server.addr).await;
+    assert_eq!(
+        get_ok(&mut client, &server.addr, "/first").await,
+        "connection 1"
+    );
+    (server, client, seen)
+}
+
 /// An upstream that read a request and closed without answering it may
 /// have acted on it. ouli sends an idempotent request (GET) again on a new
 /// connection, and the client gets its answer; a POST it never sends twice:
@@ -1007,13 +1027,7 @@ fn answer_then_hang_up_upstream() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<S
 async fn a_request_the_upstream_hung_up_on_is_sent_again_only_if_idempotent() {
     let dir = tempfile::tempdir().unwrap();
 
-    let (port, seen) = answer_then_hang_up_upstream();
-    let server = start_mode("passthrough", dir.path(), port, &[]);
-    let (mut client, _open) = one_connection(&server.addr).await;
-    assert_eq!(
-        get_ok(&mut client, &server.addr, "/first").await,
-        "connection 1"
-    );
+    let (server, mut client, seen) = passthrough_to_a_hang_up_upstream(dir.path()).await;
     assert_eq!(
         get_ok(&mut client, &server.addr, "/read").await,
         "connection 2"
@@ -1024,13 +1038,7 @@ async fn a_request_the_upstream_hung_up_on_is_sent_again_only_if_idempotent() {
     );
     assert!(server.stop().success());
 
-    let (port, seen) = answer_then_hang_up_upstream();
-    let server = start_mode("passthrough", dir.path(), port, &[]);
-    let (mut client, _open) = one_connection(&server.addr).await;
-    assert_eq!(
-        get_ok(&mut client, &server.addr, "/first").await,
-        "connection 1"
-    );
+    let (server, mut client, seen) = passthrough_to_a_hang_up_upstream(dir.path()).await;
     client.ready().await.unwrap();
     let post = http::Request::post("/pay")
         .header(http::header::HOST, &server.addr)
