@@ -364,25 +364,21 @@ impl Server {
             },
             &mut canonical,
         );
-        let step = if self.options.mode == Mode::Record {
+        // The chain lock is held from peek to commit (so that concurrent
+        // identical requests take successive positions) and never across an
+        // await.
+        let (step, hit, exhausted, recording) = {
             let mut chain = state.chain.lock().unwrap_or_else(|p| p.into_inner());
             if parts.headers.contains_key(CHAIN_RESET_HEADER) {
                 chain.reset();
             }
             let step = chain.peek(&canonical);
-            chain.commit(&step);
-            step
-        } else {
-            let record_missing = self.options.mode == Mode::RecordMissing;
-            // The chain lock is held from peek to commit (so that concurrent
-            // identical requests take successive positions) and never across an
-            // await.
-            let (step, hit, exhausted, recording) = {
-                let mut chain = state.chain.lock().unwrap_or_else(|p| p.into_inner());
-                if parts.headers.contains_key(CHAIN_RESET_HEADER) {
-                    chain.reset();
-                }
-                let step = chain.peek(&canonical);
+            if self.options.mode == Mode::Record {
+                // Record answers nothing from the recording.
+                chain.commit(&step);
+                (step, None, false, None)
+            } else {
+                let record_missing = self.options.mode == Mode::RecordMissing;
                 let mut recording = state.recording();
                 if record_missing && recording.is_none_or(|r| r.lookup(&step.fingerprint).is_none())
                 {
@@ -401,25 +397,22 @@ impl Server {
                 let exhausted =
                     step.position > 0 && recording.is_some_and(|r| r.lookup(&step.link).is_some());
                 (step, hit, exhausted, recording)
-            };
-            if let (Some(location), Some(recording)) = (hit, recording) {
-                return self.serve_record(recording.read(location));
             }
-            if !record_missing {
-                if exhausted
-                    && self.options.config.on_chain_exhausted == ExhaustedPolicy::RepeatLast
-                {
-                    let recording = recording.expect("exhausted implies a recording");
-                    if let Some(location) = recording.lookup(&step.link) {
-                        return self.serve_record(recording.read(location));
-                    }
-                }
-                return self.miss(endpoint, &session, &state, &step, &canonical, exhausted);
-            }
-            // record-missing: not recorded yet, so record it now, as record
-            // mode would.
-            step
         };
+        if let (Some(location), Some(recording)) = (hit, recording) {
+            return self.serve_record(recording.read(location));
+        }
+        if self.options.mode == Mode::Replay {
+            if exhausted && self.options.config.on_chain_exhausted == ExhaustedPolicy::RepeatLast {
+                let recording = recording.expect("exhausted implies a recording");
+                if let Some(location) = recording.lookup(&step.link) {
+                    return self.serve_record(recording.read(location));
+                }
+            }
+            return self.miss(endpoint, &session, &state, &step, &canonical, exhausted);
+        }
+        // Record, and record-missing's misses (not recorded yet): upstream,
+        // and recorded.
         // Boxed, as above.
         Box::pin(self.proxy(
             endpoint,
