@@ -25,16 +25,15 @@ impl Server {
         identity: Option<(Vec<u8>, ChainStep)>,
     ) -> Response<ResponseBody> {
         let config = &self.options.config;
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(endpoint.upstream_scheme.clone());
         uri.authority = Some(endpoint.upstream_authority.clone());
-        uri.path_and_query = Some(
-            parts
-                .uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-        );
+        uri.path_and_query = Some(path_and_query.clone());
         let uri = match http::Uri::from_parts(uri) {
             Ok(uri) => uri,
             Err(error) => {
@@ -52,11 +51,7 @@ impl Server {
             let mut request = Request::new(Full::new(body.clone()));
             *request.method_mut() = parts.method.clone();
             // Origin-form on the wire; the scheme and authority pick the connection.
-            *request.uri_mut() = http::Uri::from(
-                uri.path_and_query()
-                    .cloned()
-                    .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-            );
+            *request.uri_mut() = http::Uri::from(path_and_query.clone());
             let headers = request.headers_mut();
             for (name, value) in &parts.headers {
                 if name != http::header::HOST && !hop_by_hop.contains(name) {
@@ -106,18 +101,16 @@ impl Server {
             }
         };
         let (mut client_parts, upstream_body) = response.into_parts();
-        let Some((writer, (canonical, step))) = recording else {
-            for name in hop_by_hop_headers(&client_parts.headers) {
-                client_parts.headers.remove(name);
-            }
-            let body = upstream_body.map_err(BoxError::from).boxed_unsync();
-            return Response::from_parts(client_parts, body);
-        };
-        // The recording keeps the upstream's head as it came.
-        let response_parts = client_parts.clone();
+        // The recording keeps the upstream's head as it came (passthrough
+        // copies nothing).
+        let recording = recording.map(|recording| (recording, client_parts.clone()));
         for name in hop_by_hop_headers(&client_parts.headers) {
             client_parts.headers.remove(name);
         }
+        let Some(((writer, (canonical, step)), response_parts)) = recording else {
+            let body = upstream_body.map_err(BoxError::from).boxed_unsync();
+            return Response::from_parts(client_parts, body);
+        };
         let client_response = Response::from_parts(client_parts, ());
         let redactor = endpoint.redactor.clone();
         let endpoint_index = endpoint.index as u16;
@@ -200,7 +193,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// RFC 9110 §7.6.1: a message's connection-specific headers, and those its
 /// `Connection` header names, are not forwarded. Usually there are none, and
 /// then nothing is allocated; the `Connection` header is read once.
-pub(super) fn hop_by_hop_headers(headers: &HeaderMap) -> Vec<HeaderName> {
+fn hop_by_hop_headers(headers: &HeaderMap) -> Vec<HeaderName> {
     const HOP_BY_HOP: &[&str] = &[
         "connection",
         "keep-alive",
