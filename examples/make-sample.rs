@@ -6,7 +6,7 @@
 //! `curl http://127.0.0.1:8080/get`. So the sample needs no network to make.
 //!
 //! The responses are the shape httpbin.org answers (`/get` echoes the request,
-//! `/json` is its fixed slideshow document); `tests/cli.rs` starts the real
+//! `/json` is its fixed slideshow document); `tests/it/cli.rs` starts the real
 //! binary on the result and checks the replayed bytes.
 //!
 //! ```text

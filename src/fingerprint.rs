@@ -540,9 +540,9 @@ pub(crate) mod json {
 /// explicit stack, never recursion, so no document can exhaust the stack.
 ///
 /// It writes what the value tree of [`json`] wrote (parse, remove paths,
-/// write sorted), byte for byte: `tests/identity.rs` compares the two on
+/// write sorted), byte for byte: `tests/it/identity.rs` compares the two on
 /// generated documents (the tree's writer is kept in
-/// `tests/identity/reference.rs`).
+/// `tests/it/identity/reference.rs`).
 pub(crate) mod canonical_json {
     use std::cell::RefCell;
     use std::cmp::Ordering;

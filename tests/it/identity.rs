@@ -1311,7 +1311,7 @@ fn a_decompression_bomb_stops_at_the_limit() {
 
 // ------------------------------------- differential: the canonical form
 //
-// `tests/identity/reference.rs` is the canonicalizer as it was when the
+// `tests/it/identity/reference.rs` is the canonicalizer as it was when the
 // sample recordings were made (`ouli-canonical/1`). Whatever the library's
 // implementation becomes, its bytes must be these: recordings on disk are
 // found by the SHA-256 of the canonical form.

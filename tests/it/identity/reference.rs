@@ -1,6 +1,6 @@
 //! The canonical form as `src/fingerprint.rs` wrote it at commit 69d1af6
 //! (`ouli-canonical/1`), kept verbatim as the reference of the differential
-//! tests in `tests/identity.rs`: the library's canonicalizer may get faster,
+//! tests in `tests/it/identity.rs`: the library's canonicalizer may get faster,
 //! its bytes may not change (recordings are found by their SHA-256). At the
 //! end, the secret search of `src/redact.rs` at the same commit, for the same
 //! reason: what is redacted may not change.
