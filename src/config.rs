@@ -993,13 +993,7 @@ fn readable_file(check: &Checker<'_>, key: &str, file: &Path) -> Result<PathBuf,
 }
 
 /// Compiles a `response_header_replacements` pattern as test-server's Go
-/// `regexp` reads it: RE2 syntax, `\d`, `\w`, `\s` and `\b` ASCII-only.
-pub fn header_regex(pattern: &str) -> Result<regex_lite::Regex, regex_lite::Error> {
-    regex_lite::RegexBuilder::new(pattern)
-        .size_limit(HEADER_REGEX_BYTES_MAX)
-        .build()
+/// `regexp` reads it (`crate::go_regexp`).
+pub fn header_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    crate::go_regexp::compile(pattern)
 }
-
-/// Compiled size limit of one header replacement regex: a pattern meant for
-/// one header value never needs more.
-pub const HEADER_REGEX_BYTES_MAX: usize = 1 << 20;

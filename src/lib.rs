@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod fingerprint;
+pub mod go_regexp;
 pub mod interaction;
 pub mod profile;
 pub mod record;

@@ -163,7 +163,7 @@ pub struct Redactor {
     sensitive_json_keys: Vec<String>,
     /// Cheap pre-filter: `"key"` for every sensitive key, case-insensitive.
     sensitive_key_quoted: Option<AhoCorasick>,
-    header_replacements: Vec<(String, regex_lite::Regex, String)>,
+    header_replacements: Vec<(String, regex::Regex, String)>,
 }
 
 impl Redactor {

@@ -288,7 +288,9 @@ fn add_pem(roots: &mut rustls::RootCertStore, path: &Path) -> Result<(), Upstrea
     };
     let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
     let mut added = 0;
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    for cert in CertificateDer::pem_slice_iter(&pem) {
         let cert = cert.map_err(|e| err(e.to_string()))?;
         roots.add(cert).map_err(|e| err(e.to_string()))?;
         added += 1;

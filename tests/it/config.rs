@@ -295,6 +295,27 @@ endpoints:
     assert!(message.contains("(unclosed"), "{message}");
 }
 
+/// Go's `regexp` accepts Unicode classes; test-server configs that use them
+/// load, and `\\d` keeps Go's ASCII meaning.
+#[test]
+fn go_regexp_syntax_loads_with_gos_meaning() {
+    let text = "\
+endpoints:
+  - target_host: a.example
+    source_port: 18080
+    response_header_replacements:
+      - header: X-Name
+        regex: '^\\p{Greek}+-(\\d+)$'
+        replace: 'n-$1'
+";
+    let (config, _) = load_text("ouli.yaml", text).unwrap();
+    let replacement = &config.endpoints[0].response_header_replacements[0];
+    let regex = ouli::config::header_regex(&replacement.regex).unwrap();
+    assert_eq!(regex.replace("αβ-42", replacement.replace.as_str()), "n-42");
+    // Arabic-Indic digits are `\\d` to the regex crate, not to Go.
+    assert!(!regex.is_match("αβ-٤٢"));
+}
+
 #[test]
 fn sixty_five_endpoints_are_refused() {
     let mut text = String::from("endpoints:\n");
