@@ -61,6 +61,8 @@ pub struct Cli {
     /// Sample the CPU from start to shutdown and write the profile to FILE:
     /// a flamegraph when FILE ends in `.svg`, else pprof protobuf (read by
     /// `pprof` / `go tool pprof`). See rfcs/0003-performance.md.
+    /// (Built with `--features profiler` only.)
+    #[cfg(feature = "profiler")]
     #[arg(long, global = true, value_name = "FILE")]
     pub profile: Option<PathBuf>,
     #[command(subcommand)]

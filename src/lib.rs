@@ -22,6 +22,7 @@ pub mod decode;
 pub mod fingerprint;
 pub mod go_regexp;
 pub mod interaction;
+#[cfg(feature = "profiler")]
 pub mod profile;
 pub mod record;
 pub mod recording;

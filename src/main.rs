@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         eprintln!("ouli: {error:#}");
         return ExitCode::from(EXIT_USAGE);
     }
+    #[cfg(feature = "profiler")]
     let profile = cli.profile.clone();
     let (command, warnings) = match cli.validate() {
         Ok(validated) => validated,
@@ -30,6 +31,7 @@ fn main() -> ExitCode {
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
+    #[cfg(feature = "profiler")]
     let profiler = match profile.as_deref().map(ouli::profile::Profiler::start) {
         None => None,
         Some(Ok(profiler)) => Some(profiler),
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         }
     };
     let outcome = run(command);
+    #[cfg(feature = "profiler")]
     if let Some(profiler) = profiler {
         match profiler.finish() {
             Ok(path) => tracing::info!("CPU profile written to {}", path.display()),
