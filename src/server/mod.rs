@@ -440,7 +440,7 @@ fn header_map_needs_redaction(redactor: &Redactor, headers: &HeaderMap) -> bool 
     headers.iter().any(|(name, value)| {
         redactor.drops_request_header(name.as_str().as_bytes())
             || matches!(
-                redactor.redact_bytes(value.as_bytes()),
+                redactor.redact_header_value(value.as_bytes()),
                 std::borrow::Cow::Owned(_)
             )
     })

@@ -563,6 +563,9 @@ impl Converter {
                 )
             ));
         }
+        // As the proxy does: a dropped header's value is a secret of this
+        // interaction's response too.
+        let derived = endpoint.redactor.derived_secrets(&headers);
         endpoint.redactor.redact_header_map(&mut headers);
         let target = endpoint.redactor.redact_bytes(url.as_bytes()).into_owned();
         let body = endpoint.redactor.redact_body(&body).into_owned();
@@ -591,7 +594,12 @@ impl Converter {
                 .collect(),
             body: Bytes::from(body),
         };
-        let response = convert_response(place, response, url.contains("alt=sse"), problems)?;
+        let mut response = convert_response(place, response, url.contains("alt=sse"), problems)?;
+        // Everything imported is redacted, the response as the request.
+        endpoint
+            .redactor
+            .with_extra_secrets(&derived)
+            .redact_response_content(&mut response);
         Ok(Pending {
             endpoint: endpoint_index,
             canonical,
@@ -604,8 +612,9 @@ impl Converter {
     /// A `<name>.websocket.log`: one WebSocket conversation on endpoint 0
     /// (test-server logs no URL, so no endpoint either).
     fn convert_websocket(&self, bytes: &[u8]) -> Result<Pending, String> {
-        let frames = websocket::parse(bytes).map_err(|e| e.to_string())?;
+        let mut frames = websocket::parse(bytes).map_err(|e| e.to_string())?;
         let endpoint = &self.endpoints[0];
+        endpoint.redactor.redact_ws_frames(&mut frames);
         let mut headers = http::HeaderMap::new();
         headers.insert(
             http::header::UPGRADE,
