@@ -161,6 +161,9 @@ pub struct Redactor {
     secret_list: Vec<Vec<u8>>,
     /// All secrets and their encoded forms. `None` when there are none.
     secrets: Option<SecretSearch>,
+    /// The secrets alone, for decoded text (where an encoded form is not
+    /// the secret: `%2B` decodes to `+`, which is not a secret ` `).
+    plain_secrets: Option<SecretSearch>,
     /// Some secret holds a space: a `+` in a query or form is then decoded
     /// as one too before searching.
     secret_has_space: bool,
@@ -180,6 +183,7 @@ impl Redactor {
             .cloned()
             .collect();
         let secrets = compile_secrets(&secret_list);
+        let plain_secrets = (!secret_list.is_empty()).then(|| SecretSearch::new(&secret_list));
         let sensitive_json_keys: Vec<String> = rules
             .sensitive_json_keys
             .iter()
@@ -224,6 +228,7 @@ impl Redactor {
             secret_has_space: secret_list.iter().any(|s| s.contains(&b' ')),
             secret_list,
             secrets,
+            plain_secrets,
             sensitive_json_keys,
             sensitive_key_quoted,
             header_replacements,
@@ -256,6 +261,7 @@ impl Redactor {
         redactor.secret_list.extend(fresh.into_iter().cloned());
         redactor.secret_has_space = redactor.secret_list.iter().any(|s| s.contains(&b' '));
         redactor.secrets = compile_secrets(&redactor.secret_list);
+        redactor.plain_secrets = Some(SecretSearch::new(&redactor.secret_list));
         redactor
     }
 
@@ -303,7 +309,7 @@ impl Redactor {
     /// Redaction). A text without `%`, `\` (or `+`, when a secret holds a
     /// space) is searched once, as it is, and nothing is decoded.
     fn secret_ranges(&self, bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
-        let Some(search) = &self.secrets else {
+        let (Some(search), Some(plain)) = (&self.secrets, &self.plain_secrets) else {
             return Vec::new();
         };
         let mut ranges = search.ranges(bytes);
@@ -315,7 +321,7 @@ impl Redactor {
         }
         let before = ranges.len();
         let mut add = |decoded: Decoded| {
-            for found in search.ranges(&decoded.bytes) {
+            for found in plain.ranges(&decoded.bytes) {
                 ranges.push(decoded.raw_range(found));
             }
         };

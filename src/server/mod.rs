@@ -237,6 +237,7 @@ impl Server {
                 options.recording_dir.clone(),
                 config.durability,
                 options.mode == Mode::RecordMissing,
+                &env_secrets,
             ))
         });
         Ok(Server {

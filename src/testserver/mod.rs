@@ -33,6 +33,7 @@ use crate::config::{Config, Scheme};
 use crate::fingerprint::{Matcher, RequestParts, Target};
 use crate::interaction::{BodyChunk, Exchange, Interaction, RecordedRequest, RecordedResponse};
 use crate::recording::{Recording, RecordingError, RecordingWriter, encode_recording};
+use crate::recording::secret_scan::SecretScan;
 use crate::redact::{RedactionRules, Redactor};
 use crate::session_name::{DEFAULT_SESSION, SessionName};
 use bytes::Bytes;
@@ -152,6 +153,7 @@ pub fn import_dir(
     config: &Config,
 ) -> Result<ImportReport, TestServerError> {
     let converter = Converter::new(config)?;
+    let scan = SecretScan::new(&converter.secrets);
     let mut groups: BTreeMap<String, Sources> = BTreeMap::new();
     let mut report = ImportReport::default();
     collect_sources(src, src, dst, &mut groups, &mut report)?;
@@ -220,7 +222,8 @@ pub fn import_dir(
         for interaction in &interactions {
             writer.append(interaction)?;
         }
-        writer.finish()?;
+        // Scanned before it is put in place, as a recorded one is.
+        writer.finish_checked(scan.as_ref())?;
         report.converted.extend(converted_files);
     }
     Ok(report)
@@ -381,6 +384,8 @@ struct EndpointRules {
 /// Converts test-server files with one config's identity rules.
 struct Converter {
     endpoints: Vec<EndpointRules>,
+    /// The configured secrets (the post-write scan looks for them).
+    secrets: Vec<Vec<u8>>,
     chain: ChainMode,
 }
 
@@ -432,6 +437,7 @@ impl Converter {
         }
         Ok(Converter {
             endpoints,
+            secrets,
             chain: config.chain,
         })
     }
