@@ -270,7 +270,9 @@ impl Redactor {
     /// credential in its answer must not write it to the disk. For each
     /// value: the value, its credential after an auth scheme (`Bearer x`:
     /// `x`), and for `Basic` the decoded `user:password` and the password;
-    /// those shorter than [`DERIVED_SECRET_LEN_MIN`] are left out.
+    /// those shorter than [`DERIVED_SECRET_LEN_MIN`] are left out. A `Basic`
+    /// credential in any other header that holds a configured secret is one
+    /// too, as sent (value and base64 text).
     pub fn derived_secrets(&self, headers: &http::HeaderMap) -> Vec<Vec<u8>> {
         let mut derived: Vec<Vec<u8>> = Vec::new();
         let mut add = |candidate: &[u8]| {
@@ -282,10 +284,19 @@ impl Redactor {
             }
         };
         for (name, value) in headers {
+            let value = value.as_bytes();
+            // A Basic credential found to hold a secret is replaced in the
+            // request; as sent, it is a secret of the answer too.
             if !self.drops_request_header(name.as_str().as_bytes()) {
+                if self.secrets.is_some()
+                    && let Some(decoded) = basic_credential(value)
+                    && !self.secret_ranges(&decoded).is_empty()
+                {
+                    add(value);
+                    add(&trim_ows(value)[6..]);
+                }
                 continue;
             }
-            let value = value.as_bytes();
             add(value);
             let Some(space) = memchr::memchr2(b' ', b'\t', trim_ows(value)) else {
                 continue;
@@ -1110,7 +1121,10 @@ mod decoded_form_tests {
             &*r.redact_bytes(br#"["\u0073\u0033cr3t-A\u0062C"]"#),
             br#"["REDACTED"]"#
         );
-        assert_eq!(&*r.redact_bytes(br#"{"a":"xb\"qx"}"#), br#"{"a":"xREDACTEDx"}"#);
+        assert_eq!(
+            &*r.redact_bytes(br#"{"a":"xb\"qx"}"#),
+            br#"{"a":"xREDACTEDx"}"#
+        );
         // A lone surrogate stays as written; nothing found, nothing changed.
         assert!(matches!(
             r.redact_bytes(br#"{"a":"\ud800 \n"}"#),

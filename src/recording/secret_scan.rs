@@ -70,11 +70,9 @@ impl std::fmt::Display for SecretHit {
             self.offset
         )?;
         match self.record {
-            Some((ordinal, offset)) => write!(
-                f,
-                " in record {ordinal} (offset {offset}), {}",
-                self.field
-            ),
+            Some((ordinal, offset)) => {
+                write!(f, " in record {ordinal} (offset {offset}), {}", self.field)
+            }
             None => write!(f, ", outside any record"),
         }
     }
@@ -193,7 +191,10 @@ impl Record {
         let interaction = format::decode(&record, &header, &layout)?;
         let mut named = vec![
             ("canonical".to_owned(), interaction.canonical.clone()),
-            ("request target".to_owned(), interaction.request.target.clone()),
+            (
+                "request target".to_owned(),
+                interaction.request.target.clone(),
+            ),
         ];
         for (i, (name, value)) in interaction.request.headers.iter().enumerate() {
             let label = header_label(scan, i, name);
