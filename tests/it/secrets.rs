@@ -488,7 +488,11 @@ async fn the_post_write_scan_refuses_a_recording_holding_the_secret_in_record_mo
     let (status, _) = request(&ouli.addr, "GET", "/blob", &[("Test-Name", "leaky")], "");
     assert_eq!(status, 200);
     let (exit, log) = ouli.stop();
-    assert!(!exit.success(), "a recording refused fails the run: {log}");
+    assert_eq!(
+        exit.code(),
+        Some(1),
+        "a recording refused fails the run: {log}"
+    );
     assert!(
         log.contains("secret #1 (base64)") && log.contains("in record 0"),
         "{log}"
@@ -526,7 +530,7 @@ async fn the_post_write_scan_refuses_a_recording_holding_the_secret_in_record_mi
     let (status, _) = request(&ouli.addr, "GET", "/new", &[("Test-Name", "injected")], "");
     assert_eq!(status, 200);
     let (exit, log) = ouli.stop();
-    assert!(!exit.success(), "{log}");
+    assert_eq!(exit.code(), Some(1), "{log}");
     assert!(
         log.contains("secret #1 (as is)") && log.contains("response header x-leak"),
         "{log}"
@@ -596,7 +600,7 @@ fn import_refuses_an_output_holding_the_secret() {
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert!(!output.status.success(), "{log}");
+    assert_eq!(output.status.code(), Some(1), "{log}");
     assert!(log.contains("secret #1 (base64)"), "{log}");
     assert_nowhere(&dst, &[], &log, &[BASE64_OF_SECRET]);
 }
