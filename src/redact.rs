@@ -324,12 +324,19 @@ impl Redactor {
             return Vec::new();
         };
         let mut ranges = search.ranges(bytes);
-        let percent = memchr::memchr(b'%', bytes).is_some();
-        let backslash = memchr::memchr(b'\\', bytes).is_some();
-        let plus = self.secret_has_space && memchr::memchr(b'+', bytes).is_some();
-        if !(percent || backslash || plus) {
+        // One pass tells most texts apart: nothing that decodes.
+        let first = if self.secret_has_space {
+            memchr::memchr3(b'%', b'\\', b'+', bytes)
+        } else {
+            memchr::memchr2(b'%', b'\\', bytes)
+        };
+        let Some(first) = first else {
             return ranges;
-        }
+        };
+        let rest = &bytes[first..];
+        let percent = memchr::memchr(b'%', rest).is_some();
+        let backslash = memchr::memchr(b'\\', rest).is_some();
+        let plus = self.secret_has_space && memchr::memchr(b'+', rest).is_some();
         let before = ranges.len();
         let mut add = |decoded: Decoded| {
             for found in plain.ranges(&decoded.bytes) {
