@@ -136,6 +136,10 @@ impl SecretScan {
             });
         }
         for record in &records {
+            // Most bodies are one chunk: only the others are decoded.
+            if record.chunk_count(bytes) < 2 {
+                continue;
+            }
             let Some(fields) = record.fields(bytes, self) else {
                 continue;
             };
@@ -183,9 +187,20 @@ struct Fields {
 }
 
 impl Record {
+    fn slice<'b>(&self, bytes: &'b [u8]) -> Option<&'b [u8]> {
+        let start = usize::try_from(self.offset).ok()?;
+        bytes.get(start..start.checked_add(usize::try_from(self.len).ok()?)?)
+    }
+
+    /// Response body chunks, read from the layout alone (no copy).
+    fn chunk_count(&self, bytes: &[u8]) -> u32 {
+        self.slice(bytes)
+            .and_then(|record| format::layout(record, self.kind))
+            .map_or(0, |layout| layout.chunk_count)
+    }
+
     fn fields(&self, bytes: &[u8], scan: &SecretScan) -> Option<Fields> {
-        let start = self.offset as usize;
-        let record = Bytes::copy_from_slice(bytes.get(start..start + self.len as usize)?);
+        let record = Bytes::copy_from_slice(self.slice(bytes)?);
         let (header, _) = format::record_at(&record, 0, record.len() as u64)?;
         let layout = format::layout(&record, self.kind)?;
         let interaction = format::decode(&record, &header, &layout)?;

@@ -337,8 +337,12 @@ impl RecordingWriter {
         let Some(scan) = scan else {
             return finish.complete(final_path);
         };
-        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        // Mapped, not read: a large recording is not held twice.
+        let bytes = File::open(&path)
+            .and_then(|file| super::mmap::map(&file))
+            .map_err(io(&path))?;
         let hits = scan.scan(&bytes);
+        drop(bytes);
         if hits.is_empty() {
             return finish.complete(final_path);
         }
