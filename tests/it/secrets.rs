@@ -321,6 +321,40 @@ async fn a_failing_upstream_is_reported_without_the_secret_in_its_url() {
     assert_nowhere(&dir.path().join("recordings"), &answers, &log, &[]);
 }
 
+/// An upstream that takes the request and never answers: the 504 and its
+/// log line name the upstream URL with the secret redacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_upstream_is_reported_without_the_secret_in_its_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            held.push(stream);
+        }
+    });
+    let yaml = format!(
+        "{}limits:\n  upstream_response_timeout_ms: 200\n",
+        config(port, "")
+    );
+    let ouli = Ouli::start("record", dir.path(), &yaml);
+    let (status, answer) = request(
+        &ouli.addr,
+        "GET",
+        "/x?k=s3cr3t%2DAbC",
+        &[("Test-Name", "slow")],
+        "",
+    );
+    assert_eq!(status, 504, "{answer}");
+    assert!(
+        answer.contains("upstream-timeout") && answer.contains("REDACTED"),
+        "{answer}"
+    );
+    let (_, log) = ouli.stop();
+    assert_nowhere(&dir.path().join("recordings"), &[&answer], &log, &[]);
+}
+
 /// `Authorization: Basic base64(alice:secret)`: stored as `Basic
 /// REDACTED`, its echo in the answer redacted too; replay matches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -560,6 +594,27 @@ fn the_post_write_scan_names_record_and_field() {
         files_under(dir.path()).is_empty(),
         "neither .partial nor .ouli is left"
     );
+
+    // Split across two chunks, it is not contiguous in the file: the body
+    // is read joined too.
+    let mut writer =
+        ouli::recording::RecordingWriter::create(&path, ouli::recording::Durability::None).unwrap();
+    let mut split = injected_interaction();
+    if let ouli::interaction::Exchange::Http(response) = &mut split.exchange {
+        response.headers.clear();
+        response.chunks = ["s3cr3", "t-AbC"]
+            .iter()
+            .enumerate()
+            .map(|(i, part)| ouli::interaction::BodyChunk {
+                offset_us: i as u64,
+                data: Bytes::from_static(part.as_bytes()),
+            })
+            .collect();
+    }
+    writer.append(&split).unwrap();
+    let error = writer.finish_checked(Some(&scan)).unwrap_err().to_string();
+    assert!(error.contains("response body (across chunks)"), "{error}");
+    assert!(files_under(dir.path()).is_empty());
 
     // Clean, the same writer completes.
     let mut writer =
