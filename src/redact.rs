@@ -346,11 +346,9 @@ impl Redactor {
         if percent {
             add(Decoded::percent(bytes, false));
         }
-        if percent || plus {
-            // `+` is a space in a query or form, itself in a path.
-            if self.secret_has_space {
-                add(Decoded::percent(bytes, true));
-            }
+        // `+` is a space in a query or form, itself in a path.
+        if self.secret_has_space && (percent || plus) {
+            add(Decoded::percent(bytes, true));
         }
         if backslash {
             add(Decoded::json(bytes));
