@@ -17,6 +17,7 @@
 //! arrive while one runs share the next (group commit, `SyncPoint`).
 
 use crate::interaction::{BodyChunk, Interaction};
+use crate::recording::secret_scan::SecretScan;
 use crate::recording::{Durability, RecordingError, RecordingWriter};
 use crate::session_name::SessionName;
 use dashmap::DashMap;
@@ -48,15 +49,25 @@ pub struct Recorder {
     /// when it is complete.
     extend_existing: bool,
     sessions: DashMap<SessionName, Arc<Mutex<SessionWriter>>>,
+    /// The post-write scan every recording passes before it is complete;
+    /// `None` when no secret is configured.
+    scan: Option<SecretScan>,
 }
 
 impl Recorder {
-    pub fn new(recording_dir: PathBuf, durability: Durability, extend_existing: bool) -> Recorder {
+    /// `secrets`: the configured ones, which the post-write scan looks for.
+    pub fn new(
+        recording_dir: PathBuf,
+        durability: Durability,
+        extend_existing: bool,
+        secrets: &[Vec<u8>],
+    ) -> Recorder {
         Recorder {
             recording_dir,
             durability,
             extend_existing,
             sessions: DashMap::new(),
+            scan: SecretScan::new(secrets),
         }
     }
 
@@ -119,7 +130,9 @@ impl Recorder {
         };
         let mut state = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match std::mem::replace(&mut *state, SessionWriter::Idle) {
-            SessionWriter::Open { writer, rename_to } => finish_writer(writer, rename_to).map(Some),
+            SessionWriter::Open { writer, rename_to } => {
+                finish_writer(writer, rename_to, self.scan.as_ref()).map(Some)
+            }
             SessionWriter::Idle | SessionWriter::Failed => Ok(None),
         }
     }
@@ -183,13 +196,15 @@ fn open_writer(
     Ok((RecordingWriter::create(path, durability)?, None))
 }
 
-/// Finishes a writer; an interrupted recording resumed by record-missing is
-/// then renamed into place.
+/// Finishes a writer, its bytes scanned for secrets first (a hit removes
+/// the file: it is never put in place); an interrupted recording resumed by
+/// record-missing is then renamed into place.
 fn finish_writer(
     writer: RecordingWriter,
     rename_to: Option<PathBuf>,
+    scan: Option<&SecretScan>,
 ) -> Result<PathBuf, RecordingError> {
-    let written = writer.finish()?;
+    let written = writer.finish_checked(scan)?;
     match rename_to {
         Some(target) => {
             std::fs::rename(&written, &target).map_err(|source| RecordingError::Io {

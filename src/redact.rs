@@ -123,7 +123,7 @@ pub fn secrets_from<'a>(
 /// byte outside RFC 3986 unreserved as `%XX`, in upper and in lower case
 /// hex, and a space as `+` (query and form encoding). Only the forms that
 /// differ from the secret are returned.
-fn percent_encoded_forms(secret: &[u8]) -> Vec<Vec<u8>> {
+pub(crate) fn percent_encoded_forms(secret: &[u8]) -> Vec<Vec<u8>> {
     let unreserved = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
     if secret.iter().all(|&b| unreserved(b)) {
         return Vec::new();
@@ -157,8 +157,16 @@ fn percent_encoded_forms(secret: &[u8]) -> Vec<Vec<u8>> {
 pub struct Redactor {
     /// Lower-case header names dropped from requests.
     drop_request_headers: Vec<String>,
+    /// The configured secrets as given (empty ones left out).
+    secret_list: Vec<Vec<u8>>,
     /// All secrets and their encoded forms. `None` when there are none.
     secrets: Option<SecretSearch>,
+    /// The secrets alone, for decoded text (where an encoded form is not
+    /// the secret: `%2B` decodes to `+`, which is not a secret ` `).
+    plain_secrets: Option<SecretSearch>,
+    /// Some secret holds a space: a `+` in a query or form is then decoded
+    /// as one too before searching.
+    secret_has_space: bool,
     /// Lower-case sensitive JSON keys.
     sensitive_json_keys: Vec<String>,
     /// Cheap pre-filter: `"key"` for every sensitive key, case-insensitive.
@@ -168,12 +176,14 @@ pub struct Redactor {
 
 impl Redactor {
     pub fn new(rules: &RedactionRules) -> Result<Redactor, RedactError> {
-        let mut secrets: Vec<Vec<u8>> = Vec::with_capacity(rules.secrets.len());
-        for secret in rules.secrets.iter().filter(|s| !s.is_empty()) {
-            secrets.push(secret.clone());
-            secrets.extend(percent_encoded_forms(secret));
-        }
-        let secrets = (!secrets.is_empty()).then(|| SecretSearch::new(&secrets));
+        let secret_list: Vec<Vec<u8>> = rules
+            .secrets
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect();
+        let secrets = compile_secrets(&secret_list);
+        let plain_secrets = (!secret_list.is_empty()).then(|| SecretSearch::new(&secret_list));
         let sensitive_json_keys: Vec<String> = rules
             .sensitive_json_keys
             .iter()
@@ -215,7 +225,10 @@ impl Redactor {
                 .iter()
                 .map(|h| h.trim().to_ascii_lowercase())
                 .collect(),
+            secret_has_space: secret_list.iter().any(|s| s.contains(&b' ')),
+            secret_list,
             secrets,
+            plain_secrets,
             sensitive_json_keys,
             sensitive_key_quoted,
             header_replacements,
@@ -229,13 +242,148 @@ impl Redactor {
             .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
     }
 
-    /// The byte ranges covered by secrets, overlapping and touching matches
-    /// merged, in order.
-    fn secret_ranges(&self, bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
-        match &self.secrets {
-            Some(search) => search.ranges(bytes),
-            None => Vec::new(),
+    /// The configured secrets (not their encoded forms).
+    pub fn secrets(&self) -> &[Vec<u8>] {
+        &self.secret_list
+    }
+
+    /// These rules with `extra` secrets added (those of one interaction:
+    /// [`Self::derived_secrets`]); a clone of these when there are none.
+    pub fn with_extra_secrets(&self, extra: &[Vec<u8>]) -> Redactor {
+        let mut redactor = self.clone();
+        let fresh: Vec<&Vec<u8>> = extra
+            .iter()
+            .filter(|s| !s.is_empty() && !self.secret_list.contains(s))
+            .collect();
+        if fresh.is_empty() {
+            return redactor;
         }
+        redactor.secret_list.extend(fresh.into_iter().cloned());
+        redactor.secret_has_space = redactor.secret_list.iter().any(|s| s.contains(&b' '));
+        redactor.secrets = compile_secrets(&redactor.secret_list);
+        redactor.plain_secrets = Some(SecretSearch::new(&redactor.secret_list));
+        redactor
+    }
+
+    /// The values of the request headers this redactor drops, as secrets
+    /// for the rest of their interaction: an upstream that echoes a
+    /// credential in its answer must not write it to the disk. For each
+    /// value: the value, its credential after an auth scheme (`Bearer x`:
+    /// `x`), and for `Basic` the decoded `user:password` and the password;
+    /// those shorter than [`DERIVED_SECRET_LEN_MIN`] are left out. A `Basic`
+    /// credential in any other header that holds a configured secret is one
+    /// too, as sent (value and base64 text).
+    pub fn derived_secrets(&self, headers: &http::HeaderMap) -> Vec<Vec<u8>> {
+        let mut derived: Vec<Vec<u8>> = Vec::new();
+        let mut add = |candidate: &[u8]| {
+            let candidate = trim_ows(candidate);
+            if candidate.len() >= DERIVED_SECRET_LEN_MIN
+                && !derived.iter().any(|d| d.as_slice() == candidate)
+            {
+                derived.push(candidate.to_vec());
+            }
+        };
+        for (name, value) in headers {
+            let value = value.as_bytes();
+            // A Basic credential found to hold a secret is replaced in the
+            // request; as sent, it is a secret of the answer too.
+            if !self.drops_request_header(name.as_str().as_bytes()) {
+                if self.secrets.is_some()
+                    && let Some(decoded) = basic_credential(value)
+                    && !self.secret_ranges(&decoded).is_empty()
+                {
+                    add(value);
+                    add(&trim_ows(value)[6..]);
+                }
+                continue;
+            }
+            add(value);
+            let Some(space) = memchr::memchr2(b' ', b'\t', trim_ows(value)) else {
+                continue;
+            };
+            let credential = &trim_ows(value)[space + 1..];
+            add(credential);
+            if let Some(decoded) = basic_credential(value) {
+                add(&decoded);
+                if let Some(colon) = memchr::memchr(b':', &decoded) {
+                    add(&decoded[colon + 1..]);
+                }
+            }
+        }
+        derived
+    }
+
+    /// The byte ranges covered by secrets, overlapping and touching matches
+    /// merged, in order: a secret found as it is, or in the text
+    /// percent-decoded (a URL, a form) or JSON-unescaped (a JSON string),
+    /// which is how the canonical form reads those parts (rfcs/0002,
+    /// Redaction). A text without `%`, `\` (or `+`, when a secret holds a
+    /// space) is searched once, as it is, and nothing is decoded.
+    fn secret_ranges(&self, bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
+        let (Some(search), Some(plain)) = (&self.secrets, &self.plain_secrets) else {
+            return Vec::new();
+        };
+        let mut ranges = search.ranges(bytes);
+        // One pass tells most texts apart: nothing that decodes.
+        let first = if self.secret_has_space {
+            memchr::memchr3(b'%', b'\\', b'+', bytes)
+        } else {
+            memchr::memchr2(b'%', b'\\', bytes)
+        };
+        let Some(first) = first else {
+            return ranges;
+        };
+        let rest = &bytes[first..];
+        let percent = memchr::memchr(b'%', rest).is_some();
+        let backslash = memchr::memchr(b'\\', rest).is_some();
+        let plus = self.secret_has_space && memchr::memchr(b'+', rest).is_some();
+        let before = ranges.len();
+        let mut add = |decoded: Decoded| {
+            for found in plain.ranges(&decoded.bytes) {
+                ranges.push(decoded.raw_range(found));
+            }
+        };
+        if percent {
+            add(Decoded::percent(bytes, false));
+        }
+        // `+` is a space in a query or form, itself in a path.
+        if self.secret_has_space && (percent || plus) {
+            add(Decoded::percent(bytes, true));
+        }
+        if backslash {
+            add(Decoded::json(bytes));
+        }
+        if ranges.len() > before {
+            ranges = merge_ranges(ranges);
+        }
+        ranges
+    }
+
+    /// Replaces every secret in `text` (UTF-8 in, UTF-8 out): for messages
+    /// ouli writes itself (answers, logs).
+    pub fn redact_str<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        match self.redact_bytes(text.as_bytes()) {
+            Cow::Borrowed(_) => Cow::Borrowed(text),
+            Cow::Owned(bytes) => Cow::Owned(String::from_utf8_lossy(&bytes).into_owned()),
+        }
+    }
+
+    /// A header value: a `Basic` credential whose decoded `user:password`
+    /// holds a secret is replaced whole (its base64 text cannot be searched
+    /// for: it depends on the user name); anything else as [`Self::redact_bytes`].
+    pub fn redact_header_value<'a>(&self, value: &'a [u8]) -> Cow<'a, [u8]> {
+        if self.secrets.is_some()
+            && let Some(decoded) = basic_credential(value)
+            && !self.secret_ranges(&decoded).is_empty()
+        {
+            let scheme_len = value.len() - trim_ows(value).len()
+                + memchr::memchr2(b' ', b'\t', trim_ows(value)).unwrap_or(0);
+            let mut out = value[..scheme_len].to_vec();
+            out.push(b' ');
+            out.extend_from_slice(REDACTED);
+            return Cow::Owned(out);
+        }
+        self.redact_bytes(value)
     }
 
     /// Replaces every secret in `bytes`; borrows when there is none.
@@ -328,14 +476,14 @@ impl Redactor {
         let mut replaced: Vec<(http::HeaderName, http::HeaderValue)> = Vec::new();
         let mut touched: Vec<http::HeaderName> = Vec::new();
         for (name, value) in headers.iter() {
-            let redacted = self.redact_bytes(value.as_bytes());
+            let redacted = self.redact_header_value(value.as_bytes());
             if matches!(redacted, Cow::Owned(_)) && !touched.contains(name) {
                 touched.push(name.clone());
             }
         }
         for name in touched {
             for value in headers.get_all(&name) {
-                let redacted = self.redact_bytes(value.as_bytes());
+                let redacted = self.redact_header_value(value.as_bytes());
                 let value = http::HeaderValue::from_bytes(&redacted)
                     .expect("REDACTED keeps a valid header value valid");
                 replaced.push((name.clone(), value));
@@ -357,7 +505,7 @@ impl Redactor {
             .headers
             .retain(|(name, _)| !self.drops_request_header(name));
         for (_, value) in request.headers.iter_mut() {
-            if let Cow::Owned(v) = self.redact_bytes(value) {
+            if let Cow::Owned(v) = self.redact_header_value(value) {
                 *value = Bytes::from(v);
             }
         }
@@ -381,7 +529,15 @@ impl Redactor {
                     *value = Bytes::from(v);
                 }
             }
-            if let Cow::Owned(v) = self.redact_bytes(value) {
+        }
+        self.redact_response_content(response);
+    }
+
+    /// [`Self::redact_response`] without the header replacements: for a
+    /// response recorded by test-server, which applied them already.
+    pub fn redact_response_content(&self, response: &mut RecordedResponse) {
+        for (_, value) in response.headers.iter_mut() {
+            if let Cow::Owned(v) = self.redact_header_value(value) {
                 *value = Bytes::from(v);
             }
         }
@@ -584,6 +740,242 @@ impl SecretSearch {
     }
 }
 
+/// Shortest value of a dropped header (or credential in it) that is
+/// searched for as a secret in the rest of its interaction: a short value
+/// (`X-Debug: 1`) would turn every `1` in the answer into `REDACTED`. Eight
+/// bytes is shorter than any token, key or password worth the name.
+pub const DERIVED_SECRET_LEN_MIN: usize = 8;
+
+/// The secrets and the encoded forms of them that can be searched for as
+/// literals: as they are, and percent-encoded (upper and lower case hex).
+fn compile_secrets(secrets: &[Vec<u8>]) -> Option<SecretSearch> {
+    let mut forms: Vec<Vec<u8>> = Vec::with_capacity(secrets.len());
+    for secret in secrets {
+        forms.push(secret.clone());
+        forms.extend(percent_encoded_forms(secret));
+    }
+    (!forms.is_empty()).then(|| SecretSearch::new(&forms))
+}
+
+/// Sorted, overlapping and touching ranges merged.
+fn merge_ranges(mut ranges: Vec<std::ops::Range<usize>>) -> Vec<std::ops::Range<usize>> {
+    ranges.sort_by_key(|r| (r.start, r.end));
+    let mut merged: Vec<std::ops::Range<usize>> = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        match merged.last_mut() {
+            Some(last) if last.end >= range.start => last.end = last.end.max(range.end),
+            _ => merged.push(range),
+        }
+    }
+    merged
+}
+
+fn trim_ows(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t'))
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !matches!(b, b' ' | b'\t'))
+        .map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+/// The decoded `user:password` of a `Basic` credential (RFC 7617); `None`
+/// for any other value, or base64 that does not decode.
+fn basic_credential(value: &[u8]) -> Option<Vec<u8>> {
+    let value = trim_ows(value);
+    let scheme = value.get(..6)?;
+    if !scheme[..5].eq_ignore_ascii_case(b"basic") || !matches!(scheme[5], b' ' | b'\t') {
+        return None;
+    }
+    base64_decode(trim_ows(&value[6..]))
+}
+
+/// Base64, standard or URL-safe alphabet, padding optional; `None` on any
+/// other byte.
+pub(crate) fn base64_decode(text: &[u8]) -> Option<Vec<u8>> {
+    let text = match memchr::memchr(b'=', text) {
+        Some(at) if text[at..].iter().all(|&b| b == b'=') && text.len() - at <= 2 => &text[..at],
+        Some(_) => return None,
+        None => text,
+    };
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for &b in text {
+        let v = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        acc = acc << 6 | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// One escape in a text: `raw_len` bytes at `raw` that decode to
+/// `decoded_len` bytes at `decoded`.
+#[derive(Clone, Copy, Debug)]
+struct Escape {
+    decoded: usize,
+    decoded_len: usize,
+    raw: usize,
+    raw_len: usize,
+}
+
+/// A text decoded, and where each decoded byte came from: a secret found in
+/// the decoded text is replaced in the raw one, escapes and all. Only the
+/// escapes are listed (bytes between them map one to one), so a large text
+/// with few escapes costs one copy.
+struct Decoded {
+    bytes: Vec<u8>,
+    escapes: Vec<Escape>,
+}
+
+impl Decoded {
+    /// Every `%XX` a byte; `+` a space when `plus_is_space` (query, form).
+    /// A `%` that starts no escape is itself.
+    fn percent(raw: &[u8], plus_is_space: bool) -> Decoded {
+        let mut decoded = Decoded {
+            bytes: Vec::with_capacity(raw.len()),
+            escapes: Vec::new(),
+        };
+        let mut at = 0;
+        while at < raw.len() {
+            let next = if plus_is_space {
+                memchr::memchr2(b'%', b'+', &raw[at..])
+            } else {
+                memchr::memchr(b'%', &raw[at..])
+            };
+            let Some(found) = next else {
+                decoded.bytes.extend_from_slice(&raw[at..]);
+                break;
+            };
+            decoded.bytes.extend_from_slice(&raw[at..at + found]);
+            at += found;
+            if raw[at] == b'+' {
+                decoded.push(b" ", at, 1);
+                at += 1;
+            } else if let Some(byte) = raw.get(at + 1..at + 3).and_then(hex_byte) {
+                decoded.push(&[byte], at, 3);
+                at += 3;
+            } else {
+                decoded.bytes.push(b'%');
+                at += 1;
+            }
+        }
+        decoded
+    }
+
+    /// JSON string escapes (RFC 8259 §7) decoded wherever they are, the
+    /// text around them as it is: `\uXXXX` to UTF-8 (a surrogate pair to
+    /// one character; a lone surrogate, or any other backslash, stays as
+    /// written, as the canonical form keeps a string it cannot decode).
+    fn json(raw: &[u8]) -> Decoded {
+        let mut decoded = Decoded {
+            bytes: Vec::with_capacity(raw.len()),
+            escapes: Vec::new(),
+        };
+        let mut at = 0;
+        while let Some(found) = memchr::memchr(b'\\', &raw[at..]) {
+            decoded.bytes.extend_from_slice(&raw[at..at + found]);
+            at += found;
+            let simple = match raw.get(at + 1) {
+                Some(b'"') => Some(b'"'),
+                Some(b'\\') => Some(b'\\'),
+                Some(b'/') => Some(b'/'),
+                Some(b'b') => Some(8),
+                Some(b'f') => Some(12),
+                Some(b'n') => Some(b'\n'),
+                Some(b'r') => Some(b'\r'),
+                Some(b't') => Some(b'\t'),
+                _ => None,
+            };
+            if let Some(byte) = simple {
+                decoded.push(&[byte], at, 2);
+                at += 2;
+                continue;
+            }
+            if let Some((c, len)) = json_unicode_escape(&raw[at..]) {
+                let mut utf8 = [0u8; 4];
+                decoded.push(c.encode_utf8(&mut utf8).as_bytes(), at, len);
+                at += len;
+                continue;
+            }
+            decoded.bytes.push(b'\\');
+            at += 1;
+        }
+        decoded.bytes.extend_from_slice(&raw[at..]);
+        decoded
+    }
+
+    fn push(&mut self, bytes: &[u8], raw: usize, raw_len: usize) {
+        self.escapes.push(Escape {
+            decoded: self.bytes.len(),
+            decoded_len: bytes.len(),
+            raw,
+            raw_len,
+        });
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    /// The raw bytes decoded byte `at` came from (one byte, or its escape).
+    fn raw_unit(&self, at: usize) -> std::ops::Range<usize> {
+        let i = self.escapes.partition_point(|e| e.decoded <= at);
+        let Some(e) = i.checked_sub(1).map(|i| self.escapes[i]) else {
+            return at..at + 1;
+        };
+        if at < e.decoded + e.decoded_len {
+            return e.raw..e.raw + e.raw_len;
+        }
+        let raw = e.raw + e.raw_len + (at - e.decoded - e.decoded_len);
+        raw..raw + 1
+    }
+
+    /// The raw bytes a decoded range (not empty) came from, whole escapes.
+    fn raw_range(&self, range: std::ops::Range<usize>) -> std::ops::Range<usize> {
+        self.raw_unit(range.start).start..self.raw_unit(range.end - 1).end
+    }
+}
+
+fn hex_byte(two: &[u8]) -> Option<u8> {
+    let digit = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    Some(digit(two[0])? << 4 | digit(two[1])?)
+}
+
+/// `\uXXXX` (or a `\uD8xx\uDCxx` pair) at the start of `text`: the
+/// character and the escape's length.
+fn json_unicode_escape(text: &[u8]) -> Option<(char, usize)> {
+    let unit = |at: usize| -> Option<u32> {
+        if text.get(at..at + 2)? != b"\\u" {
+            return None;
+        }
+        let hex = std::str::from_utf8(text.get(at + 2..at + 6)?).ok()?;
+        u32::from_str_radix(hex, 16).ok()
+    };
+    let first = unit(0)?;
+    match first {
+        0xD800..=0xDBFF => {
+            let second = unit(6).filter(|s| (0xDC00..=0xDFFF).contains(s))?;
+            let c = char::from_u32(0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00))?;
+            Some((c, 12))
+        }
+        0xDC00..=0xDFFF => None,
+        _ => Some((char::from_u32(first)?, 6)),
+    }
+}
+
 fn replace_ranges(bytes: &[u8], ranges: &[std::ops::Range<usize>]) -> Vec<u8> {
     let mut out = Vec::with_capacity(bytes.len());
     let mut at = 0;
@@ -674,5 +1066,124 @@ mod tests {
         assert_eq!(&request.body[..], br#"{"user":"u","PassWord":"REDACTED"}"#);
         assert_eq!(request.headers.len(), 1);
         assert_eq!(request.headers[0].1, request.body.len().to_string());
+    }
+}
+
+#[cfg(test)]
+mod decoded_form_tests {
+    use super::*;
+
+    fn redactor(secrets: &[&str]) -> Redactor {
+        Redactor::new(&RedactionRules {
+            drop_request_headers: vec!["authorization".into(), "x-api-key".into()],
+            secrets: secrets.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            sensitive_json_keys: vec![],
+            response_header_replacements: vec![],
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_secret_percent_encoded_any_way_is_redacted_whole() {
+        let r = redactor(&["s3cr3t-AbC"]);
+        for target in [
+            "/p?k=s3cr3t%2DAbC",
+            "/p?k=%73%33%63%72%33%74%2d%41%62%43",
+            "/p?k=%73%33%63%72%33%74%2D%41%62%43",
+            "/s3cr3t%2dAbC/x",
+        ] {
+            let redacted = r.redact_bytes(target.as_bytes());
+            assert!(
+                !redacted.windows(3).any(|w| w == b"AbC" || w == b"%41"),
+                "{target}: {}",
+                String::from_utf8_lossy(&redacted)
+            );
+            assert!(redacted.windows(8).any(|w| w == REDACTED), "{target}");
+        }
+        assert_eq!(
+            &*r.redact_bytes(b"/p?a=1&k=s3cr3t%2DAbC&b=2"),
+            b"/p?a=1&k=REDACTED&b=2"
+        );
+        // Nothing to find: borrowed, decoded or not.
+        assert!(matches!(r.redact_bytes(b"/p?k=a%2Db"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_secret_with_a_space_is_found_as_a_plus_in_a_query() {
+        let r = redactor(&["two words"]);
+        assert_eq!(&*r.redact_bytes(b"q=two+words&x=1"), b"q=REDACTED&x=1");
+        assert_eq!(&*r.redact_bytes(b"q=two%20wo%72ds"), b"q=REDACTED");
+    }
+
+    #[test]
+    fn a_secret_json_escaped_is_redacted_escapes_and_all() {
+        let r = redactor(&["s3cr3t-AbC", "b\"q"]);
+        assert_eq!(
+            &*r.redact_bytes(br#"{"k":"s3cr3t\u002dAbC","n":1}"#),
+            br#"{"k":"REDACTED","n":1}"#
+        );
+        assert_eq!(
+            &*r.redact_bytes(br#"["\u0073\u0033cr3t-A\u0062C"]"#),
+            br#"["REDACTED"]"#
+        );
+        assert_eq!(
+            &*r.redact_bytes(br#"{"a":"xb\"qx"}"#),
+            br#"{"a":"xREDACTEDx"}"#
+        );
+        // A lone surrogate stays as written; nothing found, nothing changed.
+        assert!(matches!(
+            r.redact_bytes(br#"{"a":"\ud800 \n"}"#),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn a_basic_credential_holding_a_secret_is_replaced_whole() {
+        let r = redactor(&["s3cr3t-AbC"]);
+        // base64("alice:s3cr3t-AbC")
+        let value = b"Basic YWxpY2U6czNjcjN0LUFiQw==";
+        assert_eq!(&*r.redact_header_value(value), b"Basic REDACTED");
+        // base64("s3cr3t-AbC:x"), unpadded
+        assert_eq!(
+            &*r.redact_header_value(b"basic czNjcjN0LUFiQzp4"),
+            b"basic REDACTED"
+        );
+        // base64("alice:other")
+        assert!(matches!(
+            r.redact_header_value(b"Basic YWxpY2U6b3RoZXI="),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn dropped_header_values_become_the_interactions_secrets() {
+        let r = redactor(&[]);
+        let mut headers = http::HeaderMap::new();
+        headers.insert("authorization", "Bearer tok-123456789".parse().unwrap());
+        headers.insert("x-api-key", "short".parse().unwrap());
+        headers.insert("accept", "application/json-everything".parse().unwrap());
+        let derived = r.derived_secrets(&headers);
+        assert_eq!(
+            derived,
+            vec![b"Bearer tok-123456789".to_vec(), b"tok-123456789".to_vec()]
+        );
+        let r = r.with_extra_secrets(&derived);
+        assert_eq!(
+            &*r.redact_bytes(b"{\"echo\":\"tok-123456789\"}"),
+            b"{\"echo\":\"REDACTED\"}"
+        );
+    }
+
+    #[test]
+    fn decoded_ranges_map_back_to_whole_escapes() {
+        let d = Decoded::percent(b"a%41b+c", true);
+        assert_eq!(d.bytes, b"aAb c");
+        assert_eq!(d.raw_range(1..2), 1..4);
+        assert_eq!(d.raw_range(0..5), 0..7);
+        assert_eq!(d.raw_range(3..4), 5..6);
+        let d = Decoded::json(br#"x\ud83d\ude00y"#);
+        assert_eq!(d.bytes, "x\u{1F600}y".as_bytes());
+        assert_eq!(d.raw_range(1..5), 1..13);
+        assert_eq!(d.raw_range(5..6), 13..14);
     }
 }

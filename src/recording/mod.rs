@@ -17,6 +17,7 @@
 mod format;
 mod mmap;
 mod reader;
+pub mod secret_scan;
 mod uring;
 mod writer;
 
@@ -58,6 +59,10 @@ pub enum RecordingError {
     RecordTooLarge { path: PathBuf, what: String },
     #[error("{path}: index is invalid: {what}")]
     BadIndex { path: PathBuf, what: String },
+    /// The post-write scan found a secret ([`secret_scan`]): the file was
+    /// removed, not completed.
+    #[error("{path}: a secret is in the written recording; it was removed, not completed: {hits}")]
+    SecretFound { path: PathBuf, hits: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

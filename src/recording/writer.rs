@@ -318,7 +318,49 @@ impl RecordingWriter {
 
     /// Writes the index, syncs per durability, and (for `create`) renames the
     /// partial file over the final path. Returns the final path.
-    pub fn finish(mut self) -> Result<PathBuf, RecordingError> {
+    pub fn finish(self) -> Result<PathBuf, RecordingError> {
+        self.finish_checked(None)
+    }
+
+    /// [`Self::finish`], with the file's bytes read back and scanned for
+    /// secrets before it is completed (renamed into place, or, appended in
+    /// place, reported complete). A hit removes the file (the `.partial`,
+    /// or the file appended to): a recording holding a secret is neither
+    /// completed nor left on the disk. The error names each hit.
+    pub fn finish_checked(
+        self,
+        scan: Option<&super::secret_scan::SecretScan>,
+    ) -> Result<PathBuf, RecordingError> {
+        let path = self.path.clone();
+        let final_path = self.final_path.clone();
+        let finish = self.finish_unchecked()?;
+        let Some(scan) = scan else {
+            return finish.complete(final_path);
+        };
+        // Mapped, not read: a large recording is not held twice.
+        let bytes = File::open(&path)
+            .and_then(|file| super::mmap::map(&file))
+            .map_err(io(&path))?;
+        let hits = scan.scan(&bytes);
+        drop(bytes);
+        if hits.is_empty() {
+            return finish.complete(final_path);
+        }
+        let hits: Vec<String> = hits.iter().map(ToString::to_string).collect();
+        tracing::error!(
+            "{}: secret in the written recording, removing it: {}",
+            path.display(),
+            hits.join("; ")
+        );
+        std::fs::remove_file(&path).map_err(io(&path))?;
+        Err(RecordingError::SecretFound {
+            path,
+            hits: hits.join("; "),
+        })
+    }
+
+    /// Index, footer and sync: all of finishing but putting the file in place.
+    fn finish_unchecked(mut self) -> Result<Finished, RecordingError> {
         let slot_count = format::slot_count_for(self.entries.len());
         let mut slots = vec![
             IndexSlot {
@@ -392,8 +434,26 @@ impl RecordingWriter {
         if self.durability != Durability::None {
             self.file.sync_all().map_err(io(&self.path))?;
         }
-        let Some(final_path) = self.final_path.take() else {
-            return Ok(self.path.clone());
+        Ok(Finished {
+            path: self.path.clone(),
+            durability: self.durability,
+        })
+    }
+}
+
+/// A recording whose index and footer are written and synced, not yet in
+/// place.
+struct Finished {
+    path: PathBuf,
+    durability: Durability,
+}
+
+impl Finished {
+    /// Renames it over `final_path` (a new recording), or leaves it where
+    /// it is (appended in place, `None`). Returns where it is.
+    fn complete(self, final_path: Option<PathBuf>) -> Result<PathBuf, RecordingError> {
+        let Some(final_path) = final_path else {
+            return Ok(self.path);
         };
         std::fs::rename(&self.path, &final_path).map_err(io(&final_path))?;
         if self.durability != Durability::None

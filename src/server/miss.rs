@@ -223,17 +223,19 @@ impl Server {
         } else {
             format!("session {session}: no recorded request matches")
         };
-        tracing::warn!(
+        // What a miss echoes was redacted before it was recorded or
+        // canonicalized; it goes through the redactor again all the same,
+        // as every message ouli writes does (a session name is the
+        // client's too).
+        let line = format!(
             "replay miss (endpoint {}): {message}; {} {}; closest: {}",
             endpoint.index,
             got.method,
             got.path,
             serde_json::to_string(&closest).unwrap_or_default()
         );
-        json_response(
-            StatusCode::NOT_FOUND,
-            kind,
-            serde_json::json!({
+        tracing::warn!("{}", endpoint.redactor.redact_str(&line));
+        let report = serde_json::json!({
                 "error": kind,
                 "fault": "recording",
                 "message": message,
@@ -246,8 +248,30 @@ impl Server {
                     "ouli record-missing{config_arg} --recording-dir {}",
                     self.options.recording_dir.display()
                 ),
-            }),
+        });
+        json_response(
+            StatusCode::NOT_FOUND,
+            kind,
+            redact_json(&endpoint.redactor, report),
         )
+    }
+}
+
+/// `value` with every secret replaced, in any string of it. Its JSON text is
+/// redacted (strings there are JSON-escaped, a form the redactor reads) and
+/// parsed back; should a secret span JSON syntax, so that the text no longer
+/// parses, only a note is left.
+fn redact_json(redactor: &crate::redact::Redactor, value: serde_json::Value) -> serde_json::Value {
+    let text = value.to_string();
+    match redactor.redact_str(&text) {
+        std::borrow::Cow::Borrowed(_) => value,
+        std::borrow::Cow::Owned(redacted) => serde_json::from_str(&redacted).unwrap_or_else(|_| {
+            serde_json::json!({
+                "error": value.get("error"),
+                "fault": value.get("fault"),
+                "message": "REDACTED (the report held a secret)",
+            })
+        }),
     }
 }
 

@@ -237,6 +237,7 @@ impl Server {
                 options.recording_dir.clone(),
                 config.durability,
                 options.mode == Mode::RecordMissing,
+                &env_secrets,
             ))
         });
         Ok(Server {
@@ -440,7 +441,7 @@ fn header_map_needs_redaction(redactor: &Redactor, headers: &HeaderMap) -> bool 
     headers.iter().any(|(name, value)| {
         redactor.drops_request_header(name.as_str().as_bytes())
             || matches!(
-                redactor.redact_bytes(value.as_bytes()),
+                redactor.redact_header_value(value.as_bytes()),
                 std::borrow::Cow::Owned(_)
             )
     })

@@ -80,7 +80,10 @@ impl Server {
         let response = match tokio::time::timeout(timeout, sent).await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
+                // The URI is the client's: it may carry a secret, as may
+                // the error's text.
                 let message = format!("upstream {uri}: {}", error_chain(&error));
+                let message = endpoint.redactor.redact_str(&message).into_owned();
                 tracing::warn!("{message}");
                 return error_response(
                     StatusCode::BAD_GATEWAY,
@@ -94,9 +97,12 @@ impl Server {
                     StatusCode::GATEWAY_TIMEOUT,
                     "upstream",
                     "upstream-timeout",
-                    format!(
-                        "upstream {uri}: no response head within {timeout:?} (limits.upstream_response_timeout_ms)"
-                    ),
+                    endpoint
+                        .redactor
+                        .redact_str(&format!(
+                            "upstream {uri}: no response head within {timeout:?} (limits.upstream_response_timeout_ms)"
+                        ))
+                        .into_owned(),
                 );
             }
         };
@@ -135,7 +141,16 @@ impl Server {
                 chunks,
                 original_encoding: encoding,
             };
-            redactor.redact_response(&mut recorded);
+            // A credential the request carried in a dropped header is a
+            // secret of this interaction: an upstream may echo it.
+            let derived = redactor.derived_secrets(&parts.headers);
+            if derived.is_empty() {
+                redactor.redact_response(&mut recorded);
+            } else {
+                redactor
+                    .with_extra_secrets(&derived)
+                    .redact_response(&mut recorded);
+            }
             writer.append(
                 &session,
                 &crate::interaction::Interaction {

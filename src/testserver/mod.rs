@@ -32,6 +32,7 @@ use crate::chain::{ChainMode, steps_for};
 use crate::config::{Config, Scheme};
 use crate::fingerprint::{Matcher, RequestParts, Target};
 use crate::interaction::{BodyChunk, Exchange, Interaction, RecordedRequest, RecordedResponse};
+use crate::recording::secret_scan::SecretScan;
 use crate::recording::{Recording, RecordingError, RecordingWriter, encode_recording};
 use crate::redact::{RedactionRules, Redactor};
 use crate::session_name::{DEFAULT_SESSION, SessionName};
@@ -152,6 +153,7 @@ pub fn import_dir(
     config: &Config,
 ) -> Result<ImportReport, TestServerError> {
     let converter = Converter::new(config)?;
+    let scan = SecretScan::new(&converter.secrets);
     let mut groups: BTreeMap<String, Sources> = BTreeMap::new();
     let mut report = ImportReport::default();
     collect_sources(src, src, dst, &mut groups, &mut report)?;
@@ -220,7 +222,8 @@ pub fn import_dir(
         for interaction in &interactions {
             writer.append(interaction)?;
         }
-        writer.finish()?;
+        // Scanned before it is put in place, as a recorded one is.
+        writer.finish_checked(scan.as_ref())?;
         report.converted.extend(converted_files);
     }
     Ok(report)
@@ -381,6 +384,8 @@ struct EndpointRules {
 /// Converts test-server files with one config's identity rules.
 struct Converter {
     endpoints: Vec<EndpointRules>,
+    /// The configured secrets (the post-write scan looks for them).
+    secrets: Vec<Vec<u8>>,
     chain: ChainMode,
 }
 
@@ -432,6 +437,7 @@ impl Converter {
         }
         Ok(Converter {
             endpoints,
+            secrets,
             chain: config.chain,
         })
     }
@@ -563,6 +569,9 @@ impl Converter {
                 )
             ));
         }
+        // As the proxy does: a dropped header's value is a secret of this
+        // interaction's response too.
+        let derived = endpoint.redactor.derived_secrets(&headers);
         endpoint.redactor.redact_header_map(&mut headers);
         let target = endpoint.redactor.redact_bytes(url.as_bytes()).into_owned();
         let body = endpoint.redactor.redact_body(&body).into_owned();
@@ -591,7 +600,12 @@ impl Converter {
                 .collect(),
             body: Bytes::from(body),
         };
-        let response = convert_response(place, response, url.contains("alt=sse"), problems)?;
+        let mut response = convert_response(place, response, url.contains("alt=sse"), problems)?;
+        // Everything imported is redacted, the response as the request.
+        endpoint
+            .redactor
+            .with_extra_secrets(&derived)
+            .redact_response_content(&mut response);
         Ok(Pending {
             endpoint: endpoint_index,
             canonical,
@@ -604,8 +618,9 @@ impl Converter {
     /// A `<name>.websocket.log`: one WebSocket conversation on endpoint 0
     /// (test-server logs no URL, so no endpoint either).
     fn convert_websocket(&self, bytes: &[u8]) -> Result<Pending, String> {
-        let frames = websocket::parse(bytes).map_err(|e| e.to_string())?;
+        let mut frames = websocket::parse(bytes).map_err(|e| e.to_string())?;
         let endpoint = &self.endpoints[0];
+        endpoint.redactor.redact_ws_frames(&mut frames);
         let mut headers = http::HeaderMap::new();
         headers.insert(
             http::header::UPGRADE,

@@ -1827,6 +1827,15 @@ fn haystack() -> impl Strategy<Value = Vec<u8>> {
             b"/",
             b"sk_",
             b"%2B",
+            // Decoded forms: a byte escaped, JSON escapes, broken ones.
+            b"%61",
+            b"%62",
+            br"\u0061",
+            br"\u0020",
+            br"\/",
+            br"\",
+            br"\ud83d\ude00",
+            br"\ud800",
         ]),
         0..40,
     )

@@ -636,10 +636,131 @@ fn json_path_segments(path: &str) -> Vec<String> {
 
 // ----------------------------------------- src/redact.rs at 69d1af6
 
-/// `Redactor::redact_bytes` as it was: every secret and its percent-encoded
-/// forms in one automaton, overlapping matches merged, each merged range
-/// replaced by `REDACTED`.
+/// `Redactor::redact_bytes`: the search as it was at 69d1af6
+/// ([`raw_ranges`]), and, written here as plainly as can be, each
+/// secret also found in the text percent-decoded (`+` kept, and `+` a
+/// space) and JSON-unescaped, the escapes it covers replaced whole.
 pub fn redact_bytes(secrets: &[Vec<u8>], bytes: &[u8]) -> Vec<u8> {
+    let secrets: Vec<&Vec<u8>> = secrets.iter().filter(|s| !s.is_empty()).collect();
+    // Covered bytes: adjacent ones (touching or overlapping occurrences)
+    // make one range, as the library merges them.
+    let mut covered = vec![false; bytes.len()];
+    let owned: Vec<Vec<u8>> = secrets.iter().map(|s| s.to_vec()).collect();
+    for range in raw_ranges(&owned, bytes) {
+        covered[range].iter_mut().for_each(|c| *c = true);
+    }
+    for (decoded, spans) in [
+        percent_decode(bytes, false),
+        percent_decode(bytes, true),
+        json_unescape(bytes),
+    ] {
+        for secret in &secrets {
+            for start in 0..decoded.len() {
+                if decoded[start..].starts_with(secret) {
+                    let (from, to) = (spans[start].0, spans[start + secret.len() - 1].1);
+                    covered[from..to].iter_mut().for_each(|c| *c = true);
+                }
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if !covered[at] {
+            out.push(bytes[at]);
+            at += 1;
+            continue;
+        }
+        while at < bytes.len() && covered[at] {
+            at += 1;
+        }
+        out.extend_from_slice(b"REDACTED");
+    }
+    out
+}
+
+/// Percent-decoded text and, per decoded byte, the raw span it came from.
+fn percent_decode(bytes: &[u8], plus_is_space: bool) -> (Vec<u8>, Vec<(usize, usize)>) {
+    let hex = |b: u8| (b as char).to_digit(16);
+    let (mut out, mut spans) = (Vec::new(), Vec::new());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] == b'%'
+            && at + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[at + 1]), hex(bytes[at + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            spans.push((at, at + 3));
+            at += 3;
+        } else if bytes[at] == b'+' && plus_is_space {
+            out.push(b' ');
+            spans.push((at, at + 1));
+            at += 1;
+        } else {
+            out.push(bytes[at]);
+            spans.push((at, at + 1));
+            at += 1;
+        }
+    }
+    (out, spans)
+}
+
+/// JSON-unescaped text and, per decoded byte, the raw span it came from.
+fn json_unescape(bytes: &[u8]) -> (Vec<u8>, Vec<(usize, usize)>) {
+    let (mut out, mut spans) = (Vec::new(), Vec::new());
+    let unit = |at: usize| -> Option<u32> {
+        if bytes.get(at..at + 2)? != b"\\u" {
+            return None;
+        }
+        u32::from_str_radix(std::str::from_utf8(bytes.get(at + 2..at + 6)?).ok()?, 16).ok()
+    };
+    let mut at = 0;
+    while at < bytes.len() {
+        let simple = match (bytes[at], bytes.get(at + 1)) {
+            (b'\\', Some(b'"')) => Some(b'"'),
+            (b'\\', Some(b'\\')) => Some(b'\\'),
+            (b'\\', Some(b'/')) => Some(b'/'),
+            (b'\\', Some(b'b')) => Some(8),
+            (b'\\', Some(b'f')) => Some(12),
+            (b'\\', Some(b'n')) => Some(b'\n'),
+            (b'\\', Some(b'r')) => Some(b'\r'),
+            (b'\\', Some(b't')) => Some(b'\t'),
+            _ => None,
+        };
+        if let Some(b) = simple {
+            out.push(b);
+            spans.push((at, at + 2));
+            at += 2;
+            continue;
+        }
+        let c = match unit(at) {
+            Some(hi @ 0xD800..=0xDBFF) => unit(at + 6)
+                .filter(|lo| (0xDC00..=0xDFFF).contains(lo))
+                .and_then(|lo| char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)))
+                .map(|c| (c, 12)),
+            Some(0xDC00..=0xDFFF) | None => None,
+            Some(u) => char::from_u32(u).map(|c| (c, 6)),
+        };
+        if let Some((c, len)) = c {
+            let mut utf8 = [0u8; 4];
+            for &b in c.encode_utf8(&mut utf8).as_bytes() {
+                out.push(b);
+                spans.push((at, at + len));
+            }
+            at += len;
+            continue;
+        }
+        out.push(bytes[at]);
+        spans.push((at, at + 1));
+        at += 1;
+    }
+    (out, spans)
+}
+
+/// `Redactor::redact_bytes`'s search as it was at 69d1af6: every secret and
+/// its percent-encoded forms in one automaton, overlapping matches merged;
+/// each range is replaced by `REDACTED`.
+fn raw_ranges(secrets: &[Vec<u8>], bytes: &[u8]) -> Vec<std::ops::Range<usize>> {
     use aho_corasick::{AhoCorasickBuilder, MatchKind};
     let mut patterns: Vec<Vec<u8>> = Vec::new();
     for secret in secrets.iter().filter(|s| !s.is_empty()) {
@@ -647,7 +768,7 @@ pub fn redact_bytes(secrets: &[Vec<u8>], bytes: &[u8]) -> Vec<u8> {
         patterns.extend(percent_encoded_forms(secret));
     }
     if patterns.is_empty() {
-        return bytes.to_vec();
+        return Vec::new();
     }
     let automaton = AhoCorasickBuilder::new()
         .match_kind(MatchKind::Standard)
@@ -667,15 +788,7 @@ pub fn redact_bytes(secrets: &[Vec<u8>], bytes: &[u8]) -> Vec<u8> {
         }
         ranges.push(merged);
     }
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut at = 0;
-    for range in &ranges {
-        out.extend_from_slice(&bytes[at..range.start]);
-        out.extend_from_slice(b"REDACTED");
-        at = range.end;
-    }
-    out.extend_from_slice(&bytes[at..]);
-    out
+    ranges
 }
 
 fn percent_encoded_forms(secret: &[u8]) -> Vec<Vec<u8>> {
