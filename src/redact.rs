@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Anchored, Input, MatchKind, StartKind};
 use bytes::Bytes;
 
-use crate::fingerprint::json::{self, Json};
+use crate::fingerprint::json;
 use crate::interaction::{BodyChunk, RecordedRequest, RecordedResponse, WsFrame};
 
 /// The text every secret is replaced with.
@@ -264,49 +264,19 @@ impl Redactor {
 
     /// `Some(new body)` when `bytes` is JSON holding a sensitive key. The
     /// body comes back compact, members in their order, numbers and strings
-    /// as written (rfcs/0002, Sensitive JSON keys).
+    /// as written (rfcs/0002, Sensitive JSON keys), at any depth: the walk
+    /// keeps its open containers in an explicit stack, never recursion.
     fn redact_json_keys(&self, bytes: &[u8]) -> Option<Vec<u8>> {
         let prefilter = self.sensitive_key_quoted.as_ref()?;
         let first = bytes.iter().find(|b| !b.is_ascii_whitespace())?;
         if !matches!(first, b'{' | b'[') || !prefilter.is_match(bytes) {
             return None;
         }
-        let mut value = json::parse(bytes)?;
-        if !self.replace_sensitive(&mut value) {
-            return None;
-        }
-        let mut out = Vec::with_capacity(bytes.len());
-        json::write(&value, &mut out);
-        Some(out)
-    }
-
-    fn replace_sensitive(&self, value: &mut Json<'_>) -> bool {
-        let mut changed = false;
-        match value {
-            Json::Object(members) => {
-                for member in members.iter_mut() {
-                    let sensitive = self
-                        .sensitive_json_keys
-                        .iter()
-                        .any(|k| k.eq_ignore_ascii_case(&member.key));
-                    if sensitive {
-                        if member.value != Json::String(json::REDACTED_TOKEN) {
-                            member.value = Json::String(json::REDACTED_TOKEN);
-                            changed = true;
-                        }
-                    } else {
-                        changed |= self.replace_sensitive(&mut member.value);
-                    }
-                }
-            }
-            Json::Array(items) => {
-                for item in items {
-                    changed |= self.replace_sensitive(item);
-                }
-            }
-            Json::Literal(_) | Json::String(_) => {}
-        }
-        changed
+        json::redact_keys(bytes, |key| {
+            self.sensitive_json_keys
+                .iter()
+                .any(|k| k.eq_ignore_ascii_case(key))
+        })
     }
 
     /// Drops configured headers, replaces secrets in values (live request,

@@ -4,6 +4,7 @@
 
 mod cli;
 mod config;
+mod deep_json;
 mod identity;
 mod recording;
 mod redaction_on_disk;
