@@ -4,6 +4,7 @@
 
 mod cli;
 mod config;
+mod decoding;
 mod deep_json;
 mod identity;
 mod recording;
