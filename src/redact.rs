@@ -269,7 +269,21 @@ impl Redactor {
     fn redact_json_keys(&self, bytes: &[u8]) -> Option<Vec<u8>> {
         let prefilter = self.sensitive_key_quoted.as_ref()?;
         let first = bytes.iter().find(|b| !b.is_ascii_whitespace())?;
-        if !matches!(first, b'{' | b'[') || !prefilter.is_match(bytes) {
+        if !matches!(first, b'{' | b'[') {
+            return None;
+        }
+        // A key may be written with escapes (`"pass\u0077ord"`), which the
+        // prefilter's literal `"key"` does not see: `\u` can spell any
+        // character, the short escapes only `"`, `\`, `/` and controls.
+        let escaped_key_possible = || {
+            memchr::memmem::find(bytes, b"\\u").is_some()
+                || memchr::memchr(b'\\', bytes).is_some()
+                    && self.sensitive_json_keys.iter().any(|k| {
+                        k.bytes()
+                            .any(|b| matches!(b, b'"' | b'\\' | b'/') || b < 0x20)
+                    })
+        };
+        if !prefilter.is_match(bytes) && !escaped_key_possible() {
             return None;
         }
         json::redact_keys(bytes, |key| {
@@ -620,6 +634,36 @@ mod tests {
         assert_eq!(chunks.len(), 3);
         assert_eq!(&chunks[0].data[..], b"one REDACTED");
         assert_eq!(chunks[2].offset_us, 20);
+    }
+
+    /// A sensitive key written with escapes is found too.
+    #[test]
+    fn an_escaped_sensitive_key_is_redacted() {
+        let r = redactor(&[]);
+        for body in [
+            &br#"{"pass\u0077ord":"hunter2"}"#[..],
+            br#"[{"PASS\u0057ORD" : "hunter2"}]"#,
+            br#"{"\u0070\u0061ssword":{"x":"hunter2"}}"#,
+        ] {
+            let out = r.redact_body(body);
+            assert!(
+                memchr::memmem::find(&out, b"hunter2").is_none(),
+                "{}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+        let slashed = Redactor::new(&RedactionRules {
+            sensitive_json_keys: vec!["a/b".into()],
+            ..RedactionRules::default()
+        })
+        .unwrap();
+        assert_eq!(
+            &*slashed.redact_body(br#"{"a\/b":"hunter2"}"#),
+            br#"{"a\/b":"REDACTED"}"#
+        );
+        // Escapes elsewhere change nothing.
+        let plain = br#"{"note":"a\u0020b\n"}"#;
+        assert!(matches!(r.redact_body(plain), Cow::Borrowed(_)));
     }
 
     #[test]
