@@ -130,7 +130,7 @@ impl Server {
                 .get(http::header::CONTENT_ENCODING)
                 .map(|v| Bytes::copy_from_slice(v.as_bytes()))
                 .unwrap_or_default();
-            let Some(chunks) = decode_chunks(&encoding, chunks, &limits) else {
+            let Some((chunks, encoding)) = decode_chunks(encoding, chunks, &limits) else {
                 return;
             };
             let mut recorded = crate::interaction::RecordedResponse {
@@ -234,34 +234,40 @@ fn hop_by_hop_headers(headers: &HeaderMap) -> Vec<HeaderName> {
 /// Bodies are stored decoded, by the response direction's policy
 /// (`decode::for_storage`): an encoded body is joined and decoded into one
 /// chunk (its arrival times describe the encoded stream, not these bytes).
-/// One ouli cannot decode is kept encoded (logged); `None` (not recorded,
-/// logged) when it decodes to more than `limits.response_body_bytes_max`, as
-/// a body that large as sent is not.
+/// With the chunks comes the original encoding to record: `encoding` for a
+/// body decoded, empty for one stored as it came, such as a body ouli cannot
+/// decode (kept encoded, logged; its `content-encoding` is replayed). `None`
+/// (not recorded, logged) when it decodes to more than
+/// `limits.response_body_bytes_max`, as a body that large as sent is not.
 pub(super) fn decode_chunks(
-    encoding: &[u8],
+    encoding: Bytes,
     chunks: Vec<crate::interaction::BodyChunk>,
     limits: &crate::config::Limits,
-) -> Option<Vec<crate::interaction::BodyChunk>> {
+) -> Option<(Vec<crate::interaction::BodyChunk>, Bytes)> {
     use crate::decode::{Direction, Stored};
     if encoding.is_empty() {
-        return Some(chunks);
+        return Some((chunks, encoding));
     }
     let joined: Vec<u8> = chunks.iter().flat_map(|c| c.data.iter().copied()).collect();
-    match crate::decode::for_storage(Direction::Response, limits, encoding, &joined) {
-        Stored::Decoded(decoded) => Some(vec![crate::interaction::BodyChunk {
-            offset_us: 0,
-            data: Bytes::from(decoded),
-        }]),
-        Stored::AsSent => Some(chunks),
+    match crate::decode::for_storage(Direction::Response, limits, &encoding, &joined) {
+        Stored::Decoded(decoded) => Some((
+            vec![crate::interaction::BodyChunk {
+                offset_us: 0,
+                data: Bytes::from(decoded),
+            }],
+            encoding,
+        )),
+        // `identity`: nothing was undone, and there is nothing to replay.
+        Stored::AsSent => Some((chunks, encoding)),
         Stored::Undecodable(error) => {
             tracing::warn!("response body kept encoded: {error}");
-            Some(chunks)
+            Some((chunks, Bytes::new()))
         }
         Stored::TooLarge { limit } => {
             tracing::warn!(
                 "response body over {} = {limit} bytes once decoded ({}, {} bytes sent): not recorded",
                 Direction::Response.limit_key(),
-                String::from_utf8_lossy(encoding),
+                String::from_utf8_lossy(&encoding),
                 joined.len()
             );
             None

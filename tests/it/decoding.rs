@@ -202,3 +202,52 @@ async fn a_response_bomb_in_each_encoding_is_not_recorded() {
         "one log line per bomb: {log}"
     );
 }
+
+/// An answer in an encoding ouli cannot undo (an unknown one, or data that
+/// does not decode) is stored as it came and replayed with its
+/// `content-encoding`: the replaying client gets what the recording one got.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_ouli_cannot_decode_is_replayed_with_its_encoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let answers: [(&str, &str, &[u8]); 3] = [
+        ("/unknown", "compress", b"\x1f\x9d\x90 compressed bytes"),
+        ("/corrupt", "gzip", b"\x1f\x8b not gzip inside"),
+        ("/gzip", "gzip", b""),
+    ];
+    let gzip = encode("gzip", 1000);
+    let served = gzip.clone();
+    let port = upstream(move |path, _| {
+        let (_, encoding, body) = answers.iter().find(|(p, _, _)| *p == path).unwrap();
+        let body = if body.is_empty() {
+            served.clone()
+        } else {
+            body.to_vec()
+        };
+        (200, vec![("content-encoding", encoding.to_string())], body)
+    })
+    .await;
+    let yaml = config(port, "");
+    let server = Server::start("record", dir.path(), &yaml);
+    let mut recorded = Vec::new();
+    for (path, _, _) in answers {
+        let (status, headers, body) = send(&server.addr, "GET", path, &[], Vec::new()).await;
+        assert_eq!(status, 200, "{path}");
+        recorded.push((headers.get("content-encoding").cloned(), body));
+    }
+    assert!(server.stop());
+    let server = Server::start("replay", dir.path(), &yaml);
+    for ((path, _, _), (encoding, body)) in answers.iter().zip(recorded) {
+        let (status, headers, replayed) = send(&server.addr, "GET", path, &[], Vec::new()).await;
+        assert_eq!(status, 200, "{path}");
+        if *path == "/gzip" {
+            // Decoded for storage: served decoded, without the encoding.
+            assert_eq!(headers.get("content-encoding"), None);
+            assert_eq!(replayed, vec![0u8; 1000]);
+            assert_eq!(body, gzip);
+        } else {
+            assert_eq!(headers.get("content-encoding"), encoding.as_ref(), "{path}");
+            assert_eq!(replayed, body, "{path}");
+        }
+    }
+    assert!(server.stop());
+}
