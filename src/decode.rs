@@ -240,6 +240,33 @@ mod tests {
         assert_eq!(decode_body(b"identity", TEXT, 10).unwrap(), None);
     }
 
+    /// Each direction is decoded under its own limit, whatever the other's.
+    #[test]
+    fn each_direction_has_its_own_limit() {
+        let limits = Limits {
+            request_body_bytes_max: 1000,
+            response_body_bytes_max: 4000,
+            ..Limits::default()
+        };
+        let zeros = zstd::encode_all(&vec![0u8; 2000][..], 3).unwrap();
+        assert_eq!(
+            for_storage(Direction::Request, &limits, b"zstd", &zeros),
+            Stored::TooLarge { limit: 1000 }
+        );
+        assert_eq!(
+            for_storage(Direction::Response, &limits, b"zstd", &zeros),
+            Stored::Decoded(vec![0u8; 2000])
+        );
+        assert_eq!(
+            for_storage(Direction::Request, &limits, b"identity", b"x"),
+            Stored::AsSent
+        );
+        assert!(matches!(
+            for_storage(Direction::Response, &limits, b"compress", b"x"),
+            Stored::Undecodable(DecodeError::Unsupported(_))
+        ));
+    }
+
     #[test]
     fn bad_input_is_a_typed_error() {
         assert!(matches!(

@@ -471,7 +471,11 @@ fn stored_request_body(
     let Some(encoding) = headers.get(http::header::CONTENT_ENCODING) else {
         return Ok(body);
     };
-    match crate::decode::for_storage(Direction::Request, limits, encoding.as_bytes(), &body) {
+    // Decoding up to the limit may take long: not on this executor thread.
+    let stored = crate::record::off_executor(|| {
+        crate::decode::for_storage(Direction::Request, limits, encoding.as_bytes(), &body)
+    });
+    match stored {
         Stored::AsSent => Ok(body),
         Stored::Decoded(decoded) => Ok(Bytes::from(decoded)),
         Stored::Undecodable(error) => {

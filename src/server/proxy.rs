@@ -249,7 +249,11 @@ pub(super) fn decode_chunks(
         return Some((chunks, encoding));
     }
     let joined: Vec<u8> = chunks.iter().flat_map(|c| c.data.iter().copied()).collect();
-    match crate::decode::for_storage(Direction::Response, limits, &encoding, &joined) {
+    // Decoding up to the limit may take long: not on this executor thread.
+    let stored = crate::record::off_executor(|| {
+        crate::decode::for_storage(Direction::Response, limits, &encoding, &joined)
+    });
+    match stored {
         Stored::Decoded(decoded) => Some((
             vec![crate::interaction::BodyChunk {
                 offset_us: 0,
