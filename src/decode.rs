@@ -1,11 +1,72 @@
 //! Body decoding for storage: gzip, deflate, br, zstd (rfcs/0001, Bodies).
 //!
 //! Each decoder reads through a `take(limit + 1)` so that a decompression bomb
-//! stops at the limit instead of filling memory.
+//! stops at the limit instead of filling memory. [`for_storage`] is the one
+//! policy every caller uses: a request body is decoded under
+//! `limits.request_body_bytes_max`, a response body under
+//! `limits.response_body_bytes_max`, whichever path it takes.
 
 use std::io::Read;
 
-#[derive(Debug, thiserror::Error)]
+use crate::config::Limits;
+
+/// Which way a body travels: each direction has its one limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Request,
+    Response,
+}
+
+impl Direction {
+    /// The most bytes a body of this direction may hold, decoded.
+    pub fn limit(self, limits: &Limits) -> usize {
+        match self {
+            Direction::Request => limits.request_body_bytes_max,
+            Direction::Response => limits.response_body_bytes_max,
+        }
+    }
+
+    /// The config key of [`Direction::limit`], for messages.
+    pub fn limit_key(self) -> &'static str {
+        match self {
+            Direction::Request => "limits.request_body_bytes_max",
+            Direction::Response => "limits.response_body_bytes_max",
+        }
+    }
+}
+
+/// What a body becomes before it is matched and stored.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// No encoding to undo (none, or `identity`): the body as sent.
+    AsSent,
+    /// Decoded, within its direction's limit.
+    Decoded(Vec<u8>),
+    /// An encoding ouli cannot undo (unknown, or the data does not decode):
+    /// the body is kept as sent, its `content-encoding` with it.
+    Undecodable(DecodeError),
+    /// Over its direction's limit once decoded (decoding stopped one byte
+    /// past it): a request is refused (413), a response not recorded.
+    TooLarge { limit: usize },
+}
+
+/// Decodes a body of `direction` per its `content-encoding`, under that
+/// direction's limit.
+pub fn for_storage(
+    direction: Direction,
+    limits: &Limits,
+    content_encoding: &[u8],
+    body: &[u8],
+) -> Stored {
+    match decode_body(content_encoding, body, direction.limit(limits)) {
+        Ok(None) => Stored::AsSent,
+        Ok(Some(decoded)) => Stored::Decoded(decoded),
+        Err(DecodeError::TooLarge { limit }) => Stored::TooLarge { limit },
+        Err(error) => Stored::Undecodable(error),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("unsupported content-encoding {0:?}")]
     Unsupported(String),
@@ -177,6 +238,33 @@ mod tests {
             TEXT
         );
         assert_eq!(decode_body(b"identity", TEXT, 10).unwrap(), None);
+    }
+
+    /// Each direction is decoded under its own limit, whatever the other's.
+    #[test]
+    fn each_direction_has_its_own_limit() {
+        let limits = Limits {
+            request_body_bytes_max: 1000,
+            response_body_bytes_max: 4000,
+            ..Limits::default()
+        };
+        let zeros = zstd::encode_all(&vec![0u8; 2000][..], 3).unwrap();
+        assert_eq!(
+            for_storage(Direction::Request, &limits, b"zstd", &zeros),
+            Stored::TooLarge { limit: 1000 }
+        );
+        assert_eq!(
+            for_storage(Direction::Response, &limits, b"zstd", &zeros),
+            Stored::Decoded(vec![0u8; 2000])
+        );
+        assert_eq!(
+            for_storage(Direction::Request, &limits, b"identity", b"x"),
+            Stored::AsSent
+        );
+        assert!(matches!(
+            for_storage(Direction::Response, &limits, b"compress", b"x"),
+            Stored::Undecodable(DecodeError::Unsupported(_))
+        ));
     }
 
     #[test]

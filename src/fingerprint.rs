@@ -332,51 +332,32 @@ fn write_decimal(mut n: u64, buf: &mut [u8]) -> usize {
     len
 }
 
+/// The deepest nesting the canonical form reads as JSON (rfcs/0002 §1.4);
+/// a deeper document is a raw body. The canonicalizer holds a frame of some
+/// 80 bytes per open container, so an unbounded depth would let a 64 MiB
+/// body of `[` take 5 GiB. 10 000 is the limit of Go's `encoding/json`
+/// (test-server's parser): no API whose answers test-server recorded nests
+/// deeper. Redaction has no such limit (`json::redact_keys`).
+pub const JSON_DEPTH_MAX: usize = 10_000;
+
 /// JSON as written, for sensitive-key redaction.
 ///
 /// `serde_json::Value` turns every number into an `f64`, `u64` or `i64`: an
 /// integer past 2^64 or a decimal with many digits comes back as a different
-/// number, so a redacted body could change a number. This tree keeps every
-/// number as its source text and every string as its source token. The text
-/// is validated by `serde_json` first (grammar and escapes: a document it
-/// ignores is checked neither for UTF-8, which the parser below checks in
-/// keys only, nor for nesting depth), so the parser only splits a document
-/// known to be valid.
+/// number, so a redacted body could change a number; and its parser refuses
+/// a document nested deeper than 128. [`json::redact_keys`] rewrites the text
+/// instead, copying every number and string as its source token. The text is
+/// validated by `serde_json` first (the grammar and escapes of a document it
+/// ignores, which it checks in a loop, at any depth; neither UTF-8 nor
+/// depth), so the rewriter only walks a document known to be valid. No tree
+/// is built and nothing recurses: the open containers are a stack of one bit
+/// each, so a document of any depth is walked in memory bounded by its
+/// length.
 pub(crate) mod json {
     use std::borrow::Cow;
 
-    /// One JSON value; slices borrow the body.
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub enum Json<'a> {
-        /// `null`, `true`, `false` or a number, as written.
-        Literal(&'a [u8]),
-        /// A string token, quotes included, as written.
-        String(&'a [u8]),
-        Array(Vec<Json<'a>>),
-        /// Members in document order; duplicate keys kept.
-        Object(Vec<Member<'a>>),
-    }
-
-    #[derive(Clone, Debug, PartialEq, Eq)]
-    pub struct Member<'a> {
-        /// The key token, quotes included, as written.
-        pub raw_key: &'a [u8],
-        /// The key with escapes decoded.
-        pub key: Cow<'a, str>,
-        pub value: Json<'a>,
-    }
-
     /// The string token `"REDACTED"`.
     pub const REDACTED_TOKEN: &[u8] = b"\"REDACTED\"";
-
-    /// `None` unless `text` is one valid JSON document.
-    pub fn parse(text: &[u8]) -> Option<Json<'_>> {
-        serde_json::from_slice::<serde::de::IgnoredAny>(text).ok()?;
-        let mut parser = Parser { text, at: 0 };
-        let value = parser.value()?;
-        parser.skip_whitespace();
-        (parser.at == text.len()).then_some(value)
-    }
 
     /// Decodes a string token (quotes included).
     pub fn decode_string(token: &[u8]) -> Option<Cow<'_, str>> {
@@ -387,42 +368,153 @@ pub(crate) mod json {
         serde_json::from_slice::<String>(token).ok().map(Cow::Owned)
     }
 
-    struct Parser<'a> {
-        text: &'a [u8],
-        at: usize,
+    /// `Some(new body)` when `text` is one JSON document holding a member
+    /// whose decoded key `sensitive` accepts and whose value is not the
+    /// string `"REDACTED"` already. Each such value, whatever it holds,
+    /// becomes `"REDACTED"` (and is not walked into); the rest is written
+    /// compact (no whitespace outside strings), members in their order,
+    /// numbers and string tokens as written. A key whose escapes do not
+    /// decode to UTF-8 is not sensitive.
+    pub fn redact_keys(text: &[u8], sensitive: impl Fn(&str) -> bool) -> Option<Vec<u8>> {
+        serde_json::from_slice::<serde::de::IgnoredAny>(text).ok()?;
+        let mut walk = Walk {
+            text,
+            at: 0,
+            out: Vec::with_capacity(text.len()),
+            open: Open::default(),
+        };
+        let changed = walk.document(&sensitive)?;
+        changed.then_some(walk.out)
     }
 
-    impl<'a> Parser<'a> {
+    /// The open containers, innermost last, one bit each (set: an object).
+    #[derive(Default)]
+    struct Open {
+        bits: Vec<u64>,
+        len: usize,
+    }
+
+    impl Open {
+        fn push(&mut self, object: bool) {
+            let (word, bit) = (self.len / 64, self.len % 64);
+            if word == self.bits.len() {
+                self.bits.push(0);
+            }
+            if object {
+                self.bits[word] |= 1 << bit;
+            } else {
+                self.bits[word] &= !(1 << bit);
+            }
+            self.len += 1;
+        }
+
+        /// Whether the innermost one is an object; `None` at the top.
+        fn last(&self) -> Option<bool> {
+            let i = self.len.checked_sub(1)?;
+            Some(self.bits[i / 64] >> (i % 64) & 1 == 1)
+        }
+
+        fn pop(&mut self) {
+            self.len = self.len.saturating_sub(1);
+        }
+    }
+
+    struct Walk<'t> {
+        text: &'t [u8],
+        at: usize,
+        out: Vec<u8>,
+        open: Open,
+    }
+
+    impl<'t> Walk<'t> {
+        fn peek(&self) -> Option<u8> {
+            self.text.get(self.at).copied()
+        }
+
         fn skip_whitespace(&mut self) {
-            while matches!(self.text.get(self.at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
                 self.at += 1;
             }
         }
 
-        fn value(&mut self) -> Option<Json<'a>> {
-            self.skip_whitespace();
-            match *self.text.get(self.at)? {
-                b'{' => self.object(),
-                b'[' => self.array(),
-                b'"' => self.string().map(Json::String),
-                _ => {
-                    let start = self.at;
-                    while self.text.get(self.at).is_some_and(|b| {
-                        !matches!(b, b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r')
-                    }) {
-                        self.at += 1;
+        /// Copies the document, a value or a member at a time; `Some`
+        /// (whether a value was replaced) when it is one whole document.
+        fn document(&mut self, sensitive: &impl Fn(&str) -> bool) -> Option<bool> {
+            let mut changed = false;
+            // What comes next: a member's key (after `{`, or a comma in an
+            // object), else a value.
+            let mut key_next = false;
+            loop {
+                self.skip_whitespace();
+                if key_next {
+                    let key = self.string()?;
+                    self.out.extend_from_slice(key);
+                    self.skip_whitespace();
+                    (self.peek()? == b':').then_some(())?;
+                    self.at += 1;
+                    self.out.push(b':');
+                    if !decode_string(key).is_some_and(|key| sensitive(&key)) {
+                        key_next = false;
+                        continue;
                     }
-                    (self.at > start).then(|| Json::Literal(&self.text[start..self.at]))
+                    self.skip_whitespace();
+                    changed |= self.skip_value()? != REDACTED_TOKEN;
+                    self.out.extend_from_slice(REDACTED_TOKEN);
+                } else {
+                    match self.peek()? {
+                        open @ (b'{' | b'[') => {
+                            self.at += 1;
+                            self.out.push(open);
+                            self.skip_whitespace();
+                            let close = if open == b'{' { b'}' } else { b']' };
+                            if self.peek()? == close {
+                                self.at += 1;
+                                self.out.push(close);
+                            } else {
+                                self.open.push(open == b'{');
+                                key_next = open == b'{';
+                                continue;
+                            }
+                        }
+                        b'"' => {
+                            let token = self.string()?;
+                            self.out.extend_from_slice(token);
+                        }
+                        _ => {
+                            let token = self.literal()?;
+                            self.out.extend_from_slice(token);
+                        }
+                    }
+                }
+                // A value ended: commas and closing brackets up to the next
+                // key or value, or the end.
+                loop {
+                    self.skip_whitespace();
+                    let Some(object) = self.open.last() else {
+                        return (self.at == self.text.len()).then_some(changed);
+                    };
+                    let b = self.peek()?;
+                    self.at += 1;
+                    self.out.push(b);
+                    match b {
+                        b',' => {
+                            key_next = object;
+                            break;
+                        }
+                        b'}' | b']' => self.open.pop(),
+                        _ => return None,
+                    }
                 }
             }
         }
 
-        fn string(&mut self) -> Option<&'a [u8]> {
+        /// A string token (at its opening quote), quotes included.
+        fn string(&mut self) -> Option<&'t [u8]> {
             let start = self.at;
+            (self.peek()? == b'"').then_some(())?;
             self.at += 1;
             loop {
-                let found = memchr::memchr2(b'"', b'\\', &self.text[self.at..])?;
-                self.at += found;
+                self.at += memchr::memchr2(b'"', b'\\', self.text.get(self.at..)?)?;
                 if self.text[self.at] == b'\\' {
                     self.at += 2;
                 } else {
@@ -432,91 +524,47 @@ pub(crate) mod json {
             }
         }
 
-        fn expect(&mut self, byte: u8) -> Option<()> {
-            self.skip_whitespace();
-            (self.text.get(self.at) == Some(&byte)).then(|| self.at += 1)
-        }
-
-        /// After a member or element: `true` at the closing `close`.
-        fn end_or_comma(&mut self, close: u8) -> Option<bool> {
-            self.skip_whitespace();
-            let b = *self.text.get(self.at)?;
-            self.at += 1;
-            match b {
-                b',' => Some(false),
-                b if b == close => Some(true),
-                _ => None,
-            }
-        }
-
-        fn array(&mut self) -> Option<Json<'a>> {
-            self.at += 1;
-            let mut items = Vec::new();
-            self.skip_whitespace();
-            if self.text.get(self.at) == Some(&b']') {
+        /// `null`, `true`, `false` or a number, as written.
+        fn literal(&mut self) -> Option<&'t [u8]> {
+            let start = self.at;
+            while self
+                .peek()
+                .is_some_and(|b| !matches!(b, b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r'))
+            {
                 self.at += 1;
-                return Some(Json::Array(items));
             }
-            loop {
-                items.push(self.value()?);
-                if self.end_or_comma(b']')? {
-                    return Some(Json::Array(items));
-                }
-            }
+            (self.at > start).then(|| &self.text[start..self.at])
         }
 
-        fn object(&mut self) -> Option<Json<'a>> {
-            self.at += 1;
-            let mut members = Vec::new();
-            self.skip_whitespace();
-            if self.text.get(self.at) == Some(&b'}') {
-                self.at += 1;
-                return Some(Json::Object(members));
-            }
-            loop {
-                self.skip_whitespace();
-                let raw_key = self.string()?;
-                self.expect(b':')?;
-                let value = self.value()?;
-                members.push(Member {
-                    raw_key,
-                    key: decode_string(raw_key)?,
-                    value,
-                });
-                if self.end_or_comma(b'}')? {
-                    return Some(Json::Object(members));
-                }
-            }
-        }
-    }
-
-    /// Compact JSON, members in their order, numbers and string tokens as
-    /// written (sensitive-key redaction; the canonical form is written by
-    /// [`super::canonical_json`]).
-    pub fn write(value: &Json<'_>, out: &mut Vec<u8>) {
-        match value {
-            Json::Literal(text) | Json::String(text) => out.extend_from_slice(text),
-            Json::Array(items) => {
-                out.push(b'[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
+        /// Skips one value (at its first byte), containers by counting
+        /// brackets outside strings; returns its text.
+        fn skip_value(&mut self) -> Option<&'t [u8]> {
+            let start = self.at;
+            match self.peek()? {
+                b'"' => self.string(),
+                b'{' | b'[' => {
+                    let mut depth = 0usize;
+                    loop {
+                        match self.peek()? {
+                            b'"' => {
+                                self.string()?;
+                            }
+                            b'{' | b'[' => {
+                                depth += 1;
+                                self.at += 1;
+                            }
+                            b'}' | b']' => {
+                                depth -= 1;
+                                self.at += 1;
+                                if depth == 0 {
+                                    return Some(&self.text[start..self.at]);
+                                }
+                            }
+                            _ => self.at += 1,
+                        }
                     }
-                    write(item, out);
                 }
-                out.push(b']');
-            }
-            Json::Object(members) => {
-                out.push(b'{');
-                for (i, member) in members.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    out.extend_from_slice(member.raw_key);
-                    out.push(b':');
-                    write(&member.value, out);
-                }
-                out.push(b'}');
+                _ => self.literal(),
             }
         }
     }
@@ -539,14 +587,17 @@ pub(crate) mod json {
 /// buffers a thread reuses from one request to the next. Nesting is an
 /// explicit stack, never recursion, so no document can exhaust the stack.
 ///
-/// It writes what the value tree of [`json`] wrote (parse, remove paths,
-/// write sorted), byte for byte: `tests/it/identity.rs` compares the two on
-/// generated documents (the tree's writer is kept in
-/// `tests/it/identity/reference.rs`).
+/// A document nested deeper than [`JSON_DEPTH_MAX`] is not
+/// canonicalized (its body is raw): each open container costs a frame.
+///
+/// It writes what a value tree wrote (parse, remove paths, write sorted),
+/// byte for byte: `tests/it/identity.rs` compares the two on generated
+/// documents (the tree's writer is kept in `tests/it/identity/reference.rs`).
 pub(crate) mod canonical_json {
     use std::cell::RefCell;
     use std::cmp::Ordering;
 
+    use super::JSON_DEPTH_MAX;
     use super::json::decode_string;
 
     /// One `ignore_json_paths` segment, compiled.
@@ -772,7 +823,7 @@ pub(crate) mod canonical_json {
                 match self.peek()? {
                     b'{' => {
                         self.at += 1;
-                        self.open(true);
+                        self.open(true)?;
                         self.skip_whitespace();
                         if self.peek() == Some(b'}') {
                             self.at += 1;
@@ -784,7 +835,7 @@ pub(crate) mod canonical_json {
                     }
                     b'[' => {
                         self.at += 1;
-                        self.open(false);
+                        self.open(false)?;
                         self.skip_whitespace();
                         if self.peek() == Some(b']') {
                             self.at += 1;
@@ -840,8 +891,11 @@ pub(crate) mod canonical_json {
         }
 
         /// Opens a container (its bracket just read) whose ignore-path
-        /// states were pushed last.
-        fn open(&mut self, object: bool) {
+        /// states were pushed last; `None` past [`JSON_DEPTH_MAX`].
+        fn open(&mut self, object: bool) -> Option<()> {
+            if self.s.frames.len() >= JSON_DEPTH_MAX {
+                return None;
+            }
             let states_start = self.s.frames.last().map_or(0, |parent| parent.states.1);
             let states = (states_start, self.s.states.len());
             // `*` as the last segment empties an array.
@@ -862,6 +916,7 @@ pub(crate) mod canonical_json {
                 item_start: content,
                 item_fate: Fate::Keep,
             });
+            Some(())
         }
 
         /// A comma between items (at `at`): kept unless nothing precedes it
@@ -1446,43 +1501,6 @@ fn json_path_segments(path: &str) -> Vec<String> {
     segments.push(current);
     segments.retain(|s| !s.is_empty());
     segments
-}
-
-/// Compact JSON with object keys sorted by their bytes, from a parsed
-/// `serde_json::Value` (numbers already rounded by serde_json). The canonical
-/// form does not use it: it keeps numbers as written (`fingerprint::json`).
-pub fn write_sorted_json(value: &serde_json::Value, out: &mut Vec<u8>) {
-    use serde_json::Value;
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push(b'{');
-            for (i, (k, v)) in entries.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                // Writing into a Vec cannot fail.
-                let _ = serde_json::to_writer(&mut *out, k);
-                out.push(b':');
-                write_sorted_json(v, out);
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_sorted_json(v, out);
-            }
-            out.push(b']');
-        }
-        scalar => {
-            let _ = serde_json::to_writer(&mut *out, scalar);
-        }
-    }
 }
 
 /// A canonical form parsed back into its fields, for miss diagnostics.

@@ -74,8 +74,10 @@ pub struct RecordedResponse {
     pub status: u16,
     pub headers: Vec<HeaderPair>,
     pub chunks: Vec<BodyChunk>,
-    /// The `content-encoding` the upstream used (e.g. `gzip`), empty when the
-    /// body arrived unencoded. The stored chunks are always decoded.
+    /// The `content-encoding` the upstream used (e.g. `gzip`) for a body
+    /// stored decoded; empty when the chunks are stored as they came
+    /// (unencoded, or in an encoding ouli could not undo: a stored
+    /// `content-encoding` header then describes them and is replayed).
     pub original_encoding: Bytes,
 }
 

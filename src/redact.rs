@@ -9,7 +9,7 @@ use std::borrow::Cow;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Anchored, Input, MatchKind, StartKind};
 use bytes::Bytes;
 
-use crate::fingerprint::json::{self, Json};
+use crate::fingerprint::json;
 use crate::interaction::{BodyChunk, RecordedRequest, RecordedResponse, WsFrame};
 
 /// The text every secret is replaced with.
@@ -412,49 +412,33 @@ impl Redactor {
 
     /// `Some(new body)` when `bytes` is JSON holding a sensitive key. The
     /// body comes back compact, members in their order, numbers and strings
-    /// as written (rfcs/0002, Sensitive JSON keys).
+    /// as written (rfcs/0002, Sensitive JSON keys), at any depth: the walk
+    /// keeps its open containers in an explicit stack, never recursion.
     fn redact_json_keys(&self, bytes: &[u8]) -> Option<Vec<u8>> {
         let prefilter = self.sensitive_key_quoted.as_ref()?;
         let first = bytes.iter().find(|b| !b.is_ascii_whitespace())?;
-        if !matches!(first, b'{' | b'[') || !prefilter.is_match(bytes) {
+        if !matches!(first, b'{' | b'[') {
             return None;
         }
-        let mut value = json::parse(bytes)?;
-        if !self.replace_sensitive(&mut value) {
+        // A key may be written with escapes (`"pass\u0077ord"`), which the
+        // prefilter's literal `"key"` does not see: `\u` can spell any
+        // character, the short escapes only `"`, `\`, `/` and controls.
+        let escaped_key_possible = || {
+            memchr::memmem::find(bytes, b"\\u").is_some()
+                || memchr::memchr(b'\\', bytes).is_some()
+                    && self.sensitive_json_keys.iter().any(|k| {
+                        k.bytes()
+                            .any(|b| matches!(b, b'"' | b'\\' | b'/') || b < 0x20)
+                    })
+        };
+        if !prefilter.is_match(bytes) && !escaped_key_possible() {
             return None;
         }
-        let mut out = Vec::with_capacity(bytes.len());
-        json::write(&value, &mut out);
-        Some(out)
-    }
-
-    fn replace_sensitive(&self, value: &mut Json<'_>) -> bool {
-        let mut changed = false;
-        match value {
-            Json::Object(members) => {
-                for member in members.iter_mut() {
-                    let sensitive = self
-                        .sensitive_json_keys
-                        .iter()
-                        .any(|k| k.eq_ignore_ascii_case(&member.key));
-                    if sensitive {
-                        if member.value != Json::String(json::REDACTED_TOKEN) {
-                            member.value = Json::String(json::REDACTED_TOKEN);
-                            changed = true;
-                        }
-                    } else {
-                        changed |= self.replace_sensitive(&mut member.value);
-                    }
-                }
-            }
-            Json::Array(items) => {
-                for item in items {
-                    changed |= self.replace_sensitive(item);
-                }
-            }
-            Json::Literal(_) | Json::String(_) => {}
-        }
-        changed
+        json::redact_keys(bytes, |key| {
+            self.sensitive_json_keys
+                .iter()
+                .any(|k| k.eq_ignore_ascii_case(key))
+        })
     }
 
     /// Drops configured headers, replaces secrets in values (live request,
@@ -1042,6 +1026,36 @@ mod tests {
         assert_eq!(chunks.len(), 3);
         assert_eq!(&chunks[0].data[..], b"one REDACTED");
         assert_eq!(chunks[2].offset_us, 20);
+    }
+
+    /// A sensitive key written with escapes is found too.
+    #[test]
+    fn an_escaped_sensitive_key_is_redacted() {
+        let r = redactor(&[]);
+        for body in [
+            &br#"{"pass\u0077ord":"hunter2"}"#[..],
+            br#"[{"PASS\u0057ORD" : "hunter2"}]"#,
+            br#"{"\u0070\u0061ssword":{"x":"hunter2"}}"#,
+        ] {
+            let out = r.redact_body(body);
+            assert!(
+                memchr::memmem::find(&out, b"hunter2").is_none(),
+                "{}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+        let slashed = Redactor::new(&RedactionRules {
+            sensitive_json_keys: vec!["a/b".into()],
+            ..RedactionRules::default()
+        })
+        .unwrap();
+        assert_eq!(
+            &*slashed.redact_body(br#"{"a\/b":"hunter2"}"#),
+            br#"{"a\/b":"REDACTED"}"#
+        );
+        // Escapes elsewhere change nothing.
+        let plain = br#"{"note":"a\u0020b\n"}"#;
+        assert!(matches!(r.redact_body(plain), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -644,6 +644,21 @@ impl RecordView {
     pub fn response_body_len(&self) -> u64 {
         self.layout.body_len
     }
+    /// The response's original `content-encoding`; empty when its body is
+    /// stored as it came (then a stored `content-encoding` describes it).
+    pub fn response_original_encoding(&self) -> &[u8] {
+        let mut c = format::Cursor {
+            bytes: &self.record,
+            pos: self.layout.response_headers_start,
+        };
+        let n = c.u32().unwrap_or(0);
+        for _ in 0..n {
+            if c.field().and_then(|_| c.field()).is_none() {
+                return &[];
+            }
+        }
+        c.field().map_or(&[], |range| &self.record[range])
+    }
     /// The whole interaction in owned form (allocates; not for the hot path).
     pub fn to_interaction(&self) -> Result<Interaction, RecordingError> {
         format::decode(&self.record, &self.header, &self.layout).ok_or_else(|| {

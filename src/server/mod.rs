@@ -323,7 +323,17 @@ impl Server {
         // A compressed request body is identified (and stored) decoded: its
         // compression level must not change its identity, and a secret in it
         // must be found.
-        let body = stored_request_body(&parts.headers, body, limit);
+        let body = match stored_request_body(&parts.headers, body, &self.options.config.limits) {
+            Ok(body) => body,
+            Err(message) => {
+                return error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "client",
+                    "body-too-large",
+                    message,
+                );
+            }
+        };
         let state = match self.session(&session) {
             Ok(state) => state,
             Err(message) => {
@@ -353,6 +363,7 @@ impl Server {
             .map(|p| p.as_str())
             .unwrap_or("/");
         let target = endpoint.redactor.redact_bytes(target.as_bytes());
+        let stored_body = body.clone();
         let body = endpoint.redactor.redact_body(&body);
         let mut canonical = Vec::with_capacity(256);
         endpoint.matcher.canonical_form(
@@ -421,7 +432,7 @@ impl Server {
             session,
             parts,
             raw_body_for_upstream,
-            Some((canonical, step)),
+            Some((canonical, step, stored_body)),
         ))
         .await
     }
@@ -447,18 +458,41 @@ fn header_map_needs_redaction(redactor: &Redactor, headers: &HeaderMap) -> bool 
     })
 }
 
-/// The request body as it is fingerprinted and stored: decoded when the
-/// client sent it with a `content-encoding` ouli can undo, else as sent.
-fn stored_request_body(headers: &HeaderMap, body: Bytes, limit: usize) -> Bytes {
+/// The request body as it is fingerprinted and stored, by the request
+/// direction's policy (`decode::for_storage`): decoded when the client sent
+/// it with a `content-encoding` ouli can undo; as sent when it cannot (logged);
+/// `Err(why)`, to be refused with 413 as a body sent that large is, when it
+/// decodes to more than `limits.request_body_bytes_max`.
+fn stored_request_body(
+    headers: &HeaderMap,
+    body: Bytes,
+    limits: &crate::config::Limits,
+) -> Result<Bytes, String> {
+    use crate::decode::{Direction, Stored};
     let Some(encoding) = headers.get(http::header::CONTENT_ENCODING) else {
-        return body;
+        return Ok(body);
     };
-    match crate::decode::decode_body(encoding.as_bytes(), &body, limit) {
-        Ok(Some(decoded)) => Bytes::from(decoded),
-        Ok(None) => body,
-        Err(error) => {
+    // Decoding up to the limit may take long: not on this executor thread.
+    let stored = crate::record::off_executor(|| {
+        crate::decode::for_storage(Direction::Request, limits, encoding.as_bytes(), &body)
+    });
+    match stored {
+        Stored::AsSent => Ok(body),
+        Stored::Decoded(decoded) => Ok(Bytes::from(decoded)),
+        Stored::Undecodable(error) => {
             tracing::warn!("request body kept as sent: {error}");
-            body
+            Ok(body)
+        }
+        Stored::TooLarge { limit } => {
+            let encoding = String::from_utf8_lossy(encoding.as_bytes());
+            let key = Direction::Request.limit_key();
+            tracing::warn!(
+                "request body refused: over {key} = {limit} bytes once decoded ({encoding}, {} bytes sent)",
+                body.len()
+            );
+            Err(format!(
+                "request body exceeds {key} = {limit} bytes once decoded (content-encoding {encoding})"
+            ))
         }
     }
 }

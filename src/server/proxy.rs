@@ -4,7 +4,7 @@
 //! appended (`crate::record`).
 
 use super::response::{BoxError, ResponseBody, error_response};
-use super::{Endpoint, Server, path_and_query_of, stored_request_body};
+use super::{Endpoint, Server, path_and_query_of};
 use crate::chain::ChainStep;
 use crate::session_name::SessionName;
 use bytes::Bytes;
@@ -22,7 +22,9 @@ impl Server {
         session: SessionName,
         parts: http::request::Parts,
         body: Bytes,
-        identity: Option<(Vec<u8>, ChainStep)>,
+        // The canonical form, the chain step and the request body as it is
+        // stored (decoded, not yet redacted) of a request to record.
+        identity: Option<(Vec<u8>, ChainStep, Bytes)>,
     ) -> Response<ResponseBody> {
         let config = &self.options.config;
         let path_and_query = parts
@@ -113,20 +115,20 @@ impl Server {
         for name in hop_by_hop_headers(&client_parts.headers) {
             client_parts.headers.remove(name);
         }
-        let Some(((writer, (canonical, step)), response_parts)) = recording else {
+        let Some(((writer, (canonical, step, stored_body)), response_parts)) = recording else {
             let body = upstream_body.map_err(BoxError::from).boxed_unsync();
             return Response::from_parts(client_parts, body);
         };
         let client_response = Response::from_parts(client_parts, ());
         let redactor = endpoint.redactor.clone();
         let endpoint_index = endpoint.index as u16;
-        let decode_limit = config.limits.response_body_bytes_max;
+        let limits = config.limits.clone();
         let on_end: crate::record::OnBodyEnd = Box::new(move |chunks| {
             let mut request = crate::interaction::RecordedRequest {
                 method: Bytes::copy_from_slice(parts.method.as_str().as_bytes()),
                 target: Bytes::copy_from_slice(path_and_query_of(&parts).as_bytes()),
                 headers: owned_headers(&parts.headers),
-                body: stored_request_body(&parts.headers, body, decode_limit),
+                body: stored_body,
             };
             redactor.redact_request(&mut request);
             let encoding = response_parts
@@ -134,7 +136,9 @@ impl Server {
                 .get(http::header::CONTENT_ENCODING)
                 .map(|v| Bytes::copy_from_slice(v.as_bytes()))
                 .unwrap_or_default();
-            let chunks = decode_chunks(&encoding, chunks, decode_limit);
+            let Some((chunks, encoding)) = decode_chunks(encoding, chunks, &limits) else {
+                return;
+            };
             let mut recorded = crate::interaction::RecordedResponse {
                 status: response_parts.status.as_u16(),
                 headers: owned_headers(&response_parts.headers),
@@ -164,7 +168,11 @@ impl Server {
                 },
             );
         });
-        let captured = crate::record::CaptureBody::new(upstream_body, decode_limit, on_end);
+        let captured = crate::record::CaptureBody::new(
+            upstream_body,
+            config.limits.response_body_bytes_max,
+            on_end,
+        );
         client_response.map(|()| captured.map_err(BoxError::from).boxed_unsync())
     }
 }
@@ -238,26 +246,50 @@ fn hop_by_hop_headers(headers: &HeaderMap) -> Vec<HeaderName> {
         .collect()
 }
 
-/// Bodies are stored decoded: an encoded body is joined and decoded into one
+/// Bodies are stored decoded, by the response direction's policy
+/// (`decode::for_storage`): an encoded body is joined and decoded into one
 /// chunk (its arrival times describe the encoded stream, not these bytes).
+/// With the chunks comes the original encoding to record: `encoding` for a
+/// body decoded, empty for one stored as it came, such as a body ouli cannot
+/// decode (kept encoded, logged; its `content-encoding` is replayed). `None`
+/// (not recorded, logged) when it decodes to more than
+/// `limits.response_body_bytes_max`, as a body that large as sent is not.
 pub(super) fn decode_chunks(
-    encoding: &[u8],
+    encoding: Bytes,
     chunks: Vec<crate::interaction::BodyChunk>,
-    limit: usize,
-) -> Vec<crate::interaction::BodyChunk> {
+    limits: &crate::config::Limits,
+) -> Option<(Vec<crate::interaction::BodyChunk>, Bytes)> {
+    use crate::decode::{Direction, Stored};
     if encoding.is_empty() {
-        return chunks;
+        return Some((chunks, encoding));
     }
     let joined: Vec<u8> = chunks.iter().flat_map(|c| c.data.iter().copied()).collect();
-    match crate::decode::decode_body(encoding, &joined, limit) {
-        Ok(Some(decoded)) => vec![crate::interaction::BodyChunk {
-            offset_us: 0,
-            data: Bytes::from(decoded),
-        }],
-        Ok(None) => chunks,
-        Err(error) => {
+    // Decoding up to the limit may take long: not on this executor thread.
+    let stored = crate::record::off_executor(|| {
+        crate::decode::for_storage(Direction::Response, limits, &encoding, &joined)
+    });
+    match stored {
+        Stored::Decoded(decoded) => Some((
+            vec![crate::interaction::BodyChunk {
+                offset_us: 0,
+                data: Bytes::from(decoded),
+            }],
+            encoding,
+        )),
+        // `identity`: nothing was undone, and there is nothing to replay.
+        Stored::AsSent => Some((chunks, encoding)),
+        Stored::Undecodable(error) => {
             tracing::warn!("response body kept encoded: {error}");
-            chunks
+            Some((chunks, Bytes::new()))
+        }
+        Stored::TooLarge { limit } => {
+            tracing::warn!(
+                "response body over {} = {limit} bytes once decoded ({}, {} bytes sent): not recorded",
+                Direction::Response.limit_key(),
+                String::from_utf8_lossy(&encoding),
+                joined.len()
+            );
+            None
         }
     }
 }

@@ -9,7 +9,8 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 
 /// Headers never replayed: hop-by-hop ones, and the length/encoding of a body
-/// that is stored decoded (hyper sets the true length).
+/// that is stored decoded (hyper sets the true length; the encoding of a body
+/// stored as it came is replayed, see `serve_record`).
 pub(super) const HEADERS_NOT_REPLAYED: &[&str] = &[
     "connection",
     "keep-alive",
@@ -62,7 +63,13 @@ impl Server {
             let Ok(name) = HeaderName::from_bytes(name) else {
                 continue;
             };
-            if HEADERS_NOT_REPLAYED.contains(&name.as_str()) {
+            // A body ouli could not decode is stored as it came, and its
+            // `content-encoding` (the original encoding is then empty) is
+            // replayed with it.
+            if HEADERS_NOT_REPLAYED.contains(&name.as_str())
+                && !(name == http::header::CONTENT_ENCODING
+                    && view.response_original_encoding().is_empty())
+            {
                 continue;
             }
             // Zero-copy: the value stays in the mapped record.

@@ -4,6 +4,8 @@
 
 mod cli;
 mod config;
+mod decoding;
+mod deep_json;
 mod identity;
 mod recording;
 mod redaction_on_disk;
