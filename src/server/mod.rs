@@ -14,6 +14,7 @@
 //!
 //! Every answer ouli makes itself says whose fault it is (`response`).
 
+mod body_timeout;
 mod control;
 mod listener;
 mod miss;
@@ -36,7 +37,6 @@ use crate::session_name::SessionName;
 use bytes::Bytes;
 use dashmap::DashMap;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -286,31 +286,11 @@ impl Server {
         }
         let (parts, body) = request.into_parts();
         let raw_body_for_upstream;
-        let limit = self.options.config.limits.request_body_bytes_max;
-        let body = match Limited::new(body, limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) => {
-                return if error
-                    .downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    error_response(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "client",
-                        "body-too-large",
-                        format!(
-                            "request body exceeds limits.request_body_bytes_max = {limit} bytes"
-                        ),
-                    )
-                } else {
-                    error_response(
-                        StatusCode::BAD_REQUEST,
-                        "client",
-                        "bad-body",
-                        error.to_string(),
-                    )
-                };
-            }
+        let limits = &self.options.config.limits;
+        let limit = limits.request_body_bytes_max;
+        let body = match body_timeout::collect_request_body(body, limits).await {
+            Ok(body) => body,
+            Err(refused) => return refused,
         };
         if self.options.mode == Mode::Passthrough {
             // Nothing is recorded or looked up: no identity to compute.
