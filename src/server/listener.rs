@@ -4,6 +4,7 @@
 //! closes the recordings.
 
 use super::session::report_interrupted_recordings;
+use super::shed;
 use super::{Mode, ServeError, ServeOptions, Server};
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -90,29 +91,51 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         let _ = stdout.flush();
     }
     let (conn_tx, mut conn_rx) = tokio::sync::mpsc::unbounded_channel();
+    let health_paths: Arc<Vec<Option<String>>> =
+        Arc::new(config.endpoints.iter().map(|e| e.health.clone()).collect());
+    let spare = Arc::new(shed::Spare::open());
     let all_listeners = listeners.into_iter().enumerate().chain(loopback_v6);
     for (index, listener) in all_listeners {
-        let mut stop = stop_rx.clone();
-        let conn_tx = conn_tx.clone();
-        accept_tasks.push(tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.changed() => break,
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => { let _ = conn_tx.send((index, stream)); }
-                        Err(error) => tracing::warn!("endpoint {index}: accept failed: {error}"),
-                    }
-                }
-            }
-        }));
+        accept_tasks.push(tokio::spawn(accept_loop(
+            index,
+            listener,
+            conn_tx.clone(),
+            stop_rx.clone(),
+            spare.clone(),
+            health_paths.clone(),
+        )));
     }
     drop(conn_tx);
+    let connections_max = config.limits.connections_max;
+    // Tokio's semaphore holds at most `MAX_PERMITS`; a larger limit is no limit.
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        connections_max.min(tokio::sync::Semaphore::MAX_PERMITS),
+    ));
+    let shedding = Arc::new(tokio::sync::Semaphore::new(shed::SHED_CONCURRENT_MAX));
+    let over_limit_log = shed::LogEvery::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             next = conn_rx.recv() => {
                 let Some((index, stream)) = next else { break };
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    if let Some(suppressed) = over_limit_log.hit() {
+                        tracing::warn!(
+                            "endpoint {index}: connection refused (503): limits.connections_max = {connections_max} reached ({suppressed} more refused since the last line)"
+                        );
+                    }
+                    // Past SHED_CONCURRENT_MAX answers in progress, dropping
+                    // the stream closes it unanswered.
+                    if let Ok(answering) = shedding.clone().try_acquire_owned() {
+                        let health = health_paths[index].clone();
+                        tokio::spawn(async move {
+                            shed::answer(stream, health.as_deref(), shed::Why::ConnectionsMax(connections_max)).await;
+                            drop(answering);
+                        });
+                    }
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 // Proxy modes: the upstream connection this client connection
                 // keeps between its requests (replay has none to keep).
@@ -146,6 +169,8 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                 let mut stop = stop_rx.clone();
                 let server = server.clone();
                 connections.spawn(async move {
+                    // Freed when this connection closes.
+                    let _slot = slot;
                     let mut connection = std::pin::pin!(connection);
                     let ended = tokio::select! {
                         ended = connection.as_mut() => ended,
@@ -187,6 +212,74 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         }
     }
     Ok(())
+}
+
+/// Accepts one listener's connections and hands them to the serving loop.
+/// An error that is the process's (out of descriptors or memory) pauses the
+/// loop, longer each time (`shed::Backoff`), and is logged once per
+/// interval; out of descriptors, the spare one is closed to take the
+/// waiting connection and answer it (`shed::answer`).
+async fn accept_loop(
+    index: usize,
+    listener: tokio::net::TcpListener,
+    conn_tx: tokio::sync::mpsc::UnboundedSender<(usize, tokio::net::TcpStream)>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    spare: Arc<shed::Spare>,
+    health_paths: Arc<Vec<Option<String>>>,
+) {
+    let mut backoff = shed::Backoff::new();
+    let log = shed::LogEvery::new();
+    // Set once the spare descriptor is closed for the next accepted stream.
+    let mut spare_released = false;
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let error = match accepted {
+            Ok((stream, _)) if spare_released => {
+                // Progress: the next pause starts short again, so that the
+                // spare, back within milliseconds, serves the next one soon.
+                backoff.reset();
+                spare_released = false;
+                let spare = spare.clone();
+                let health = health_paths[index].clone();
+                tokio::spawn(async move {
+                    shed::answer(stream, health.as_deref(), shed::Why::OutOfDescriptors).await;
+                    spare.refill_after(true);
+                });
+                continue;
+            }
+            Ok((stream, _)) => {
+                backoff.reset();
+                let _ = conn_tx.send((index, stream));
+                continue;
+            }
+            Err(error) => error,
+        };
+        if let Some(suppressed) = log.hit() {
+            tracing::warn!(
+                "endpoint {index}: accept failed: {error} ({suppressed} more since the last line)"
+            );
+        }
+        if shed::is_per_connection(&error) {
+            continue;
+        }
+        if spare_released {
+            // The descriptor freed went elsewhere: the spare is reopened
+            // when one frees again.
+            spare_released = false;
+            spare.refill_after(true);
+        } else if spare.release() {
+            spare_released = true;
+            continue;
+        }
+        spare.refill_after(false);
+        tokio::select! {
+            _ = stop.changed() => break,
+            () = tokio::time::sleep(backoff.next_pause()) => {}
+        }
+    }
 }
 
 /// SIGTERM or SIGINT (Ctrl-C). The handlers are installed by this call,

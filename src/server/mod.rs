@@ -22,6 +22,7 @@ mod proxy;
 mod replay;
 mod response;
 mod session;
+mod shed;
 mod websocket;
 
 pub use listener::run;
