@@ -137,6 +137,10 @@ struct Server {
     options: ServeOptions,
     endpoints: Vec<Endpoint>,
     sessions: DashMap<SessionName, Arc<Session>>,
+    /// Entries of `sessions`, and slots taken for ones being opened: never
+    /// over `limits.sessions_max` (`session.rs`).
+    sessions_known: std::sync::atomic::AtomicUsize,
+    sessions_refused_log: shed::LogEvery,
     backend: ReadBackend,
     /// Record and passthrough modes only.
     upstream: Option<crate::upstream::Upstream>,
@@ -244,6 +248,8 @@ impl Server {
             options: options.clone(),
             endpoints,
             sessions: DashMap::new(),
+            sessions_known: std::sync::atomic::AtomicUsize::new(0),
+            sessions_refused_log: shed::LogEvery::new(),
             backend,
             upstream,
             writer,
@@ -306,14 +312,7 @@ impl Server {
         let body = stored_request_body(&parts.headers, body, limit);
         let state = match self.session(&session) {
             Ok(state) => state,
-            Err(message) => {
-                return error_response(
-                    StatusCode::BAD_GATEWAY,
-                    "recording",
-                    "recording-unreadable",
-                    message,
-                );
-            }
+            Err(error) => return error.into_response(),
         };
         // Secrets never take part in identity: redact the live request first,
         // as the recorded one was.
