@@ -5,6 +5,7 @@
 mod cli;
 mod config;
 mod identity;
+mod limits;
 mod recording;
 mod redaction_on_disk;
 mod replay;
