@@ -57,9 +57,9 @@ impl Backoff {
     }
 
     pub(super) fn next_pause(&mut self) -> Duration {
-        let pause = self
-            .0
-            .map_or(ACCEPT_BACKOFF_FIRST, |last| (last * 2).min(ACCEPT_BACKOFF_MAX));
+        let pause = self.0.map_or(ACCEPT_BACKOFF_FIRST, |last| {
+            (last * 2).min(ACCEPT_BACKOFF_MAX)
+        });
         self.0 = Some(pause);
         pause
     }
@@ -157,7 +157,8 @@ pub(super) enum Why {
 /// closes it. `health` is its endpoint's own health path, if it has one.
 pub(super) async fn answer(mut stream: tokio::net::TcpStream, health: Option<&str>, why: Why) {
     let mut head = Vec::with_capacity(256);
-    let _ = tokio::time::timeout(SHED_REQUEST_WAIT, read_request_line(&mut stream, &mut head)).await;
+    let _ =
+        tokio::time::timeout(SHED_REQUEST_WAIT, read_request_line(&mut stream, &mut head)).await;
     let response = if is_health_probe(&head, health) {
         json_answer("200 OK", None, &serde_json::json!({ "status": "ok" }))
     } else {
@@ -238,7 +239,10 @@ mod tests {
     #[test]
     fn health_probes_are_told_apart_by_their_request_line() {
         assert!(is_health_probe(b"GET /__ouli/health HTTP/1.1\r\n", None));
-        assert!(is_health_probe(b"GET /__ouli/health?x=1 HTTP/1.1\r\n", None));
+        assert!(is_health_probe(
+            b"GET /__ouli/health?x=1 HTTP/1.1\r\n",
+            None
+        ));
         assert!(is_health_probe(b"GET /up HTTP/1.1\r\n", Some("/up")));
         assert!(!is_health_probe(b"GET /up HTTP/1.1\r\n", None));
         assert!(!is_health_probe(b"POST /__ouli/health HTTP/1.1\r\n", None));

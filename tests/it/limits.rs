@@ -55,7 +55,10 @@ impl Server {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        assert!(line.contains(&format!("mode={mode}")), "ready line: {line:?}");
+        assert!(
+            line.contains(&format!("mode={mode}")),
+            "ready line: {line:?}"
+        );
         let addr = line
             .split("addr=")
             .nth(1)
@@ -227,12 +230,7 @@ fn a_request_body_that_goes_silent_is_408_and_the_connection_closes() {
     ];
     for mode in ["replay", "record", "record-missing", "passthrough"] {
         let dir = tempfile::tempdir().unwrap();
-        let server = Server::start(
-            mode,
-            dir.path(),
-            &config(closed_port(), BODY_LIMITS),
-            None,
-        );
+        let server = Server::start(mode, dir.path(), &config(closed_port(), BODY_LIMITS), None);
         for head in heads {
             let mut stream = server.connect();
             stream.write_all(head.as_bytes()).unwrap();
@@ -244,7 +242,10 @@ fn a_request_body_that_goes_silent_is_408_and_the_connection_closes() {
                 message.contains("limits.request_body_idle_timeout_ms = 300 ms"),
                 "{mode}: {message}"
             );
-            assert!(is_closed(&mut reader), "{mode} {head:?}: connection left open");
+            assert!(
+                is_closed(&mut reader),
+                "{mode} {head:?}: connection left open"
+            );
         }
         assert!(server.stop().success());
     }
@@ -295,7 +296,10 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 fn clock_ticks_per_second() -> u64 {
     let output = Command::new("getconf").arg("CLK_TCK").output().unwrap();
-    String::from_utf8_lossy(&output.stdout).trim().parse().unwrap()
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// Stalled bodies take every descriptor the process may have (64): the
@@ -308,7 +312,12 @@ fn at_the_descriptor_limit_accept_backs_off_and_health_still_answers() {
     let dir = tempfile::tempdir().unwrap();
     // The bodies must stay stalled for the whole test.
     let limits = "  request_body_timeout_ms: 600000\n  request_body_idle_timeout_ms: 600000\n";
-    let server = Server::start("replay", dir.path(), &config(closed_port(), limits), Some(64));
+    let server = Server::start(
+        "replay",
+        dir.path(),
+        &config(closed_port(), limits),
+        Some(64),
+    );
     let mut stalled = Vec::new();
     for _ in 0..80 {
         let mut stream = server.connect();
@@ -406,7 +415,11 @@ async fn connections_over_the_limit_get_503_until_one_closes() {
         assert!(is_closed(&mut reader), "refused connection left open");
         let health = get(&server, "/__ouli/health", "");
         assert_eq!(health.status, 200, "{health:?}");
-        assert!(server.log().contains("limits.connections_max = 10"), "{}", server.log());
+        assert!(
+            server.log().contains("limits.connections_max = 10"),
+            "{}",
+            server.log()
+        );
         drop(open.pop());
         let until = Instant::now() + SAFETY;
         loop {
@@ -478,7 +491,9 @@ async fn sessions_over_the_limit_get_503_and_are_not_recorded() {
     names.sort();
     assert_eq!(
         names,
-        ["s1.ouli", "s2.ouli", "s3.ouli", "s4.ouli", "s5.ouli", "s7.ouli"]
+        [
+            "s1.ouli", "s2.ouli", "s3.ouli", "s4.ouli", "s5.ouli", "s7.ouli"
+        ]
     );
 }
 
@@ -530,7 +545,11 @@ fn an_upstream_body_that_stalls_is_cut_and_not_recorded() {
         // Ends (close or reset) long before the safety net: the limit is 300 ms.
         let ended = reader.read_to_end(&mut rest);
         if let Err(error) = &ended {
-            assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{mode}: {error}");
+            assert_eq!(
+                error.kind(),
+                std::io::ErrorKind::ConnectionReset,
+                "{mode}: {error}"
+            );
         }
         let text = String::from_utf8_lossy(&rest);
         let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
