@@ -166,12 +166,41 @@ fn read_answer(reader: &mut BufReader<TcpStream>) -> Answer {
         .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
         .map(|(_, v)| v.parse().unwrap())
         .unwrap_or(0);
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).unwrap();
+    let chunked = headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked {
+        read_chunked(reader)
+    } else {
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        body
+    };
     Answer {
         status,
         headers,
         body,
+    }
+}
+
+/// A chunked body, its chunks joined (trailers are skipped).
+fn read_chunked(reader: &mut BufReader<TcpStream>) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        reader.read_line(&mut size).unwrap();
+        let size = usize::from_str_radix(size.trim_end().split(';').next().unwrap(), 16)
+            .unwrap_or_else(|e| panic!("chunk size {size:?}: {e}"));
+        if size == 0 {
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap() > 2 {
+                line.clear();
+            }
+            return body;
+        }
+        let mut chunk = vec![0; size + 2];
+        reader.read_exact(&mut chunk).unwrap();
+        body.extend_from_slice(&chunk[..size]);
     }
 }
 
@@ -567,4 +596,90 @@ fn an_upstream_body_that_stalls_is_cut_and_not_recorded() {
             .collect();
         assert!(recorded.is_empty(), "{mode}: recorded {recorded:?}");
     }
+}
+
+/// The body time limits are read from YAML and TOML, are not reported as
+/// unknown keys, and 0 is refused by name, as for every limit.
+#[test]
+fn the_body_time_limits_are_config_keys_in_yaml_and_toml() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = dir.path().join("ouli.yaml");
+    std::fs::write(
+        &yaml,
+        config(
+            1,
+            "  request_body_timeout_ms: 1234\n  request_body_idle_timeout_ms: 56\n",
+        ),
+    )
+    .unwrap();
+    let toml = dir.path().join("ouli.toml");
+    std::fs::write(
+        &toml,
+        "[[endpoints]]\ntarget_host = \"127.0.0.1\"\ntarget_port = 1\nsource_port = 0\n[limits]\nrequest_body_timeout_ms = 1234\nrequest_body_idle_timeout_ms = 56\n",
+    )
+    .unwrap();
+    for path in [&yaml, &toml] {
+        let (loaded, warnings) = ouli::config::Config::load(path).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(loaded.limits.request_body_timeout_ms, 1234);
+        assert_eq!(loaded.limits.request_body_idle_timeout_ms, 56);
+    }
+    let defaults = ouli::config::Limits::default();
+    assert_eq!(defaults.request_body_timeout_ms, 30_000);
+    assert_eq!(defaults.request_body_idle_timeout_ms, 10_000);
+    for key in ["request_body_timeout_ms", "request_body_idle_timeout_ms"] {
+        std::fs::write(&yaml, config(1, &format!("  {key}: 0\n"))).unwrap();
+        let error = ouli::config::Config::load(&yaml).unwrap_err().to_string();
+        assert!(error.contains(&format!("limits.{key}")), "{error}");
+    }
+}
+
+/// A raw upstream that answers with a chunked body of `chunks` chunks, a
+/// pause of `gap` before each.
+fn steady_upstream(chunks: usize, gap: Duration) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                    head.push(byte[0]);
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+                for i in 0..chunks {
+                    std::thread::sleep(gap);
+                    let _ = stream.write_all(format!("1\r\n{}\r\n", i % 10).as_bytes());
+                }
+                let _ = stream.write_all(b"0\r\n\r\n");
+            });
+        }
+    });
+    port
+}
+
+/// The upstream limit is on each pause, not on the whole body: one that
+/// takes longer than the limit in all, pausing far less each time, is
+/// passed on whole and recorded.
+#[test]
+fn an_upstream_body_slower_than_the_idle_limit_in_all_is_kept_whole() {
+    let upstream = steady_upstream(12, Duration::from_millis(100));
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        "record",
+        dir.path(),
+        &config(upstream, "  upstream_body_idle_timeout_ms: 1000\n"),
+        None,
+    );
+    let answer = get(&server, "/steady", "Test-Name: steady\r\n");
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.body, b"012345678901");
+    assert!(server.stop().success());
+    let recorded: Vec<_> = std::fs::read_dir(dir.path().join("recordings"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(recorded, ["steady.ouli"]);
 }
