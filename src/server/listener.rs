@@ -1,7 +1,8 @@
-//! Listener: binds every endpoint (and `[::1]` beside IPv4 loopback), accepts
-//! connections, hands each to hyper with the configured limits, and on
-//! SIGINT/SIGTERM stops accepting, lets in-flight requests finish, and
-//! closes the recordings.
+//! Listener: binds every endpoint (and `[::1]` beside IPv4 loopback),
+//! accepts connections (up to `limits.connections_max`; out of descriptors
+//! it backs off and sheds, `shed`), hands each to hyper with the configured
+//! limits, and on SIGINT/SIGTERM stops accepting, lets in-flight requests
+//! finish, and closes the recordings.
 
 use super::session::report_interrupted_recordings;
 use super::shed;
@@ -106,36 +107,15 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         )));
     }
     drop(conn_tx);
-    let connections_max = config.limits.connections_max;
-    // Tokio's semaphore holds at most `MAX_PERMITS`; a larger limit is no limit.
-    let slots = Arc::new(tokio::sync::Semaphore::new(
-        connections_max.min(tokio::sync::Semaphore::MAX_PERMITS),
-    ));
-    let shedding = Arc::new(tokio::sync::Semaphore::new(shed::SHED_CONCURRENT_MAX));
-    let over_limit_log = shed::LogEvery::new();
+    let slots = shed::ConnectionSlots::new(config.limits.connections_max, health_paths.clone());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             next = conn_rx.recv() => {
                 let Some((index, stream)) = next else { break };
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    if let Some(suppressed) = over_limit_log.hit() {
-                        tracing::warn!(
-                            "endpoint {index}: connection refused (503): limits.connections_max = {connections_max} reached ({suppressed} more refused since the last line)"
-                        );
-                    }
-                    // Past SHED_CONCURRENT_MAX answers in progress, dropping
-                    // the stream closes it unanswered.
-                    if let Ok(answering) = shedding.clone().try_acquire_owned() {
-                        let health = health_paths[index].clone();
-                        tokio::spawn(async move {
-                            shed::answer(stream, health.as_deref(), shed::Why::ConnectionsMax(connections_max)).await;
-                            drop(answering);
-                        });
-                    }
-                    continue;
-                };
+                // Over the limit, the stream is answered 503 and closed.
+                let Some((slot, stream)) = slots.admit(index, stream) else { continue };
                 let _ = stream.set_nodelay(true);
                 // Proxy modes: the upstream connection this client connection
                 // keeps between its requests (replay has none to keep).

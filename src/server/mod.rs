@@ -3,7 +3,7 @@
 //! `listener` accepts a connection and hyper parses the request; `handle`
 //! (here) routes it: health and `/__ouli/` control paths (`control`), the
 //! session it belongs to (`session`), the request body collected under its
-//! limit and decoded, the live request redacted as the recorded one was, its
+//! size and time limits (`body_timeout`) and decoded, the live request redacted as the recorded one was, its
 //! canonical form and chain step (`crate::fingerprint`, `crate::chain`).
 //! Then, by mode:
 //! - **replay**: one index probe (`crate::recording`), and the answer read

@@ -5,9 +5,11 @@
 //! request 503 `too-many-connections`. Also the accept loop's back-off and
 //! the rate limit on the log lines all of this would otherwise repeat.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// First pause after an accept error that is not one connection's own
 /// (out of descriptors, out of memory): about what closing one takes.
@@ -31,6 +33,58 @@ pub(super) const SHED_REQUEST_BYTES_MAX: usize = 2048;
 /// closed without an answer (each answer holds a descriptor for up to
 /// [`SHED_REQUEST_WAIT`]).
 pub(super) const SHED_CONCURRENT_MAX: usize = 64;
+
+/// The `limits.connections_max` open connections (all endpoints together):
+/// one over it is answered and closed, at most [`SHED_CONCURRENT_MAX`] at a
+/// time.
+pub(super) struct ConnectionSlots {
+    max: usize,
+    open: Arc<Semaphore>,
+    answering: Arc<Semaphore>,
+    log: LogEvery,
+    health_paths: Arc<Vec<Option<String>>>,
+}
+
+impl ConnectionSlots {
+    pub(super) fn new(max: usize, health_paths: Arc<Vec<Option<String>>>) -> ConnectionSlots {
+        ConnectionSlots {
+            max,
+            // Tokio's semaphore holds at most `MAX_PERMITS`; a larger limit
+            // is no limit.
+            open: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
+            answering: Arc::new(Semaphore::new(SHED_CONCURRENT_MAX)),
+            log: LogEvery::new(),
+            health_paths,
+        }
+    }
+
+    /// The connection's slot (it frees when dropped) and its stream; `None`
+    /// when there is none, and then the stream is being answered, or was
+    /// closed unanswered past `SHED_CONCURRENT_MAX` answers in progress.
+    pub(super) fn admit(
+        &self,
+        endpoint: usize,
+        stream: TcpStream,
+    ) -> Option<(OwnedSemaphorePermit, TcpStream)> {
+        if let Ok(slot) = self.open.clone().try_acquire_owned() {
+            return Some((slot, stream));
+        }
+        let max = self.max;
+        if let Some(suppressed) = self.log.hit() {
+            tracing::warn!(
+                "endpoint {endpoint}: connection refused (503): limits.connections_max = {max} reached ({suppressed} more refused since the last line)"
+            );
+        }
+        if let Ok(answering) = self.answering.clone().try_acquire_owned() {
+            let health = self.health_paths[endpoint].clone();
+            tokio::spawn(async move {
+                answer(stream, health.as_deref(), Why::ConnectionsMax(max)).await;
+                drop(answering);
+            });
+        }
+        None
+    }
+}
 
 /// Whether an accept error is about one connection only (it went away
 /// before it was taken): the next accept may succeed at once. Every other
@@ -155,7 +209,7 @@ pub(super) enum Why {
 
 /// Answers a connection ouli does not serve, from its request line, and
 /// closes it. `health` is its endpoint's own health path, if it has one.
-pub(super) async fn answer(mut stream: tokio::net::TcpStream, health: Option<&str>, why: Why) {
+pub(super) async fn answer(mut stream: TcpStream, health: Option<&str>, why: Why) {
     let mut head = Vec::with_capacity(256);
     let _ =
         tokio::time::timeout(SHED_REQUEST_WAIT, read_request_line(&mut stream, &mut head)).await;
@@ -189,10 +243,7 @@ pub(super) async fn answer(mut stream: tokio::net::TcpStream, health: Option<&st
 
 /// Reads until the end of the request line, [`SHED_REQUEST_BYTES_MAX`], or
 /// the end of the stream.
-async fn read_request_line(
-    stream: &mut tokio::net::TcpStream,
-    head: &mut Vec<u8>,
-) -> std::io::Result<()> {
+async fn read_request_line(stream: &mut TcpStream, head: &mut Vec<u8>) -> std::io::Result<()> {
     let mut buffer = [0u8; 512];
     while head.len() < SHED_REQUEST_BYTES_MAX && !head.contains(&b'\n') {
         let read = stream.read(&mut buffer).await?;
