@@ -225,13 +225,17 @@ async fn accept_loop(
                 let spare = spare.clone();
                 let health = health_paths[index].clone();
                 tokio::spawn(async move {
-                    shed::answer(stream, health.as_deref(), shed::Why::OutOfDescriptors).await;
-                    spare.refill_after(true);
+                    let answered =
+                        shed::answer(stream, health.as_deref(), shed::Why::OutOfDescriptors).await;
+                    spare.put_back(answered.into_std().ok());
                 });
                 continue;
             }
             Ok((stream, _)) => {
                 backoff.reset();
+                // A spare lost at the limit is taken again while there are
+                // descriptors to take (a no-op while it is held).
+                spare.refill();
                 let _ = conn_tx.send((index, stream));
                 continue;
             }
@@ -246,15 +250,16 @@ async fn accept_loop(
             continue;
         }
         if spare_released {
-            // The descriptor freed went elsewhere: the spare is reopened
-            // when one frees again.
+            // The descriptor freed went elsewhere (another listener's
+            // accept, an upstream connection).
             spare_released = false;
-            spare.refill_after(true);
+            spare.lost();
         } else if spare.release() {
             spare_released = true;
             continue;
+        } else {
+            spare.refill();
         }
-        spare.refill_after(false);
         tokio::select! {
             _ = stop.changed() => break,
             () = tokio::time::sleep(backoff.next_pause()) => {}

@@ -78,7 +78,7 @@ impl ConnectionSlots {
         if let Ok(answering) = self.answering.clone().try_acquire_owned() {
             let health = self.health_paths[endpoint].clone();
             tokio::spawn(async move {
-                answer(stream, health.as_deref(), Why::ConnectionsMax(max)).await;
+                drop(answer(stream, health.as_deref(), Why::ConnectionsMax(max)).await);
                 drop(answering);
             });
         }
@@ -146,18 +146,27 @@ impl LogEvery {
     }
 }
 
-/// A descriptor kept open (on `/dev/null`) for the moment the process runs
-/// out: closing it lets the accept loop take one waiting connection and
-/// answer it, where otherwise it could only fail again.
+/// A descriptor kept open for the moment the process runs out: closing it
+/// lets the accept loop take one waiting connection and answer it, where
+/// otherwise it could only fail again. It starts on `/dev/null`; after use,
+/// the answered connection's own descriptor is kept in its place (its
+/// socket shut down), so that no other open can take the descriptor
+/// between the close and a reopen.
 pub(super) struct Spare(Mutex<SpareState>);
 
 enum SpareState {
-    /// Held for its descriptor only, never read.
-    Held(#[allow(dead_code)] std::fs::File),
-    /// Given up for one shed connection; refilled when that one is closed.
+    Held(#[allow(dead_code)] Placeholder),
+    /// Given up for one shed connection, until that one is answered.
     InUse,
     /// Could not be opened (the descriptors were gone already).
     Empty,
+}
+
+/// Held for its descriptor only, never read.
+#[allow(dead_code)]
+enum Placeholder {
+    File(std::fs::File),
+    Socket(std::net::TcpStream),
 }
 
 impl Spare {
@@ -178,25 +187,36 @@ impl Spare {
         false
     }
 
-    /// Opens the spare again, unless it is open or in use by a connection
-    /// not yet closed (`after_use` says this is that connection's end).
-    pub(super) fn refill_after(&self, after_use: bool) {
+    /// The connection the spare was released for, answered: its descriptor
+    /// is the spare now.
+    pub(super) fn put_back(&self, answered: Option<std::net::TcpStream>) {
         let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let due = match *state {
-            SpareState::Held(_) => false,
-            SpareState::InUse => after_use,
-            SpareState::Empty => true,
-        };
-        if due {
-            *state = match std::fs::File::open("/dev/null") {
-                Ok(file) => SpareState::Held(file),
-                Err(_) => SpareState::Empty,
-            };
+        if let (Some(socket), SpareState::InUse | SpareState::Empty) = (answered, &*state) {
+            *state = SpareState::Held(Placeholder::Socket(socket));
+            return;
         }
+        drop(state);
+        self.refill();
     }
 
-    fn refill(&self) {
-        self.refill_after(false);
+    /// The descriptor freed for a connection went elsewhere: none is in use.
+    pub(super) fn lost(&self) {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*state, SpareState::InUse) {
+            *state = SpareState::Empty;
+        }
+        drop(state);
+        self.refill();
+    }
+
+    /// Opens the spare again if it is gone (not while it is in use).
+    pub(super) fn refill(&self) {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if matches!(*state, SpareState::Empty)
+            && let Ok(file) = std::fs::File::open("/dev/null")
+        {
+            *state = SpareState::Held(Placeholder::File(file));
+        }
     }
 }
 
@@ -209,7 +229,8 @@ pub(super) enum Why {
 
 /// Answers a connection ouli does not serve, from its request line, and
 /// closes it. `health` is its endpoint's own health path, if it has one.
-pub(super) async fn answer(mut stream: TcpStream, health: Option<&str>, why: Why) {
+/// Returns the stream, shut down, for its descriptor (`Spare::put_back`).
+pub(super) async fn answer(mut stream: TcpStream, health: Option<&str>, why: Why) -> TcpStream {
     let mut head = Vec::with_capacity(256);
     let _ =
         tokio::time::timeout(SHED_REQUEST_WAIT, read_request_line(&mut stream, &mut head)).await;
@@ -239,6 +260,7 @@ pub(super) async fn answer(mut stream: TcpStream, health: Option<&str>, why: Why
         stream.shutdown().await
     })
     .await;
+    stream
 }
 
 /// Reads until the end of the request line, [`SHED_REQUEST_BYTES_MAX`], or
@@ -312,6 +334,29 @@ mod tests {
         assert_eq!(backoff.next_pause(), ACCEPT_BACKOFF_MAX);
         backoff.reset();
         assert_eq!(backoff.next_pause(), ACCEPT_BACKOFF_FIRST);
+    }
+
+    #[test]
+    fn the_spare_is_given_up_once_and_comes_back_as_the_answered_socket() {
+        let held = |spare: &Spare| match &*spare.0.lock().unwrap() {
+            SpareState::Held(Placeholder::File(_)) => "file",
+            SpareState::Held(Placeholder::Socket(_)) => "socket",
+            SpareState::InUse => "in use",
+            SpareState::Empty => "empty",
+        };
+        let spare = Spare::open();
+        assert_eq!(held(&spare), "file");
+        assert!(spare.release());
+        assert!(!spare.release(), "given up twice");
+        spare.refill();
+        assert_eq!(held(&spare), "in use", "reopened while in use");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let socket = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        spare.put_back(Some(socket));
+        assert_eq!(held(&spare), "socket");
+        assert!(spare.release());
+        spare.lost();
+        assert_eq!(held(&spare), "file");
     }
 
     #[test]
