@@ -313,6 +313,7 @@ fn a_request_body_that_trickles_is_408_at_the_whole_body_deadline() {
 }
 
 /// Kernel clock ticks of CPU (user + system) the process has used so far.
+#[cfg(target_os = "linux")]
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     // Fields after the command name, which is in parentheses and may hold spaces.
@@ -323,6 +324,7 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
+#[cfg(target_os = "linux")]
 fn clock_ticks_per_second() -> u64 {
     let output = Command::new("getconf").arg("CLK_TCK").output().unwrap();
     String::from_utf8_lossy(&output.stdout)
@@ -337,6 +339,7 @@ fn clock_ticks_per_second() -> u64 {
 /// `too-many-connections` through the spare descriptor, and so is a health
 /// probe, with its usual 200.
 #[test]
+#[cfg(target_os = "linux")]
 fn at_the_descriptor_limit_accept_backs_off_and_health_still_answers() {
     let dir = tempfile::tempdir().unwrap();
     // The bodies must stay stalled for the whole test.
