@@ -101,6 +101,10 @@ pub struct Limits {
     pub header_count_max: usize,
     pub header_bytes_max: usize,
     pub header_read_timeout_ms: u64,
+    /// Time from the request head to the end of its body.
+    pub request_body_timeout_ms: u64,
+    /// Idle time between request body chunks (and before the first).
+    pub request_body_idle_timeout_ms: u64,
     pub upstream_connect_timeout_ms: u64,
     /// Time to the upstream's response head.
     pub upstream_response_timeout_ms: u64,
@@ -119,6 +123,13 @@ impl Default for Limits {
             header_count_max: 128,
             header_bytes_max: 64 << 10,
             header_read_timeout_ms: 10_000,
+            // A body at `request_body_bytes_max` (64 MiB) crosses loopback in
+            // well under a second; 30 s leaves room for a loaded CI machine
+            // and still frees a connection a stalled client holds.
+            request_body_timeout_ms: 30_000,
+            // As the head's: a client that sends nothing for 10 s mid-body
+            // has stalled; a busy one sends a chunk far sooner.
+            request_body_idle_timeout_ms: 10_000,
             upstream_connect_timeout_ms: 10_000,
             upstream_response_timeout_ms: 60_000,
             upstream_body_idle_timeout_ms: 60_000,
@@ -336,6 +347,8 @@ struct RawLimits {
     header_count_max: Option<i64>,
     header_bytes_max: Option<i64>,
     header_read_timeout_ms: Option<i64>,
+    request_body_timeout_ms: Option<i64>,
+    request_body_idle_timeout_ms: Option<i64>,
     upstream_connect_timeout_ms: Option<i64>,
     upstream_response_timeout_ms: Option<i64>,
     upstream_body_idle_timeout_ms: Option<i64>,
@@ -385,6 +398,8 @@ const LIMITS_KEYS: &[&str] = &[
     "header_count_max",
     "header_bytes_max",
     "header_read_timeout_ms",
+    "request_body_timeout_ms",
+    "request_body_idle_timeout_ms",
     "upstream_connect_timeout_ms",
     "upstream_response_timeout_ms",
     "upstream_body_idle_timeout_ms",
@@ -910,6 +925,16 @@ fn limits(
             "limits.header_read_timeout_ms",
             raw.header_read_timeout_ms,
             d.header_read_timeout_ms,
+        )?,
+        request_body_timeout_ms: check.positive(
+            "limits.request_body_timeout_ms",
+            raw.request_body_timeout_ms,
+            d.request_body_timeout_ms,
+        )?,
+        request_body_idle_timeout_ms: check.positive(
+            "limits.request_body_idle_timeout_ms",
+            raw.request_body_idle_timeout_ms,
+            d.request_body_idle_timeout_ms,
         )?,
         upstream_connect_timeout_ms: check.positive(
             "limits.upstream_connect_timeout_ms",

@@ -223,9 +223,10 @@ pub type OnBodyEnd = Box<dyn FnOnce(Vec<BodyChunk>) + Send>;
 /// The upstream body on its way to the client: every data frame is passed on
 /// as it arrives and a copy kept with its arrival offset; at the end of the
 /// body `on_end` receives the copy. A client that goes away mid-body drops
-/// this, and the incomplete interaction is not recorded.
-pub struct CaptureBody {
-    inner: hyper::body::Incoming,
+/// this, and an upstream body that fails (cut, or idle past its limit) ends
+/// it with an error: either way the incomplete interaction is not recorded.
+pub struct CaptureBody<B: http_body::Body = hyper::body::Incoming> {
+    inner: B,
     started: std::time::Instant,
     chunks: Vec<BodyChunk>,
     bytes_captured: usize,
@@ -233,8 +234,8 @@ pub struct CaptureBody {
     on_end: Option<OnBodyEnd>,
 }
 
-impl CaptureBody {
-    pub fn new(inner: hyper::body::Incoming, bytes_max: usize, on_end: OnBodyEnd) -> CaptureBody {
+impl<B: http_body::Body> CaptureBody<B> {
+    pub fn new(inner: B, bytes_max: usize, on_end: OnBodyEnd) -> CaptureBody<B> {
         CaptureBody {
             inner,
             started: std::time::Instant::now(),
@@ -246,7 +247,7 @@ impl CaptureBody {
     }
 }
 
-impl CaptureBody {
+impl<B: http_body::Body> CaptureBody<B> {
     fn end(&mut self) {
         if let Some(on_end) = self.on_end.take() {
             on_end(std::mem::take(&mut self.chunks));
@@ -254,7 +255,7 @@ impl CaptureBody {
     }
 }
 
-impl Drop for CaptureBody {
+impl<B: http_body::Body> Drop for CaptureBody<B> {
     /// A body that was empty from the start is never polled: it ends here.
     /// One cut short (client gone) is not complete and is not recorded.
     fn drop(&mut self) {
@@ -264,9 +265,9 @@ impl Drop for CaptureBody {
     }
 }
 
-impl http_body::Body for CaptureBody {
+impl<B: http_body::Body<Data = bytes::Bytes> + Unpin> http_body::Body for CaptureBody<B> {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = B::Error;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,

@@ -24,7 +24,7 @@ impl Server {
                     );
                 }
             };
-            self.sessions.remove(&name);
+            self.forget_session(&name);
             let finished = match &self.writer {
                 // One rename and fsync: short enough to block this request's task.
                 Some(writer) => tokio::task::block_in_place(|| writer.finish(&name))

@@ -1,9 +1,11 @@
-//! Listener: binds every endpoint (and `[::1]` beside IPv4 loopback), accepts
-//! connections, hands each to hyper with the configured limits, and on
-//! SIGINT/SIGTERM stops accepting, lets in-flight requests finish, and
-//! closes the recordings.
+//! Listener: binds every endpoint (and `[::1]` beside IPv4 loopback),
+//! accepts connections (up to `limits.connections_max`; out of descriptors
+//! it backs off and sheds, `shed`), hands each to hyper with the configured
+//! limits, and on SIGINT/SIGTERM stops accepting, lets in-flight requests
+//! finish, and closes the recordings.
 
 use super::session::report_interrupted_recordings;
+use super::shed;
 use super::{Mode, ServeError, ServeOptions, Server};
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -90,29 +92,30 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         let _ = stdout.flush();
     }
     let (conn_tx, mut conn_rx) = tokio::sync::mpsc::unbounded_channel();
+    let health_paths: Arc<Vec<Option<String>>> =
+        Arc::new(config.endpoints.iter().map(|e| e.health.clone()).collect());
+    let spare = Arc::new(shed::Spare::open());
     let all_listeners = listeners.into_iter().enumerate().chain(loopback_v6);
     for (index, listener) in all_listeners {
-        let mut stop = stop_rx.clone();
-        let conn_tx = conn_tx.clone();
-        accept_tasks.push(tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.changed() => break,
-                    accepted = listener.accept() => match accepted {
-                        Ok((stream, _)) => { let _ = conn_tx.send((index, stream)); }
-                        Err(error) => tracing::warn!("endpoint {index}: accept failed: {error}"),
-                    }
-                }
-            }
-        }));
+        accept_tasks.push(tokio::spawn(accept_loop(
+            index,
+            listener,
+            conn_tx.clone(),
+            stop_rx.clone(),
+            spare.clone(),
+            health_paths.clone(),
+        )));
     }
     drop(conn_tx);
+    let slots = shed::ConnectionSlots::new(config.limits.connections_max, health_paths.clone());
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             next = conn_rx.recv() => {
                 let Some((index, stream)) = next else { break };
+                // Over the limit, the stream is answered 503 and closed.
+                let Some((slot, stream)) = slots.admit(index, stream) else { continue };
                 let _ = stream.set_nodelay(true);
                 // Proxy modes: the upstream connection this client connection
                 // keeps between its requests (replay has none to keep).
@@ -146,6 +149,8 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                 let mut stop = stop_rx.clone();
                 let server = server.clone();
                 connections.spawn(async move {
+                    // Freed when this connection closes.
+                    let _slot = slot;
                     let mut connection = std::pin::pin!(connection);
                     let ended = tokio::select! {
                         ended = connection.as_mut() => ended,
@@ -187,6 +192,79 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         }
     }
     Ok(())
+}
+
+/// Accepts one listener's connections and hands them to the serving loop.
+/// An error that is the process's (out of descriptors or memory) pauses the
+/// loop, longer each time (`shed::Backoff`), and is logged once per
+/// interval; out of descriptors, the spare one is closed to take the
+/// waiting connection and answer it (`shed::answer`).
+async fn accept_loop(
+    index: usize,
+    listener: tokio::net::TcpListener,
+    conn_tx: tokio::sync::mpsc::UnboundedSender<(usize, tokio::net::TcpStream)>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+    spare: Arc<shed::Spare>,
+    health_paths: Arc<Vec<Option<String>>>,
+) {
+    let mut backoff = shed::Backoff::new();
+    let log = shed::LogEvery::new();
+    // Set once the spare descriptor is closed for the next accepted stream.
+    let mut spare_released = false;
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.changed() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let error = match accepted {
+            Ok((stream, _)) if spare_released => {
+                // Progress: the next pause starts short again, so that the
+                // spare, back within milliseconds, serves the next one soon.
+                backoff.reset();
+                spare_released = false;
+                let spare = spare.clone();
+                let health = health_paths[index].clone();
+                tokio::spawn(async move {
+                    let answered =
+                        shed::answer(stream, health.as_deref(), shed::Why::OutOfDescriptors).await;
+                    spare.put_back(answered.into_std().ok());
+                });
+                continue;
+            }
+            Ok((stream, _)) => {
+                backoff.reset();
+                // A spare lost at the limit is taken again while there are
+                // descriptors to take (a no-op while it is held).
+                spare.refill();
+                let _ = conn_tx.send((index, stream));
+                continue;
+            }
+            Err(error) => error,
+        };
+        if let Some(suppressed) = log.hit() {
+            tracing::warn!(
+                "endpoint {index}: accept failed: {error} ({suppressed} more since the last line)"
+            );
+        }
+        if shed::is_per_connection(&error) {
+            continue;
+        }
+        if spare_released {
+            // The descriptor freed went elsewhere (another listener's
+            // accept, an upstream connection).
+            spare_released = false;
+            spare.lost();
+        } else if spare.release() {
+            spare_released = true;
+            continue;
+        } else {
+            spare.refill();
+        }
+        tokio::select! {
+            _ = stop.changed() => break,
+            () = tokio::time::sleep(backoff.next_pause()) => {}
+        }
+    }
 }
 
 /// SIGTERM or SIGINT (Ctrl-C). The handlers are installed by this call,

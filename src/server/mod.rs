@@ -3,7 +3,7 @@
 //! `listener` accepts a connection and hyper parses the request; `handle`
 //! (here) routes it: health and `/__ouli/` control paths (`control`), the
 //! session it belongs to (`session`), the request body collected under its
-//! limit and decoded, the live request redacted as the recorded one was, its
+//! size and time limits (`body_timeout`) and decoded, the live request redacted as the recorded one was, its
 //! canonical form and chain step (`crate::fingerprint`, `crate::chain`).
 //! Then, by mode:
 //! - **replay**: one index probe (`crate::recording`), and the answer read
@@ -14,6 +14,7 @@
 //!
 //! Every answer ouli makes itself says whose fault it is (`response`).
 
+mod body_timeout;
 mod control;
 mod listener;
 mod miss;
@@ -21,6 +22,7 @@ mod proxy;
 mod replay;
 mod response;
 mod session;
+mod shed;
 mod websocket;
 
 pub use listener::run;
@@ -36,7 +38,6 @@ use crate::session_name::SessionName;
 use bytes::Bytes;
 use dashmap::DashMap;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -136,6 +137,10 @@ struct Server {
     options: ServeOptions,
     endpoints: Vec<Endpoint>,
     sessions: DashMap<SessionName, Arc<Session>>,
+    /// Entries of `sessions`, and slots taken for ones being opened: never
+    /// over `limits.sessions_max` (`session.rs`).
+    sessions_known: std::sync::atomic::AtomicUsize,
+    sessions_refused_log: shed::LogEvery,
     backend: ReadBackend,
     /// Record and passthrough modes only.
     upstream: Option<crate::upstream::Upstream>,
@@ -244,6 +249,8 @@ impl Server {
             options: options.clone(),
             endpoints,
             sessions: DashMap::new(),
+            sessions_known: std::sync::atomic::AtomicUsize::new(0),
+            sessions_refused_log: shed::LogEvery::new(),
             backend,
             upstream,
             writer,
@@ -287,31 +294,10 @@ impl Server {
         }
         let (parts, body) = request.into_parts();
         let raw_body_for_upstream;
-        let limit = self.options.config.limits.request_body_bytes_max;
-        let body = match Limited::new(body, limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(error) => {
-                return if error
-                    .downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    error_response(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "client",
-                        "body-too-large",
-                        format!(
-                            "request body exceeds limits.request_body_bytes_max = {limit} bytes"
-                        ),
-                    )
-                } else {
-                    error_response(
-                        StatusCode::BAD_REQUEST,
-                        "client",
-                        "bad-body",
-                        error.to_string(),
-                    )
-                };
-            }
+        let limits = &self.options.config.limits;
+        let body = match body_timeout::collect_request_body(body, limits).await {
+            Ok(body) => body,
+            Err(refused) => return refused,
         };
         if self.options.mode == Mode::Passthrough {
             // Nothing is recorded or looked up: no identity to compute.
@@ -323,7 +309,7 @@ impl Server {
         // A compressed request body is identified (and stored) decoded: its
         // compression level must not change its identity, and a secret in it
         // must be found.
-        let body = match stored_request_body(&parts.headers, body, &self.options.config.limits) {
+        let body = match stored_request_body(&parts.headers, body, limits) {
             Ok(body) => body,
             Err(message) => {
                 return error_response(
@@ -336,14 +322,7 @@ impl Server {
         };
         let state = match self.session(&session) {
             Ok(state) => state,
-            Err(message) => {
-                return error_response(
-                    StatusCode::BAD_GATEWAY,
-                    "recording",
-                    "recording-unreadable",
-                    message,
-                );
-            }
+            Err(error) => return error.into_response(),
         };
         // Secrets never take part in identity: redact the live request first,
         // as the recorded one was.

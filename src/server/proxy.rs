@@ -3,7 +3,8 @@
 //! while it is captured, and at its end (record) it is decoded, redacted and
 //! appended (`crate::record`).
 
-use super::response::{BoxError, ResponseBody, error_response};
+use super::body_timeout::IdleTimeout;
+use super::response::{ResponseBody, error_response};
 use super::{Endpoint, Server, path_and_query_of};
 use crate::chain::ChainStep;
 use crate::session_name::SessionName;
@@ -115,9 +116,13 @@ impl Server {
         for name in hop_by_hop_headers(&client_parts.headers) {
             client_parts.headers.remove(name);
         }
+        let upstream_body = IdleTimeout::new(
+            upstream_body,
+            Duration::from_millis(config.limits.upstream_body_idle_timeout_ms),
+            endpoint.upstream_authority.clone(),
+        );
         let Some(((writer, (canonical, step, stored_body)), response_parts)) = recording else {
-            let body = upstream_body.map_err(BoxError::from).boxed_unsync();
-            return Response::from_parts(client_parts, body);
+            return Response::from_parts(client_parts, upstream_body.boxed_unsync());
         };
         let client_response = Response::from_parts(client_parts, ());
         let redactor = endpoint.redactor.clone();
@@ -173,7 +178,7 @@ impl Server {
             config.limits.response_body_bytes_max,
             on_end,
         );
-        client_response.map(|()| captured.map_err(BoxError::from).boxed_unsync())
+        client_response.map(|()| captured.boxed_unsync())
     }
 }
 

@@ -3,12 +3,14 @@
 //! Sessions never share a lock. Also the start-up report of recordings a
 //! crash interrupted.
 
+use super::response::{ResponseBody, error_response};
 use super::{Mode, Server};
 use crate::chain::ChainState;
 use crate::recording::{ReadBackend, Recording};
 use crate::session_name::SessionName;
-use http::HeaderMap;
+use http::{HeaderMap, Response, StatusCode};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 /// One session's replay state; its lock is never shared with another session.
@@ -67,10 +69,66 @@ impl Server {
         }
     }
 
-    pub(super) fn session(&self, name: &SessionName) -> Result<Arc<Session>, String> {
+    /// The session's state, opened at its first request. A new session is
+    /// refused while `limits.sessions_max` are known to the process; one
+    /// ended (`/__ouli/sessions/<name>/end`) is no longer counted.
+    pub(super) fn session(&self, name: &SessionName) -> Result<Arc<Session>, SessionError> {
         if let Some(session) = self.sessions.get(name) {
             return Ok(session.clone());
         }
+        if !self.reserve_session_slot() {
+            // A request of the same new session may have taken the last slot.
+            if let Some(session) = self.sessions.get(name) {
+                return Ok(session.clone());
+            }
+            return Err(self.too_many_sessions(name));
+        }
+        let opened = self.open_session(name);
+        let session = match opened {
+            Ok(session) => session,
+            Err(message) => {
+                self.sessions_known.fetch_sub(1, Ordering::AcqRel);
+                return Err(SessionError::Unreadable(message));
+            }
+        };
+        match self.sessions.entry(name.clone()) {
+            dashmap::Entry::Occupied(entry) => {
+                // Opened meanwhile by a request of the same session.
+                self.sessions_known.fetch_sub(1, Ordering::AcqRel);
+                Ok(entry.get().clone())
+            }
+            dashmap::Entry::Vacant(entry) => Ok(entry.insert(session).clone()),
+        }
+    }
+
+    /// The process no longer knows this session: its slot is free.
+    pub(super) fn forget_session(&self, name: &SessionName) {
+        if self.sessions.remove(name).is_some() {
+            self.sessions_known.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Takes one of the `limits.sessions_max` slots, if one is free.
+    fn reserve_session_slot(&self) -> bool {
+        let max = self.options.config.limits.sessions_max;
+        self.sessions_known
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |known| {
+                (known < max).then_some(known + 1)
+            })
+            .is_ok()
+    }
+
+    fn too_many_sessions(&self, name: &SessionName) -> SessionError {
+        let max = self.options.config.limits.sessions_max;
+        if let Some(suppressed) = self.sessions_refused_log.hit() {
+            tracing::warn!(
+                "session {name} refused (503): limits.sessions_max = {max} sessions are known ({suppressed} more refused since the last line)"
+            );
+        }
+        SessionError::TooMany { max }
+    }
+
+    fn open_session(&self, name: &SessionName) -> Result<Arc<Session>, String> {
         let dir = &self.options.recording_dir;
         let path = name.recording_path(dir);
         let partial = path.with_extension("ouli.partial");
@@ -94,13 +152,41 @@ impl Server {
             })
             .map_err(|e| e.to_string())?
         };
-        let session = Arc::new(Session {
+        Ok(Arc::new(Session {
             recording,
             late_recording: std::sync::OnceLock::new(),
             chain: Mutex::new(ChainState::new(self.options.config.chain)),
             miss_index: std::sync::OnceLock::new(),
-        });
-        Ok(self.sessions.entry(name.clone()).or_insert(session).clone())
+        }))
+    }
+}
+
+/// Why a request's session could not be had.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SessionError {
+    /// Its recording could not be opened.
+    #[error("{0}")]
+    Unreadable(String),
+    #[error("a new session would be one over limits.sessions_max = {max}")]
+    TooMany { max: usize },
+}
+
+impl SessionError {
+    pub(super) fn into_response(self) -> Response<ResponseBody> {
+        match self {
+            SessionError::Unreadable(message) => error_response(
+                StatusCode::BAD_GATEWAY,
+                "recording",
+                "recording-unreadable",
+                message,
+            ),
+            too_many @ SessionError::TooMany { .. } => error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "client",
+                "too-many-sessions",
+                too_many.to_string(),
+            ),
+        }
     }
 }
 

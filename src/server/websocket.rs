@@ -23,14 +23,7 @@ impl Server {
     ) -> Response<ResponseBody> {
         let state = match self.session(&session) {
             Ok(state) => state,
-            Err(message) => {
-                return error_response(
-                    StatusCode::BAD_GATEWAY,
-                    "recording",
-                    "recording-unreadable",
-                    message,
-                );
-            }
+            Err(error) => return error.into_response(),
         };
         let frames = state.recording().and_then(|recording| {
             recording

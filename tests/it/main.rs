@@ -7,6 +7,7 @@ mod config;
 mod decoding;
 mod deep_json;
 mod identity;
+mod limits;
 mod recording;
 mod redaction_on_disk;
 mod replay;

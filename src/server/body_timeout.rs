@@ -1,0 +1,199 @@
+//! Time limits on bodies in flight. A request body must arrive whole within
+//! `limits.request_body_timeout_ms`, with no gap longer than
+//! `limits.request_body_idle_timeout_ms` (the wait for its first bytes
+//! included): else 408 `body-timeout` and the connection is closed. An
+//! upstream answer's body may pause at most
+//! `limits.upstream_body_idle_timeout_ms` between chunks: else it is cut, and
+//! the client, which already has the head, sees its connection end early.
+
+use super::response::{BoxError, ResponseBody, error_response};
+use crate::config::Limits;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Response, StatusCode};
+use http_body::{Body, Frame};
+use http_body_util::{BodyExt, Limited};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+/// The request body, collected under `limits.request_body_bytes_max` and
+/// both time limits; the refusal, ready to send, when it breaks one.
+pub(super) async fn collect_request_body<B>(
+    body: B,
+    limits: &Limits,
+) -> Result<Bytes, Response<ResponseBody>>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    // Most requests have no body: no timer, no buffer.
+    if body.is_end_stream() {
+        return Ok(Bytes::new());
+    }
+    let size_max = limits.request_body_bytes_max;
+    let idle = Duration::from_millis(limits.request_body_idle_timeout_ms);
+    let deadline = Instant::now() + Duration::from_millis(limits.request_body_timeout_ms);
+    let mut body = Limited::new(body, size_max);
+    let mut chunks: Vec<Bytes> = Vec::new();
+    while !body.is_end_stream() {
+        let wait_until = (Instant::now() + idle).min(deadline);
+        let frame = match tokio::time::timeout_at(wait_until, body.frame()).await {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(None) => break,
+            Ok(Some(Err(error))) => return Err(body_error(&error, size_max)),
+            Err(_elapsed) => return Err(timed_out(Instant::now() >= deadline, limits)),
+        };
+        if let Ok(data) = frame.into_data()
+            && !data.is_empty()
+        {
+            chunks.push(data);
+        }
+    }
+    Ok(join(chunks))
+}
+
+/// One chunk as it came (no copy), more joined.
+fn join(mut chunks: Vec<Bytes>) -> Bytes {
+    if chunks.len() <= 1 {
+        return chunks.pop().unwrap_or_default();
+    }
+    let mut joined = BytesMut::with_capacity(chunks.iter().map(Bytes::len).sum());
+    for chunk in &chunks {
+        joined.extend_from_slice(chunk);
+    }
+    joined.freeze()
+}
+
+fn body_error(error: &BoxError, size_max: usize) -> Response<ResponseBody> {
+    if error
+        .downcast_ref::<http_body_util::LengthLimitError>()
+        .is_some()
+    {
+        return error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "client",
+            "body-too-large",
+            format!("request body exceeds limits.request_body_bytes_max = {size_max} bytes"),
+        );
+    }
+    error_response(
+        StatusCode::BAD_REQUEST,
+        "client",
+        "bad-body",
+        error.to_string(),
+    )
+}
+
+/// 408, and the connection closed: what is left of the body would otherwise
+/// be read as the next request.
+fn timed_out(deadline_passed: bool, limits: &Limits) -> Response<ResponseBody> {
+    let message = if deadline_passed {
+        format!(
+            "request body not complete within limits.request_body_timeout_ms = {} ms",
+            limits.request_body_timeout_ms
+        )
+    } else {
+        format!(
+            "no request body bytes for limits.request_body_idle_timeout_ms = {} ms",
+            limits.request_body_idle_timeout_ms
+        )
+    };
+    tracing::info!("{message}: answered 408, connection closed");
+    let mut response = error_response(
+        StatusCode::REQUEST_TIMEOUT,
+        "client",
+        "body-timeout",
+        message,
+    );
+    response
+        .headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// An upstream answer's body went quiet for longer than its limit.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "upstream {upstream}: no response body bytes for {idle_ms} ms (limits.upstream_body_idle_timeout_ms)"
+)]
+pub struct UpstreamBodyIdle {
+    pub upstream: String,
+    pub idle_ms: u64,
+}
+
+/// An upstream body that fails with [`UpstreamBodyIdle`] once it has kept
+/// ouli waiting `idle` for its next frame. Only time spent waiting on the
+/// upstream counts: a client slow to take a frame does not, since the clock
+/// starts when the upstream has nothing ready.
+pub(super) struct IdleTimeout<B> {
+    inner: B,
+    idle: Duration,
+    /// Made at the first wait only: a body whose frames are always ready
+    /// never touches the timer.
+    timer: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
+    upstream: http::uri::Authority,
+    failed: bool,
+}
+
+impl<B> IdleTimeout<B> {
+    pub(super) fn new(inner: B, idle: Duration, upstream: http::uri::Authority) -> IdleTimeout<B> {
+        IdleTimeout {
+            inner,
+            idle,
+            timer: None,
+            waiting: false,
+            upstream,
+            failed: false,
+        }
+    }
+}
+
+impl<B> Body for IdleTimeout<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if this.failed {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.waiting = false;
+            return Poll::Ready(frame.map(|result| result.map_err(Into::into)));
+        }
+        let idle = this.idle;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+        if !this.waiting {
+            // The upstream has nothing ready: its silence starts now.
+            this.waiting = true;
+            timer.as_mut().reset(Instant::now() + idle);
+        }
+        ready!(timer.as_mut().poll(cx));
+        this.failed = true;
+        let error = UpstreamBodyIdle {
+            upstream: this.upstream.to_string(),
+            idle_ms: idle.as_millis() as u64,
+        };
+        tracing::warn!("{error}: the answer to the client is cut, and not recorded");
+        Poll::Ready(Some(Err(error.into())))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        !self.failed && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
