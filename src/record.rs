@@ -21,11 +21,13 @@ use crate::recording::{Durability, RecordingError, RecordingWriter};
 use crate::session_name::SessionName;
 use dashmap::DashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// One session's writer, or why it has none.
+/// One session's writer, if its recording has started.
 enum SessionWriter {
-    /// No recording started yet (or the last one was finished).
+    /// No recording started yet (or the last one was finished, or starting
+    /// it failed: the next request tries again).
     Idle,
     /// Appending; `rename_to` is where an interrupted recording resumed by
     /// record-missing goes when finished.
@@ -33,9 +35,6 @@ enum SessionWriter {
         writer: RecordingWriter,
         rename_to: Option<PathBuf>,
     },
-    /// Starting its recording failed: logged once, its appends dropped until
-    /// the session is finished.
-    Failed,
 }
 
 /// The recordings of a record or record-missing server, one writer per
@@ -48,6 +47,10 @@ pub struct Recorder {
     /// when it is complete.
     extend_existing: bool,
     sessions: DashMap<SessionName, Arc<Mutex<SessionWriter>>>,
+    /// Interactions answered but not recorded (an append or its sync
+    /// failed): each is logged, and the run ends with an error
+    /// ([`Recorder::finish_all`]), so that a lost record is never silent.
+    failed: AtomicU64,
 }
 
 impl Recorder {
@@ -57,6 +60,7 @@ impl Recorder {
             durability,
             extend_existing,
             sessions: DashMap::new(),
+            failed: AtomicU64::new(0),
         }
     }
 
@@ -70,45 +74,77 @@ impl Recorder {
             .clone()
     }
 
-    /// Appends one interaction to its session's recording, starting the
-    /// recording at the session's first interaction. Once this returns, the
-    /// record is in the file (page cache at least). Errors are logged, never
-    /// returned: the client already has its answer, and one failed append
-    /// must not stop the others.
+    /// Starts the session's recording if it has not started, before its
+    /// request is forwarded: a recording that cannot be started (a file in
+    /// the way of its folder, a read-only folder) is then the request's
+    /// error (500 `recording-failed`), not a record lost after the client got
+    /// its answer. Blocking (creates or reads the file); a failure is logged.
+    pub fn start(&self, session: &SessionName) -> Result<(), RecordingError> {
+        let slot = self.session_slot(session);
+        let mut state = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.open_if_idle(session, &mut state)
+    }
+
+    fn open_if_idle(
+        &self,
+        session: &SessionName,
+        state: &mut SessionWriter,
+    ) -> Result<(), RecordingError> {
+        if !matches!(*state, SessionWriter::Idle) {
+            return Ok(());
+        }
+        let path = session.recording_path(&self.recording_dir);
+        match off_executor(|| open_writer(&path, self.durability, self.extend_existing)) {
+            Ok((writer, rename_to)) => {
+                *state = SessionWriter::Open { writer, rename_to };
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!("session {session}: recording failed: cannot start it: {error}");
+                Err(error)
+            }
+        }
+    }
+
+    /// Appends one interaction to its session's recording (started by
+    /// [`Recorder::start`], or here if it was finished meanwhile). Once this
+    /// returns, the record is in the file (page cache at least). The client
+    /// already has the response head, so a failure cannot be its answer: it
+    /// is logged and counted, and the run ends with an error.
     pub fn append(&self, session: &SessionName, interaction: &Interaction) {
+        if let Err(error) = self.try_append(session, interaction) {
+            let failed = self.failed.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::error!(
+                "session {session}: recording failed: interaction not recorded ({failed} so far): {error}"
+            );
+        }
+    }
+
+    fn try_append(
+        &self,
+        session: &SessionName,
+        interaction: &Interaction,
+    ) -> Result<(), RecordingError> {
         let slot = self.session_slot(session);
         let pending = {
             let mut state = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if matches!(*state, SessionWriter::Idle) {
-                let path = session.recording_path(&self.recording_dir);
-                *state = match off_executor(|| {
-                    open_writer(&path, self.durability, self.extend_existing)
-                }) {
-                    Ok((writer, rename_to)) => SessionWriter::Open { writer, rename_to },
-                    Err(error) => {
-                        tracing::error!("session {session}: cannot start its recording: {error}");
-                        SessionWriter::Failed
-                    }
-                };
-            }
+            self.open_if_idle(session, &mut state)?;
             let SessionWriter::Open { writer, .. } = &mut *state else {
-                return;
+                unreachable!("open_if_idle leaves the session open or fails");
             };
-            match writer.append_deferring_sync(interaction) {
-                Ok((_, pending)) => pending,
-                Err(error) => {
-                    tracing::error!("session {session}: append failed: {error}");
-                    return;
-                }
-            }
+            writer.append_deferring_sync(interaction)?.1
         };
         // Every-interaction: the fdatasync runs without the session's lock,
         // so the appends that come meanwhile share the next one.
-        if pending.is_owed()
-            && let Err(error) = off_executor(|| pending.wait())
-        {
-            tracing::error!("session {session}: sync failed: {error}");
+        if pending.is_owed() {
+            off_executor(|| pending.wait())?;
         }
+        Ok(())
+    }
+
+    /// Interactions answered but not recorded so far.
+    pub fn failed_appends(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
     }
 
     /// Finishes one session's recording (it becomes `<name>.ouli`); `None`
@@ -119,12 +155,17 @@ impl Recorder {
         };
         let mut state = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match std::mem::replace(&mut *state, SessionWriter::Idle) {
+            SessionWriter::Open { writer, .. } if writer.is_empty() => {
+                discard(writer);
+                Ok(None)
+            }
             SessionWriter::Open { writer, rename_to } => finish_writer(writer, rename_to).map(Some),
-            SessionWriter::Idle | SessionWriter::Failed => Ok(None),
+            SessionWriter::Idle => Ok(None),
         }
     }
 
-    /// Finishes every recording; returns one message per failure. Blocking.
+    /// Finishes every recording; returns one message per failure, and one
+    /// for the interactions that could not be recorded, if any. Blocking.
     pub fn finish_all(&self) -> Vec<String> {
         let sessions: Vec<SessionName> = self.sessions.iter().map(|e| e.key().clone()).collect();
         let mut errors = Vec::new();
@@ -136,6 +177,12 @@ impl Recorder {
                 Ok(None) => {}
                 Err(error) => errors.push(format!("session {session}: {error}")),
             }
+        }
+        let failed = self.failed_appends();
+        if failed > 0 {
+            errors.push(format!(
+                "{failed} interaction(s) answered but not recorded (logged as \"recording failed\")"
+            ));
         }
         errors
     }
@@ -181,6 +228,18 @@ fn open_writer(
         }
     }
     Ok((RecordingWriter::create(path, durability)?, None))
+}
+
+/// A session started (its request was forwarded) but nothing recorded, as
+/// when its upstream failed: the recording in force is kept as it was, as
+/// if the session had never started. A new recording's partial file goes.
+fn discard(writer: RecordingWriter) {
+    let created = writer.path().to_path_buf();
+    let is_new = writer.is_new();
+    drop(writer);
+    if is_new && let Err(error) = std::fs::remove_file(&created) {
+        tracing::warn!("{}: cannot remove it: {error}", created.display());
+    }
 }
 
 /// Finishes a writer; an interrupted recording resumed by record-missing is

@@ -76,6 +76,16 @@ impl Server {
                 .unwrap_or(0),
             None => 0,
         };
+        if let Some((writer, _)) = &recording
+            && let Err(error) = crate::record::off_executor(|| writer.start(&session))
+        {
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "recording",
+                "recording-failed",
+                format!("session {session}: its recording cannot be started: {error}"),
+            );
+        }
         let sent = upstream.send(endpoint.index, &uri, held, upstream_request);
         let response = match tokio::time::timeout(timeout, sent).await {
             Ok(Ok(response)) => response,

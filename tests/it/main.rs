@@ -9,5 +9,6 @@ mod recording;
 mod redaction_on_disk;
 mod replay;
 mod sample;
+mod session_names;
 mod testserver;
 mod websocket;
