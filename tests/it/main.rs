@@ -11,4 +11,5 @@ mod replay;
 mod sample;
 mod session_names;
 mod testserver;
+mod verify;
 mod websocket;
