@@ -29,6 +29,14 @@ pub const FILE_NAME_BYTES_MAX: usize = 255;
 /// `.ouli`; ouli writes no other file for a session.
 pub const PARTIAL_SUFFIX: &str = ".ouli.partial";
 
+/// Every suffix that turns a session name into one of its files: ouli's
+/// (finished, being written) and test-server's (`<name>.json`,
+/// `<name>.websocket.log`: replay serves such a directory as it is and
+/// `import test-server` reads it). A folder ending in one of them would be
+/// another session's file.
+const SESSION_FILE_SUFFIXES: [&str; 4] =
+    [RECORDING_SUFFIX, PARTIAL_SUFFIX, ".json", ".websocket.log"];
+
 /// Longest last segment: with [`PARTIAL_SUFFIX`] it must fit
 /// [`FILE_NAME_BYTES_MAX`] (242 bytes).
 pub const LAST_SEGMENT_BYTES_MAX: usize = FILE_NAME_BYTES_MAX - PARTIAL_SUFFIX.len();
@@ -45,15 +53,18 @@ pub const DEFAULT_SESSION: &str = "default";
 ///   ouli's own files there, such as the write probe of `record`);
 /// * its last segment is at most [`LAST_SEGMENT_BYTES_MAX`] bytes, so that
 ///   `<last>.ouli.partial` fits a file name ([`FILE_NAME_BYTES_MAX`]);
-/// * no other segment (a folder) ends in `.ouli` or `.ouli.partial`: that is
-///   the file of the session named by the folder's stem (`a.ouli/x` and `a`
-///   cannot both be stored).
+/// * no other segment (a folder) ends in `.ouli`, `.ouli.partial`, `.json`
+///   or `.websocket.log`: that is the file of the session named by the
+///   folder's stem, in ouli's layout or in test-server's, which replay serves
+///   as it is (`a.ouli/x` and `a` cannot both be stored, nor `a.json/x` and
+///   test-server's `a`).
 ///
-/// ouli writes no other file for a session (test-server's `.json` and
-/// `.websocket.log` are only read, by `import test-server`, from their own
-/// directory), so no other suffix is reserved. A foreign file in the way
-/// (a file where a folder is wanted) is found when the recording starts,
-/// and the request is answered `500 recording-failed`.
+/// ouli writes no other file for a session. The last segment needs no such
+/// rule (`a.ouli` is stored as `a.ouli.ouli`), and test-server's longer
+/// suffix (`.websocket.log`) is only read, never written, so it does not
+/// bound the last segment. A foreign file in the way (a file where a folder
+/// is wanted) is found when the recording starts, and the request is
+/// answered `500 recording-failed`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionName(String);
 
@@ -109,11 +120,12 @@ impl SessionName {
             if let Err(why) = check_segment(segment) {
                 return err(why);
             }
-            if segment.ends_with(RECORDING_SUFFIX) || segment.ends_with(PARTIAL_SUFFIX) {
+            if SESSION_FILE_SUFFIXES.iter().any(|s| segment.ends_with(s)) {
                 // `a.ouli/x` would need a folder where session `a` keeps its
-                // recording (and `a.ouli.partial/x`, where it writes it).
+                // recording (`a.ouli.partial/x`: where it writes it;
+                // `a.json/x`: where test-server's layout keeps it).
                 return err(
-                    "a folder ends in '.ouli' or '.ouli.partial' (a recording's file name)",
+                    "a folder ends in '.ouli', '.ouli.partial', '.json' or '.websocket.log' (a session's file name)",
                 );
             }
         }
@@ -203,12 +215,20 @@ mod tests {
             "coll.ouli/x",
             "x.ouli.partial/y",
             "a/b.ouli/c",
+            "t.json/x",
+            "t.websocket.log/x",
             ".ouli-write-probe-1",
         ] {
             assert!(SessionName::parse(bad).is_err(), "{bad:?} accepted");
         }
         // As a last segment these are file names of their own (`a.ouli.ouli`).
-        for good in ["a.ouli", "a.ouli.partial", "x.json/y", "x.websocket.log/y"] {
+        for good in [
+            "a.ouli",
+            "a.ouli.partial",
+            "x.json",
+            "x.jsonl/y",
+            "x.ouli2/y",
+        ] {
             assert!(SessionName::parse(good).is_ok(), "{good:?} refused");
         }
     }

@@ -197,6 +197,7 @@ async fn the_longest_storable_names_are_recorded_and_replayed_and_one_byte_more_
         // Folders that are, or are being written as, another session's file.
         "coll.ouli/x".to_owned(),
         "x.ouli.partial/y".to_owned(),
+        "t.json/x".to_owned(),
     ];
     for name in &refused {
         let (status, kind, body) = get(&ouli.addr, name, "/refused").await;
