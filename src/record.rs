@@ -1,7 +1,9 @@
 //! Record path: the upstream response streams to the client frame by frame
 //! while it is captured; at its end the interaction is decoded, redacted and
 //! appended to the session's recording, before the last frame is released
-//! to the client.
+//! to the client. A record that cannot be written breaks the response off
+//! there (the client sees an error, not an answer that was never recorded);
+//! a failure is also logged, counted, and makes the run end with an error.
 //!
 //! The append runs on the task that carried the response, under its
 //! session's lock: a `write(2)` of one record to the page cache costs a few
@@ -110,14 +112,17 @@ impl Recorder {
     /// [`Recorder::start`], or here if it was finished meanwhile). Once this
     /// returns, the record is in the file (page cache at least). The client
     /// already has the response head, so a failure cannot be its answer: it
-    /// is logged and counted, and the run ends with an error.
-    pub fn append(&self, session: &SessionName, interaction: &Interaction) {
-        if let Err(error) = self.try_append(session, interaction) {
-            let failed = self.failed.fetch_add(1, Ordering::Relaxed) + 1;
-            tracing::error!(
-                "session {session}: recording failed: interaction not recorded ({failed} so far): {error}"
-            );
-        }
+    /// is logged and counted, and the run ends with an error; `false` tells
+    /// the caller to break the response off (its last bytes are not sent).
+    pub fn append(&self, session: &SessionName, interaction: &Interaction) -> bool {
+        let Err(error) = self.try_append(session, interaction) else {
+            return true;
+        };
+        let failed = self.failed.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::error!(
+            "session {session}: recording failed: interaction not recorded ({failed} so far): {error}"
+        );
+        false
     }
 
     fn try_append(
@@ -261,8 +266,16 @@ fn finish_writer(
     }
 }
 
-/// Called once with the captured chunks when the upstream body has ended.
-pub type OnBodyEnd = Box<dyn FnOnce(Vec<BodyChunk>) + Send>;
+/// Called once with the captured chunks when the upstream body has ended;
+/// returns whether the interaction was recorded.
+pub type OnBodyEnd = Box<dyn FnOnce(Vec<BodyChunk>) -> bool + Send>;
+
+/// The error a response is broken off with when its record could not be
+/// written: the client sees a failed response, not a complete one that was
+/// never recorded (the status line had already been sent).
+#[derive(Debug, thiserror::Error)]
+#[error("recording failed: the interaction could not be recorded")]
+pub struct RecordingFailed;
 
 /// The upstream body on its way to the client: every data frame is passed on
 /// as it arrives and a copy kept with its arrival offset; at the end of the
@@ -291,9 +304,11 @@ impl CaptureBody {
 }
 
 impl CaptureBody {
-    fn end(&mut self) {
-        if let Some(on_end) = self.on_end.take() {
-            on_end(std::mem::take(&mut self.chunks));
+    /// Hands the copy over; `false` when it could not be recorded.
+    fn end(&mut self) -> bool {
+        match self.on_end.take() {
+            Some(on_end) => on_end(std::mem::take(&mut self.chunks)),
+            None => true,
         }
     }
 }
@@ -303,14 +318,15 @@ impl Drop for CaptureBody {
     /// One cut short (client gone) is not complete and is not recorded.
     fn drop(&mut self) {
         if http_body::Body::is_end_stream(&self.inner) {
-            self.end();
+            // Nothing is left to send: a failure is logged and counted only.
+            let _ = self.end();
         }
     }
 }
 
 impl http_body::Body for CaptureBody {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
@@ -342,14 +358,16 @@ impl http_body::Body for CaptureBody {
                 // hyper stops polling once a body says it has ended (a
                 // content-length reached), so the end is seen here, not as
                 // a `None` that never comes.
-                if this.inner.is_end_stream() {
-                    this.end();
+                if this.inner.is_end_stream() && !this.end() {
+                    return std::task::Poll::Ready(Some(Err(Box::new(RecordingFailed))));
                 }
             }
-            std::task::Poll::Ready(None) => this.end(),
+            std::task::Poll::Ready(None) if !this.end() => {
+                return std::task::Poll::Ready(Some(Err(Box::new(RecordingFailed))));
+            }
             _ => {}
         }
-        polled
+        polled.map(|frame| frame.map(|result| result.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -146,6 +146,7 @@ impl Server {
                 original_encoding: encoding,
             };
             redactor.redact_response(&mut recorded);
+            // A record that could not be written breaks the response off.
             writer.append(
                 &session,
                 &crate::interaction::Interaction {
@@ -157,7 +158,7 @@ impl Server {
                     request,
                     exchange: crate::interaction::Exchange::Http(recorded),
                 },
-            );
+            )
         });
         let captured = crate::record::CaptureBody::new(upstream_body, decode_limit, on_end);
         client_response.map(|()| captured.map_err(BoxError::from).boxed_unsync())
