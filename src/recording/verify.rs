@@ -83,6 +83,9 @@ struct Walked {
     indexes: Vec<u64>,
     /// Offsets of sound footers.
     footers: Vec<u64>,
+    /// Offsets where damage was reported: the index's slots for them and
+    /// its count are not reported again.
+    damaged: Vec<u64>,
     /// Whether the walk reached the end of the file on a record or footer
     /// boundary with nothing damaged at the end.
     clean_end: bool,
@@ -102,9 +105,13 @@ fn walk(bytes: &[u8], verified: &mut Verified) -> Walked {
         records: Vec::new(),
         indexes: Vec::new(),
         footers: Vec::new(),
+        damaged: Vec::new(),
         clean_end: false,
     };
-    let mut damage = |offset: u64, what: String| verified.damage.push(Damage { offset, what });
+    let mut damage = |offset: u64, what: String| {
+        walked.damaged.push(offset);
+        verified.damage.push(Damage { offset, what });
+    };
     let mut at = FILE_HEADER_LEN;
     let mut previous: Option<(RecordHeader, u64)> = None;
     while at < len {
@@ -261,11 +268,21 @@ fn check_index(path: &Path, bytes: &[u8], walked: &Walked, verified: &mut Verifi
         Ok(Some(found)) => found,
         Ok(None) => return, // the footer's own problem is reported by the walk
         Err(error) => {
-            let offset = bytes.len() as u64 - FOOTER_LEN;
-            verified.damage.push(Damage {
-                offset,
-                what: format!("footer: {}", bad_index(&error)),
-            });
+            // The footer is sound (the walk checked it): what it names is
+            // wrong, or the head of the index it points at.
+            let footer_at = bytes.len() as u64 - FOOTER_LEN;
+            let what = bad_index(&error);
+            let damage = match format::footer_at(bytes, footer_at) {
+                Some(footer) if !what.starts_with("the footer") => Damage {
+                    offset: footer.index_offset.get(),
+                    what: format!("index record: {what}"),
+                },
+                _ => Damage {
+                    offset: footer_at,
+                    what: format!("footer: {what}"),
+                },
+            };
+            verified.damage.push(damage);
             return;
         }
     };
@@ -280,7 +297,8 @@ fn check_index(path: &Path, bytes: &[u8], walked: &Walked, verified: &mut Verifi
         })
     };
     let before: Vec<_> = walked.records.iter().filter(|r| r.1 < at).collect();
-    if head.record_count.get() != before.len() as u64 {
+    let damage_before = walked.damaged.iter().any(|&offset| offset < at);
+    if !damage_before && head.record_count.get() != before.len() as u64 {
         damage(format!(
             "record_count is {}, but {} records precede it",
             head.record_count.get(),
@@ -303,7 +321,7 @@ fn check_index(path: &Path, bytes: &[u8], walked: &Walked, verified: &mut Verifi
     };
     for i in 0..index.slot_count {
         let Some(slot) = slot(i) else { break };
-        if slot.used.get() == 0 {
+        if slot.used.get() == 0 || walked.damaged.contains(&slot.offset.get()) {
             continue;
         }
         let found = by_offset.get(&slot.offset.get());

@@ -225,3 +225,153 @@ fn every_truncation_past_the_header_is_reported_a_torn_tail_as_such() {
         );
     }
 }
+
+#[test]
+fn a_recording_extended_by_record_missing_is_sound_once_finished_and_not_finished_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let (interactions, bytes, _) = finished_recording(dir.path());
+    let path = dir.path().join("extended.ouli");
+    std::fs::write(&path, &bytes).unwrap();
+    let verify = |path: &Path| {
+        let output = Command::new(OULI).arg("verify").arg(path).output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    // Appended to, not finished: a stale footer, then a record, no footer.
+    let mut writer = RecordingWriter::append_to(&path, Durability::None).unwrap();
+    writer.append(&interaction(5)).unwrap();
+    drop(writer);
+    let (code, stdout) = verify(&path);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("6 record(s) ok"), "{stdout}");
+    assert!(stdout.contains("not finished"), "{stdout}");
+    let mut all = interactions.clone();
+    all.push(interaction(5));
+    assert_reader_serves(&path, &all, "extended, unfinished");
+    // Finished: two index records and footers, the last one current.
+    let mut writer = RecordingWriter::append_to(&path, Durability::None).unwrap();
+    writer.append(&interaction(6)).unwrap();
+    writer.finish().unwrap();
+    let (code, stdout) = verify(&path);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("7 record(s) ok"), "{stdout}");
+    all.push(interaction(6));
+    assert_reader_serves(&path, &all, "extended, finished");
+}
+
+/// Recomputes the CRC of the record at `bytes[at..end]` (no padding): an
+/// index as a faulty writer would seal it, which no CRC can catch.
+fn reseal(bytes: &mut [u8], at: usize, end: usize) {
+    let head = crc32c::crc32c(&bytes[at..at + 16]);
+    let crc = crc32c::crc32c_append(head, &bytes[at + 20..end]);
+    bytes[at + 16..at + 20].copy_from_slice(&crc.to_le_bytes());
+}
+
+#[test]
+fn an_index_sealed_with_wrong_slots_or_counts_is_reported_slot_by_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, bytes, index_at) = finished_recording(dir.path());
+    let footer_at = bytes.len() - FOOTER_LEN;
+    let slots_at = (index_at + 96 + 32).next_multiple_of(64);
+    let used: Vec<usize> = (0..(footer_at - slots_at) / 64)
+        .filter(|i| bytes[slots_at + i * 64 + 52] == 1)
+        .collect();
+    assert_eq!(used.len(), 5);
+    let check = |name: &str, edit: &dyn Fn(&mut Vec<u8>), expected: &[&str]| {
+        let mut edited = bytes.clone();
+        edit(&mut edited);
+        reseal(&mut edited, index_at, footer_at);
+        let path = dir.path().join(format!("{name}.ouli"));
+        std::fs::write(&path, &edited).unwrap();
+        let output = Command::new(OULI)
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(1), "{name}: {stdout}");
+        let region = format!("offset {index_at}: index record: ");
+        for text in expected {
+            assert!(
+                stdout
+                    .lines()
+                    .any(|line| line.contains(&region) && line.contains(text)),
+                "{name}: {text:?} not in {stdout}"
+            );
+        }
+    };
+    let slot = used[2];
+    let at = slots_at + slot * 64;
+    check(
+        "fingerprint",
+        &|b| b[at] ^= 0x80,
+        &[
+            &format!("slot {slot} points at offset"),
+            "is not found through the index",
+        ],
+    );
+    check(
+        "offset",
+        &|b| b[at + 32] ^= 0x08,
+        &[&format!("slot {slot} points at offset")],
+    );
+    check(
+        "unused",
+        &|b| b[at + 52] = 0,
+        &["is not found through the index"],
+    );
+    check(
+        "record_count",
+        &|b| b[index_at + 96 + 8] = 4,
+        &["record_count is 4, but 5 records precede it"],
+    );
+    check(
+        "records_end",
+        &|b| b[index_at + 96 + 16] ^= 0x10, // lower: the reader's open accepts it
+        &["records_end is"],
+    );
+}
+
+#[test]
+fn a_damaged_record_in_the_middle_is_named_and_the_walk_goes_on_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, bytes, _) = finished_recording(dir.path());
+    let path = dir.path().join("whole.ouli");
+    std::fs::write(&path, &bytes).unwrap();
+    let second = Recording::open(&path, ReadBackend::Mmap)
+        .unwrap()
+        .iter()
+        .nth(1)
+        .unwrap()
+        .unwrap()
+        .location();
+    // A body byte (CRC) and, apart, the payload length (framing).
+    for (name, at) in [
+        ("body", second.offset + second.len - 16),
+        ("length", second.offset + 9),
+    ] {
+        let mut damaged = bytes.clone();
+        damaged[at as usize] ^= 0x01;
+        let path = dir.path().join(format!("{name}.ouli"));
+        std::fs::write(&path, &damaged).unwrap();
+        let output = Command::new(OULI)
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(1), "{name}: {stdout}");
+        assert!(
+            stdout.contains(&format!(
+                "offset {}: record: CRC32C mismatch",
+                second.offset
+            )),
+            "{name}: {stdout}"
+        );
+        assert!(stdout.contains("4 record(s) ok"), "{name}: {stdout}");
+        // Reported once: not again as the index's slot and count.
+        assert_eq!(stdout.matches("DAMAGED").count(), 1, "{name}: {stdout}");
+    }
+}
