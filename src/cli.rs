@@ -496,7 +496,13 @@ pub fn verify(path: &Path) -> Result<VerifyReport, ToolError> {
         } else {
             Expect::Finished
         };
-        let verified = verify_file(&file, expect)?;
+        let verified = match verify_file(&file, expect) {
+            Ok(verified) => verified,
+            Err(error) => {
+                report.damaged.push(error.to_string()); // names the file
+                continue;
+            }
+        };
         for damage in &verified.damage {
             report.damaged.push(format!(
                 "{}: offset {}: {}",
