@@ -77,7 +77,7 @@ impl Server {
             None => 0,
         };
         if let Some((writer, _)) = &recording
-            && let Err(error) = crate::record::off_executor(|| writer.start(&session))
+            && let Err(error) = writer.start(&session)
         {
             return error_response(
                 StatusCode::INTERNAL_SERVER_ERROR,
