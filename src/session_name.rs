@@ -20,8 +20,8 @@ pub const RECORDING_EXTENSION: &str = "ouli";
 /// `.` and [`RECORDING_EXTENSION`]: what ends a finished recording's name.
 const RECORDING_SUFFIX: &str = ".ouli";
 
-/// Longest file name (one path segment) the file systems ouli runs on store:
-/// `NAME_MAX` of Linux (ext4, xfs, btrfs, tmpfs) and macOS (APFS), in bytes.
+/// Longest file name (one path segment), in bytes: `NAME_MAX` of the Linux
+/// file systems ouli runs on (ext4, xfs, btrfs, tmpfs, overlayfs).
 pub const FILE_NAME_BYTES_MAX: usize = 255;
 
 /// The longest suffix ouli appends to a name's last segment: the recording
