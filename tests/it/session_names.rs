@@ -182,6 +182,23 @@ async fn get_body(
     (status, kind, body)
 }
 
+/// POST to a control path: status and `x-ouli-error`.
+async fn post(addr: &str, path: &str) -> (u16, String) {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}{path}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let kind = response
+        .headers()
+        .get("x-ouli-error")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (response.status().as_u16(), kind)
+}
+
 fn recording(dir: &Path, name: &str) -> PathBuf {
     dir.join("recordings").join(format!("{name}.ouli"))
 }
@@ -221,6 +238,12 @@ async fn the_longest_storable_names_are_recorded_and_replayed_and_one_byte_more_
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(json["fault"], "client", "{body}");
     }
+    // The control path takes the same names.
+    let (status, kind) = post(&ouli.addr, &format!("/__ouli/sessions/{longest}x/end")).await;
+    assert_eq!((status, kind.as_str()), (400, "bad-test-name"));
+    let (status, _) = post(&ouli.addr, &format!("/__ouli/sessions/{longest}/end")).await;
+    assert_eq!(status, 200);
+    assert!(recording(dir.path(), &longest).is_file());
     // The sessions whose file the refused folders would have been.
     for name in ["coll", "x"] {
         assert_eq!(get(&ouli.addr, name, "/sibling").await.0, 200);
