@@ -13,7 +13,7 @@
 
 use crate::config::{Config, ConfigError};
 use crate::interaction::Fingerprint;
-use crate::recording::{ReadBackend, Recording, RecordingError};
+use crate::recording::{Expect, ReadBackend, Recording, RecordingError, verify_file};
 use crate::server::{Mode, ServeOptions};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::io::Write;
@@ -170,10 +170,14 @@ pub enum RawCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Check every record's checksum (CRC32C) in a recording or a directory.
+    /// Check a recording (or, recursively, a directory of them): header,
+    /// every record's framing and checksum (CRC32C) to the end of the file,
+    /// the index and the footer.
     #[command(after_help = "Example:\n    ouli verify recordings\n\n\
-                            Exit codes: 0 every record intact, 1 a damaged record or unreadable \
-                            file (named with its offset), 2 usage error.")]
+                            Interrupted recordings (.ouli.partial) in a directory are listed \
+                            as skipped; name one to check it.\n\
+                            Exit codes: 0 every file sound, 1 damage (each named with file and \
+                            offset) or an unreadable file, 2 usage error.")]
     Verify {
         /// A `.ouli` file, or a directory searched recursively for them.
         path: PathBuf,
@@ -451,44 +455,75 @@ fn fingerprint_prefix(fingerprint: &Fingerprint) -> String {
 /// What `verify` found.
 #[derive(Debug, Default)]
 pub struct VerifyReport {
-    /// Files checked and their record counts.
+    /// Files checked and their sound interaction records.
     pub files: Vec<(PathBuf, usize)>,
-    /// Damaged records or unreadable files, each message naming file and offset.
+    /// Damage, each message naming file, offset and what is wrong.
     pub damaged: Vec<String>,
+    /// Files found but not checked, and why (interrupted recordings in a
+    /// directory: `.ouli.partial`).
+    pub skipped: Vec<(PathBuf, &'static str)>,
 }
 
-/// `ouli verify FILE|DIR`: reads every record of every `.ouli` file (a
-/// record's CRC is checked when it is read).
+/// Suffix of a recording a record run is writing, or that one interrupted.
+const PARTIAL_SUFFIX: &str = ".ouli.partial";
+
+/// `ouli verify FILE|DIR`: checks every `.ouli` file (of a directory,
+/// recursively) as `recording::verify_file` does: header, every record's
+/// framing and CRC to the end of the file, the index and the footer. In a
+/// directory, interrupted recordings (`.ouli.partial`) are listed as
+/// skipped; given by name, one is checked (without expecting an index).
 pub fn verify(path: &Path) -> Result<VerifyReport, ToolError> {
+    let mut report = VerifyReport::default();
     let mut files = Vec::new();
     if path.is_dir() {
-        collect_recordings(path, &mut files)?;
+        let mut partials = Vec::new();
+        collect_recordings(path, &mut files, &mut partials)?;
         files.sort();
+        partials.sort();
+        report.skipped = partials
+            .into_iter()
+            .map(|p| {
+                (
+                    p,
+                    "interrupted recording (.ouli.partial), not checked; name it to check it",
+                )
+            })
+            .collect();
     } else {
         files.push(path.to_path_buf());
     }
-    let mut report = VerifyReport::default();
     for file in files {
-        let recording = match Recording::open(&file, ReadBackend::Mmap) {
-            Ok(recording) => recording,
+        let expect = if file.to_string_lossy().ends_with(PARTIAL_SUFFIX) {
+            Expect::Interrupted
+        } else {
+            Expect::Finished
+        };
+        let verified = match verify_file(&file, expect) {
+            Ok(verified) => verified,
             Err(error) => {
-                report.damaged.push(error.to_string());
+                report.damaged.push(error.to_string()); // names the file
                 continue;
             }
         };
-        let mut count = 0;
-        for record in recording.iter() {
-            match record {
-                Ok(_) => count += 1,
-                Err(error) => report.damaged.push(error.to_string()),
-            }
+        for damage in &verified.damage {
+            report.damaged.push(format!(
+                "{}: offset {}: {}",
+                file.display(),
+                damage.offset,
+                damage.what
+            ));
         }
-        report.files.push((file, count));
+        report.files.push((file, verified.records));
     }
     Ok(report)
 }
 
-fn collect_recordings(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ToolError> {
+/// The `.ouli` files under `dir`, and apart the `.ouli.partial` ones.
+fn collect_recordings(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    partials: &mut Vec<PathBuf>,
+) -> Result<(), ToolError> {
     let io = |source| ToolError::Io {
         path: dir.to_path_buf(),
         source,
@@ -498,7 +533,9 @@ fn collect_recordings(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ToolErro
         let path = entry.path();
         let file_type = entry.file_type().map_err(io)?;
         if file_type.is_dir() {
-            collect_recordings(&path, out)?;
+            collect_recordings(&path, out, partials)?;
+        } else if path.to_string_lossy().ends_with(PARTIAL_SUFFIX) {
+            partials.push(path);
         } else if path.extension().is_some_and(|ext| ext == "ouli") {
             out.push(path);
         }

@@ -80,15 +80,24 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             let report = ouli::cli::verify(&path)?;
             let mut stdout = std::io::stdout().lock();
             for (file, records) in &report.files {
-                writeln!(stdout, "{}: {records} record(s)", file.display())?;
+                writeln!(stdout, "{}: {records} record(s) ok", file.display())?;
+            }
+            for (file, why) in &report.skipped {
+                writeln!(stdout, "SKIPPED {}: {why}", file.display())?;
             }
             for damage in &report.damaged {
                 writeln!(stdout, "DAMAGED {damage}")?;
             }
             if report.damaged.is_empty() {
-                writeln!(stdout, "ok: {} file(s) intact", report.files.len())?;
+                writeln!(
+                    stdout,
+                    "ok: {} file(s) sound, {} skipped",
+                    report.files.len(),
+                    report.skipped.len()
+                )?;
                 Ok(ExitCode::SUCCESS)
             } else {
+                writeln!(stdout, "damaged: {} problem(s) found", report.damaged.len())?;
                 Ok(ExitCode::from(EXIT_RUNTIME))
             }
         }

@@ -1,7 +1,9 @@
 //! Record path: the upstream response streams to the client frame by frame
 //! while it is captured; at its end the interaction is decoded, redacted and
 //! appended to the session's recording, before the last frame is released
-//! to the client.
+//! to the client. A record that cannot be written breaks the response off
+//! there (the client sees an error, not an answer that was never recorded);
+//! a failure is also logged, counted, and makes the run end with an error.
 //!
 //! The append runs on the task that carried the response, under its
 //! session's lock: a `write(2)` of one record to the page cache costs a few
@@ -22,11 +24,13 @@ use crate::recording::{Durability, RecordingError, RecordingWriter};
 use crate::session_name::SessionName;
 use dashmap::DashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// One session's writer, or why it has none.
+/// One session's writer, if its recording has started.
 enum SessionWriter {
-    /// No recording started yet (or the last one was finished).
+    /// No recording started yet (or the last one was finished, or starting
+    /// it failed: the next request tries again).
     Idle,
     /// Appending; `rename_to` is where an interrupted recording resumed by
     /// record-missing goes when finished.
@@ -34,9 +38,6 @@ enum SessionWriter {
         writer: RecordingWriter,
         rename_to: Option<PathBuf>,
     },
-    /// Starting its recording failed: logged once, its appends dropped until
-    /// the session is finished.
-    Failed,
 }
 
 /// The recordings of a record or record-missing server, one writer per
@@ -52,6 +53,10 @@ pub struct Recorder {
     /// The post-write scan every recording passes before it is complete;
     /// `None` when no secret is configured.
     scan: Option<SecretScan>,
+    /// Interactions answered but not recorded (an append or its sync
+    /// failed): each is logged, and the run ends with an error
+    /// ([`Recorder::finish_all`]), so that a lost record is never silent.
+    failed: AtomicU64,
 }
 
 impl Recorder {
@@ -68,6 +73,7 @@ impl Recorder {
             extend_existing,
             sessions: DashMap::new(),
             scan: SecretScan::new(secrets),
+            failed: AtomicU64::new(0),
         }
     }
 
@@ -81,45 +87,80 @@ impl Recorder {
             .clone()
     }
 
-    /// Appends one interaction to its session's recording, starting the
-    /// recording at the session's first interaction. Once this returns, the
-    /// record is in the file (page cache at least). Errors are logged, never
-    /// returned: the client already has its answer, and one failed append
-    /// must not stop the others.
-    pub fn append(&self, session: &SessionName, interaction: &Interaction) {
+    /// Starts the session's recording if it has not started, before its
+    /// request is forwarded: a recording that cannot be started (a file in
+    /// the way of its folder, a read-only folder) is then the request's
+    /// error (500 `recording-failed`), not a record lost after the client got
+    /// its answer. Blocking (creates or reads the file); a failure is logged.
+    pub fn start(&self, session: &SessionName) -> Result<(), RecordingError> {
+        let slot = self.session_slot(session);
+        let mut state = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.open_if_idle(session, &mut state)
+    }
+
+    fn open_if_idle(
+        &self,
+        session: &SessionName,
+        state: &mut SessionWriter,
+    ) -> Result<(), RecordingError> {
+        if !matches!(*state, SessionWriter::Idle) {
+            return Ok(());
+        }
+        let path = session.recording_path(&self.recording_dir);
+        match off_executor(|| open_writer(&path, self.durability, self.extend_existing)) {
+            Ok((writer, rename_to)) => {
+                *state = SessionWriter::Open { writer, rename_to };
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!("session {session}: recording failed: cannot start it: {error}");
+                Err(error)
+            }
+        }
+    }
+
+    /// Appends one interaction to its session's recording (started by
+    /// [`Recorder::start`], or here if it was finished meanwhile). Once this
+    /// returns, the record is in the file (page cache at least). The client
+    /// already has the response head, so a failure cannot be its answer: it
+    /// is logged and counted, and the run ends with an error; `false` tells
+    /// the caller to break the response off (its last bytes are not sent).
+    pub fn append(&self, session: &SessionName, interaction: &Interaction) -> bool {
+        let Err(error) = self.try_append(session, interaction) else {
+            return true;
+        };
+        let failed = self.failed.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::error!(
+            "session {session}: recording failed: interaction not recorded ({failed} so far): {error}"
+        );
+        false
+    }
+
+    fn try_append(
+        &self,
+        session: &SessionName,
+        interaction: &Interaction,
+    ) -> Result<(), RecordingError> {
         let slot = self.session_slot(session);
         let pending = {
             let mut state = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if matches!(*state, SessionWriter::Idle) {
-                let path = session.recording_path(&self.recording_dir);
-                *state = match off_executor(|| {
-                    open_writer(&path, self.durability, self.extend_existing)
-                }) {
-                    Ok((writer, rename_to)) => SessionWriter::Open { writer, rename_to },
-                    Err(error) => {
-                        tracing::error!("session {session}: cannot start its recording: {error}");
-                        SessionWriter::Failed
-                    }
-                };
-            }
+            self.open_if_idle(session, &mut state)?;
             let SessionWriter::Open { writer, .. } = &mut *state else {
-                return;
+                unreachable!("open_if_idle leaves the session open or fails");
             };
-            match writer.append_deferring_sync(interaction) {
-                Ok((_, pending)) => pending,
-                Err(error) => {
-                    tracing::error!("session {session}: append failed: {error}");
-                    return;
-                }
-            }
+            writer.append_deferring_sync(interaction)?.1
         };
         // Every-interaction: the fdatasync runs without the session's lock,
         // so the appends that come meanwhile share the next one.
-        if pending.is_owed()
-            && let Err(error) = off_executor(|| pending.wait())
-        {
-            tracing::error!("session {session}: sync failed: {error}");
+        if pending.is_owed() {
+            off_executor(|| pending.wait())?;
         }
+        Ok(())
+    }
+
+    /// Interactions answered but not recorded so far.
+    pub fn failed_appends(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
     }
 
     /// Finishes one session's recording (it becomes `<name>.ouli`); `None`
@@ -130,14 +171,19 @@ impl Recorder {
         };
         let mut state = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match std::mem::replace(&mut *state, SessionWriter::Idle) {
+            SessionWriter::Open { writer, .. } if writer.is_empty() => {
+                discard(writer);
+                Ok(None)
+            }
             SessionWriter::Open { writer, rename_to } => {
                 finish_writer(writer, rename_to, self.scan.as_ref()).map(Some)
             }
-            SessionWriter::Idle | SessionWriter::Failed => Ok(None),
+            SessionWriter::Idle => Ok(None),
         }
     }
 
-    /// Finishes every recording; returns one message per failure. Blocking.
+    /// Finishes every recording; returns one message per failure, and one
+    /// for the interactions that could not be recorded, if any. Blocking.
     pub fn finish_all(&self) -> Vec<String> {
         let sessions: Vec<SessionName> = self.sessions.iter().map(|e| e.key().clone()).collect();
         let mut errors = Vec::new();
@@ -149,6 +195,12 @@ impl Recorder {
                 Ok(None) => {}
                 Err(error) => errors.push(format!("session {session}: {error}")),
             }
+        }
+        let failed = self.failed_appends();
+        if failed > 0 {
+            errors.push(format!(
+                "{failed} interaction(s) answered but not recorded (logged as \"recording failed\")"
+            ));
         }
         errors
     }
@@ -196,6 +248,18 @@ fn open_writer(
     Ok((RecordingWriter::create(path, durability)?, None))
 }
 
+/// A session started (its request was forwarded) but nothing recorded, as
+/// when its upstream failed: the recording in force is kept as it was, as
+/// if the session had never started. A new recording's partial file goes.
+fn discard(writer: RecordingWriter) {
+    let created = writer.path().to_path_buf();
+    let is_new = writer.is_new();
+    drop(writer);
+    if is_new && let Err(error) = std::fs::remove_file(&created) {
+        tracing::warn!("{}: cannot remove it: {error}", created.display());
+    }
+}
+
 /// Finishes a writer, its bytes scanned for secrets first (a hit removes
 /// the file: it is never put in place); an interrupted recording resumed by
 /// record-missing is then renamed into place.
@@ -217,8 +281,16 @@ fn finish_writer(
     }
 }
 
-/// Called once with the captured chunks when the upstream body has ended.
-pub type OnBodyEnd = Box<dyn FnOnce(Vec<BodyChunk>) + Send>;
+/// Called once with the captured chunks when the upstream body has ended;
+/// returns whether the interaction was recorded.
+pub type OnBodyEnd = Box<dyn FnOnce(Vec<BodyChunk>) -> bool + Send>;
+
+/// The error a response is broken off with when its record could not be
+/// written: the client sees a failed response, not a complete one that was
+/// never recorded (the status line had already been sent).
+#[derive(Debug, thiserror::Error)]
+#[error("recording failed: the interaction could not be recorded")]
+pub struct RecordingFailed;
 
 /// The upstream body on its way to the client: every data frame is passed on
 /// as it arrives and a copy kept with its arrival offset; at the end of the
@@ -248,9 +320,11 @@ impl<B: http_body::Body> CaptureBody<B> {
 }
 
 impl<B: http_body::Body> CaptureBody<B> {
-    fn end(&mut self) {
-        if let Some(on_end) = self.on_end.take() {
-            on_end(std::mem::take(&mut self.chunks));
+    /// Hands the copy over; `false` when it could not be recorded.
+    fn end(&mut self) -> bool {
+        match self.on_end.take() {
+            Some(on_end) => on_end(std::mem::take(&mut self.chunks)),
+            None => true,
         }
     }
 }
@@ -260,14 +334,19 @@ impl<B: http_body::Body> Drop for CaptureBody<B> {
     /// One cut short (client gone) is not complete and is not recorded.
     fn drop(&mut self) {
         if http_body::Body::is_end_stream(&self.inner) {
-            self.end();
+            // Nothing is left to send: a failure is logged and counted only.
+            let _ = self.end();
         }
     }
 }
 
-impl<B: http_body::Body<Data = bytes::Bytes> + Unpin> http_body::Body for CaptureBody<B> {
+impl<B> http_body::Body for CaptureBody<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     type Data = bytes::Bytes;
-    type Error = B::Error;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
@@ -299,14 +378,16 @@ impl<B: http_body::Body<Data = bytes::Bytes> + Unpin> http_body::Body for Captur
                 // hyper stops polling once a body says it has ended (a
                 // content-length reached), so the end is seen here, not as
                 // a `None` that never comes.
-                if this.inner.is_end_stream() {
-                    this.end();
+                if this.inner.is_end_stream() && !this.end() {
+                    return std::task::Poll::Ready(Some(Err(Box::new(RecordingFailed))));
                 }
             }
-            std::task::Poll::Ready(None) => this.end(),
+            std::task::Poll::Ready(None) if !this.end() => {
+                return std::task::Poll::Ready(Some(Err(Box::new(RecordingFailed))));
+            }
             _ => {}
         }
-        polled
+        polled.map(|frame| frame.map(|result| result.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {

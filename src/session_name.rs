@@ -3,6 +3,10 @@
 //! A name comes from the `Test-Name` / `X-Ouli-Test-Name` header, i.e. from the
 //! client, so it is untrusted: it must never name a file outside the recording
 //! directory. `a/b/c` is allowed (nested folders, as test-server allows).
+//!
+//! A name is accepted exactly when it can be stored: its files
+//! (`<name>.ouli`, `<name>.ouli.partial`) fit the file system's name limit,
+//! and none of its folders can be a file ouli writes for another session.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -13,10 +17,54 @@ pub const SESSION_NAME_BYTES_MAX: usize = 255;
 /// File extension of an ouli recording.
 pub const RECORDING_EXTENSION: &str = "ouli";
 
+/// `.` and [`RECORDING_EXTENSION`]: what ends a finished recording's name.
+const RECORDING_SUFFIX: &str = ".ouli";
+
+/// Longest file name (one path segment), in bytes: `NAME_MAX` of the Linux
+/// file systems ouli runs on (ext4, xfs, btrfs, tmpfs, overlayfs).
+pub const FILE_NAME_BYTES_MAX: usize = 255;
+
+/// The longest suffix ouli appends to a name's last segment: the recording
+/// being written (`RecordingWriter::create`). The finished one is
+/// `.ouli`; ouli writes no other file for a session.
+pub const PARTIAL_SUFFIX: &str = ".ouli.partial";
+
+/// Every suffix that turns a session name into one of its files: ouli's
+/// (finished, being written) and test-server's (`<name>.json`,
+/// `<name>.websocket.log`: replay serves such a directory as it is and
+/// `import test-server` reads it). A folder ending in one of them would be
+/// another session's file.
+const SESSION_FILE_SUFFIXES: [&str; 4] =
+    [RECORDING_SUFFIX, PARTIAL_SUFFIX, ".json", ".websocket.log"];
+
+/// Longest last segment: with [`PARTIAL_SUFFIX`] it must fit
+/// [`FILE_NAME_BYTES_MAX`] (242 bytes).
+pub const LAST_SEGMENT_BYTES_MAX: usize = FILE_NAME_BYTES_MAX - PARTIAL_SUFFIX.len();
+
 /// Name of the session that requests without a test-name header belong to.
 pub const DEFAULT_SESSION: &str = "default";
 
-/// A validated session name.
+/// A validated session name: one that can be stored. Accepted exactly when
+///
+/// * it is 1 to [`SESSION_NAME_BYTES_MAX`] bytes of UTF-8 without a control
+///   character or `\`, not starting with `/`;
+/// * its `/`-separated segments are neither empty, `.` nor `..` (it stays
+///   inside the recording dir), and none starts with `.ouli` (reserved for
+///   ouli's own files there, such as the write probe of `record`);
+/// * its last segment is at most [`LAST_SEGMENT_BYTES_MAX`] bytes, so that
+///   `<last>.ouli.partial` fits a file name ([`FILE_NAME_BYTES_MAX`]);
+/// * no other segment (a folder) ends in `.ouli`, `.ouli.partial`, `.json`
+///   or `.websocket.log`: that is the file of the session named by the
+///   folder's stem, in ouli's layout or in test-server's, which replay serves
+///   as it is (`a.ouli/x` and `a` cannot both be stored, nor `a.json/x` and
+///   test-server's `a`).
+///
+/// ouli writes no other file for a session. The last segment needs no such
+/// rule (`a.ouli` is stored as `a.ouli.ouli`), and test-server's longer
+/// suffix (`.websocket.log`) is only read, never written, so it does not
+/// bound the last segment. A foreign file in the way (a file where a folder
+/// is wanted) is found when the recording starts, and the request is
+/// answered `500 recording-failed`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionName(String);
 
@@ -40,10 +88,8 @@ impl SessionName {
         }
     }
 
-    /// Validates a name: non-empty, at most [`SESSION_NAME_BYTES_MAX`] bytes, no
-    /// leading `/`, no `\`, no NUL or control character, no empty, `.` or `..`
-    /// segment, no segment ending in `.ouli.partial`-like suffixes that would
-    /// collide with ouli's own files.
+    /// Validates a name: accepted exactly when it can be stored (see
+    /// [`SessionName`]).
     pub fn parse(name: &str) -> Result<SessionName, SessionNameError> {
         let err = |why| {
             Err(SessionNameError {
@@ -66,15 +112,30 @@ impl SessionName {
         if name.chars().any(|c| c.is_control()) {
             return err("contains a control character");
         }
-        for segment in name.split('/') {
-            match segment {
-                "" => return err("contains an empty path segment"),
-                "." | ".." => return err("contains a '.' or '..' segment"),
-                _ => {}
+        let (folders, last) = match name.rsplit_once('/') {
+            Some((folders, last)) => (Some(folders), last),
+            None => (None, name),
+        };
+        for segment in folders.into_iter().flat_map(|f| f.split('/')) {
+            if let Err(why) = check_segment(segment) {
+                return err(why);
             }
-            if segment.starts_with(".ouli") {
-                return err("a segment starts with '.ouli' (reserved)");
+            if SESSION_FILE_SUFFIXES.iter().any(|s| segment.ends_with(s)) {
+                // `a.ouli/x` would need a folder where session `a` keeps its
+                // recording (`a.ouli.partial/x`: where it writes it;
+                // `a.json/x`: where test-server's layout keeps it).
+                return err(
+                    "a folder ends in '.ouli', '.ouli.partial', '.json' or '.websocket.log' (a session's file name)",
+                );
             }
+        }
+        if let Err(why) = check_segment(last) {
+            return err(why);
+        }
+        if last.len() > LAST_SEGMENT_BYTES_MAX {
+            return err(
+                "the last segment is longer than 242 bytes (with '.ouli.partial' it would not fit a file name)",
+            );
         }
         Ok(SessionName(name.to_owned()))
     }
@@ -94,6 +155,17 @@ impl SessionName {
         p.push(format!("{}.{RECORDING_EXTENSION}", self.0));
         debug_assert!(p.starts_with(dir));
         p
+    }
+}
+
+/// What every segment, folder or last, must be: a name inside its folder
+/// that is not one of ouli's own.
+fn check_segment(segment: &str) -> Result<(), &'static str> {
+    match segment {
+        "" => Err("contains an empty path segment"),
+        "." | ".." => Err("contains a '.' or '..' segment"),
+        _ if segment.starts_with(".ouli") => Err("a segment starts with '.ouli' (reserved)"),
+        _ => Ok(()),
     }
 }
 
@@ -123,7 +195,42 @@ mod tests {
             assert!(SessionName::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert!(SessionName::parse(&"x".repeat(256)).is_err());
-        assert!(SessionName::parse(&"x".repeat(255)).is_ok());
+    }
+
+    #[test]
+    fn accepts_exactly_the_names_whose_files_fit_and_do_not_collide() {
+        let last = "x".repeat(LAST_SEGMENT_BYTES_MAX);
+        assert!(SessionName::parse(&last).is_ok());
+        assert!(SessionName::parse(&format!("{last}y")).is_err());
+        // Folders take no suffix: only the whole name's limit applies.
+        let folder = "d".repeat(SESSION_NAME_BYTES_MAX - 2);
+        assert!(SessionName::parse(&format!("{folder}/x")).is_ok());
+        let full = format!(
+            "{}/{last}",
+            "d".repeat(SESSION_NAME_BYTES_MAX - 1 - last.len())
+        );
+        assert_eq!(full.len(), SESSION_NAME_BYTES_MAX);
+        assert!(SessionName::parse(&full).is_ok());
+        for bad in [
+            "coll.ouli/x",
+            "x.ouli.partial/y",
+            "a/b.ouli/c",
+            "t.json/x",
+            "t.websocket.log/x",
+            ".ouli-write-probe-1",
+        ] {
+            assert!(SessionName::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        // As a last segment these are file names of their own (`a.ouli.ouli`).
+        for good in [
+            "a.ouli",
+            "a.ouli.partial",
+            "x.json",
+            "x.jsonl/y",
+            "x.ouli2/y",
+        ] {
+            assert!(SessionName::parse(good).is_ok(), "{good:?} refused");
+        }
     }
 
     #[test]

@@ -13,16 +13,20 @@
 //!   once per process, falling back to mmap (logged) where the kernel refuses.
 //! * `format.rs` holds the bytes: zerocopy structs, payload encoding, the
 //!   record walker that finds torn tails and steps over damage.
+//! * `verify.rs` — `ouli verify`: every record, the index and the footer
+//!   checked, each problem named with its offset.
 
 mod format;
 mod mmap;
 mod reader;
 pub mod secret_scan;
 mod uring;
+mod verify;
 mod writer;
 
 pub use format::{FORMAT_VERSION, MAGIC};
 pub use reader::{RecordView, Recording};
+pub use verify::{Damage, Expect, Verified, verify_bytes, verify_file};
 pub use writer::{PendingSync, RecordingWriter, SyncPoint, encode_recording};
 
 /// Whether io_uring works for this process (a ring was set up and a read

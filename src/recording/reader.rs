@@ -18,9 +18,11 @@ use zerocopy::FromBytes;
 
 /// The persisted table: where its slots sit in the file.
 #[derive(Clone, Copy)]
-struct PersistedIndex {
-    slots_offset: u64,
-    slot_count: u64,
+pub(super) struct PersistedIndex {
+    /// Where the index record starts (its CRC covers the slots).
+    pub(super) record_offset: u64,
+    pub(super) slots_offset: u64,
+    pub(super) slot_count: u64,
 }
 
 /// Which file a snapshot was read from: (device, inode). A refresh that
@@ -50,6 +52,66 @@ struct Snapshot {
     /// another record's ordinal (damage) is never served unchecked. Sized by
     /// the records actually present, never by a header's claim.
     verified: Arc<Verified>,
+    /// With a persisted index: the table a scan builds, made at the first
+    /// lookup the index cannot answer if the index record's CRC then fails
+    /// (`None`: the index is sound and its miss is a miss). See
+    /// [`Snapshot::fallback`].
+    fallback: OnceLock<Option<HashMap<Fingerprint, RecordLocation>>>,
+}
+
+impl Snapshot {
+    /// The scanned table to answer from when the persisted index is
+    /// damaged, `None` when it is sound. Checked once, at the first lookup
+    /// the index does not answer (a miss, or a slot pointing at no such
+    /// record): so that open stays O(1) and a hit costs no CRC, while a
+    /// damaged slot never hides a sound record.
+    fn fallback(
+        &self,
+        path: &Path,
+        index: PersistedIndex,
+    ) -> Option<&HashMap<Fingerprint, RecordLocation>> {
+        self.fallback
+            .get_or_init(|| {
+                if index_crc_ok(&self.bytes, index) {
+                    return None;
+                }
+                tracing::warn!(
+                    "{}: index record at offset {} fails its CRC32C; lookups use a scan of the records",
+                    path.display(),
+                    index.record_offset
+                );
+                Some(scanned_table(&self.bytes))
+            })
+            .as_ref()
+    }
+}
+
+/// Whether the index record of `index` is sound (its CRC).
+fn index_crc_ok(bytes: &[u8], index: PersistedIndex) -> bool {
+    format::record_at(bytes, index.record_offset, bytes.len() as u64).is_some_and(
+        |(header, location)| {
+            let record =
+                &bytes[location.offset as usize..(location.offset + location.len) as usize];
+            format::crc_ok(record, &header)
+        },
+    )
+}
+
+/// Every interaction record's location by fingerprint, first wins, as a
+/// scan of the whole file finds them.
+fn scanned_table(bytes: &[u8]) -> HashMap<Fingerprint, RecordLocation> {
+    let (found, _, _) = format::locate(bytes, FILE_HEADER_LEN);
+    let mut table = HashMap::new();
+    for found in found {
+        if let format::Found::Record(header, location) = found
+            && header.kind.get() != KIND_INDEX
+        {
+            table
+                .entry(Fingerprint(header.fingerprint))
+                .or_insert(location);
+        }
+    }
+    table
 }
 
 /// The CRC verification cache of [`Snapshot::verified`]: allocated at the
@@ -219,13 +281,22 @@ impl Recording {
         self.len() == 0
     }
 
-    /// One index probe; never allocates.
+    /// One index probe; never allocates, except once per snapshot when the
+    /// index does not answer and its CRC fails: then the records are
+    /// scanned, and lookups are answered from that table (a damaged index
+    /// never hides a sound record).
     pub fn lookup(&self, fingerprint: &Fingerprint) -> Option<RecordLocation> {
         let s = self.snapshot.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(index) = s.persisted
-            && let Some(location) = probe(&self.path, &s.bytes, index, fingerprint)
-        {
-            return Some(location);
+        if let Some(index) = s.persisted {
+            if let Some(location) = probe(&self.path, &s.bytes, index, fingerprint) {
+                return Some(location);
+            }
+            if let Some(location) = s
+                .fallback(&self.path, index)
+                .and_then(|table| table.get(fingerprint))
+            {
+                return Some(*location);
+            }
         }
         s.overflow.get(fingerprint).copied()
     }
@@ -290,7 +361,7 @@ impl Recording {
     pub fn iter(&self) -> impl Iterator<Item = Result<RecordView, RecordingError>> + '_ {
         let s = self.current();
         let locations = match s.persisted {
-            Some(index) => locations_in_order(&s, index),
+            Some(index) => locations_in_order(&self.path, &s, index),
             None => s.order.clone(),
         };
         locations
@@ -340,6 +411,7 @@ impl Recording {
                 order: old.order.clone(),
                 scanned_end: old.scanned_end,
                 verified: old.verified.clone(),
+                fallback: OnceLock::new(),
             };
             scan(path, &mut next);
             if next.record_count == old.record_count {
@@ -374,6 +446,7 @@ fn build(
         order: Vec::new(),
         scanned_end: FILE_HEADER_LEN,
         verified: Arc::new(Verified::new(0)),
+        fallback: OnceLock::new(),
         bytes,
     };
     match persisted {
@@ -390,7 +463,7 @@ fn build(
 }
 
 /// The footer's index if it is current and sound; `Ok(None)` means rebuild.
-fn persisted_index(
+pub(super) fn persisted_index(
     path: &Path,
     bytes: &[u8],
 ) -> Result<Option<(PersistedIndex, IndexHead)>, RecordingError> {
@@ -443,6 +516,7 @@ fn persisted_index(
     }
     Ok(Some((
         PersistedIndex {
+            record_offset: index_offset,
             slots_offset,
             slot_count,
         },
@@ -538,7 +612,7 @@ fn scan(path: &Path, s: &mut Snapshot) {
 /// Every interaction location of a file with a persisted index, in file
 /// order: the records a walk finds, plus any the index holds that damage
 /// hid from the walk.
-fn locations_in_order(s: &Snapshot, index: PersistedIndex) -> Vec<RecordLocation> {
+fn locations_in_order(path: &Path, s: &Snapshot, index: PersistedIndex) -> Vec<RecordLocation> {
     let (found, _, _) = format::locate(&s.bytes, FILE_HEADER_LEN);
     let mut locations: Vec<RecordLocation> = found
         .into_iter()
@@ -549,6 +623,10 @@ fn locations_in_order(s: &Snapshot, index: PersistedIndex) -> Vec<RecordLocation
             format::Found::Damaged(location) => Some(location),
         })
         .collect();
+    if s.fallback(path, index).is_some() {
+        // A damaged index's slots may point anywhere: the walk alone.
+        return locations;
+    }
     let walked: std::collections::HashSet<u64> = locations.iter().map(|l| l.offset).collect();
     for i in 0..index.slot_count {
         let at = (index.slots_offset + i * INDEX_SLOT_LEN) as usize;

@@ -316,6 +316,12 @@ impl RecordingWriter {
         &self.path
     }
 
+    /// Whether this writer began a new file ([`Self::create`]) rather than
+    /// appending to an existing one.
+    pub fn is_new(&self) -> bool {
+        self.final_path.is_some()
+    }
+
     /// Writes the index, syncs per durability, and (for `create`) renames the
     /// partial file over the final path. Returns the final path.
     pub fn finish(self) -> Result<PathBuf, RecordingError> {

@@ -79,6 +79,16 @@ impl Server {
                 .unwrap_or(0),
             None => 0,
         };
+        if let Some((writer, _)) = &recording
+            && let Err(error) = writer.start(&session)
+        {
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "recording",
+                "recording-failed",
+                format!("session {session}: its recording cannot be started: {error}"),
+            );
+        }
         let sent = upstream.send(endpoint.index, &uri, held, upstream_request);
         let response = match tokio::time::timeout(timeout, sent).await {
             Ok(Ok(response)) => response,
@@ -141,8 +151,10 @@ impl Server {
                 .get(http::header::CONTENT_ENCODING)
                 .map(|v| Bytes::copy_from_slice(v.as_bytes()))
                 .unwrap_or_default();
+            // Over its limit once decoded: not recorded, by policy (logged by
+            // `decode_chunks`); not a failure to record.
             let Some((chunks, encoding)) = decode_chunks(encoding, chunks, &limits) else {
-                return;
+                return true;
             };
             let mut recorded = crate::interaction::RecordedResponse {
                 status: response_parts.status.as_u16(),
@@ -160,6 +172,7 @@ impl Server {
                     .with_extra_secrets(&derived)
                     .redact_response(&mut recorded);
             }
+            // A record that could not be written breaks the response off.
             writer.append(
                 &session,
                 &crate::interaction::Interaction {
@@ -171,7 +184,7 @@ impl Server {
                     request,
                     exchange: crate::interaction::Exchange::Http(recorded),
                 },
-            );
+            )
         });
         let captured = crate::record::CaptureBody::new(
             upstream_body,

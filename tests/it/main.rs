@@ -13,5 +13,7 @@ mod redaction_on_disk;
 mod replay;
 mod sample;
 mod secrets;
+mod session_names;
 mod testserver;
+mod verify;
 mod websocket;
