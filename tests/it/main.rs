@@ -5,6 +5,7 @@
 mod cli;
 mod config;
 mod identity;
+mod protocol_errors;
 mod recording;
 mod redaction_on_disk;
 mod replay;
