@@ -264,13 +264,9 @@ fn a_malformed_head_gets_a_json_400_414_or_505() {
         long.resize(70_000, b'a');
         long.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
         exchange(&ouli.addr, &long, false).assert_ouli_error(414, "uri-too-long");
-        // HTTP/0.9: a request line without a version.
-        let answer = exchange(&ouli.addr, b"GET /\r\n\r\n", false);
-        assert!(
-            answer.header("x-ouli-error").is_some(),
-            "HTTP/0.9: {answer:?}"
-        );
-        answer.assert_ouli_error(answer.status, answer.header("x-ouli-error").unwrap());
+        // HTTP/0.9: a request line without a version (httparse reads the
+        // line's end as part of the target).
+        exchange(&ouli.addr, b"GET /\r\n\r\n", false).assert_ouli_error(400, "bad-request");
     });
 }
 
