@@ -196,7 +196,10 @@ pub(crate) fn upstream(delay: Duration) -> u16 {
                         }
                         Ok::<_, std::convert::Infallible>(response)
                     });
+                    // No date: a bare 400 then has no header at all, and
+                    // its replay is byte for byte hyper's own error head.
                     let _ = hyper::server::conn::http1::Builder::new()
+                        .auto_date_header(false)
                         .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                         .await;
                 });
@@ -461,6 +464,12 @@ fn a_recorded_answer_that_looks_like_hypers_own_passes_untouched() {
     }
     let mut replay = Ouli::start(dir.path(), "replay", port, "");
     let answer = exchange(&replay.addr, request, false);
+    assert!(
+        answer.head.starts_with(
+            "HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: "
+        ),
+        "the replayed answer is not the look-alike this test needs: {answer:?}"
+    );
     assert_eq!((answer.status, answer.body.len()), (400, 0), "{answer:?}");
     assert_eq!(answer.header("x-ouli-error"), None, "{answer:?}");
     replay.assert_serving();
