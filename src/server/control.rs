@@ -81,6 +81,6 @@ impl Server {
 fn session_name(encoded: &str) -> Result<SessionName, String> {
     let decoded = percent_encoding::percent_decode_str(encoded)
         .decode_utf8()
-        .map_err(|_| format!("session name {encoded:?} is not UTF-8 once percent-decoded"))?;
+        .map_err(|_| "the session name in the path is not UTF-8 once percent-decoded".to_owned())?;
     SessionName::parse(&decoded).map_err(|error| error.to_string())
 }

@@ -446,3 +446,39 @@ pub(super) fn json_diff(
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_echo_is_cut_to_its_bounds_whatever_its_shape() {
+        let long = "é".repeat(10_000);
+        let mut value = serde_json::json!({
+            "body": long,
+            "query": (0..5000).map(|i| [format!("p{i}"), format!("v{i}")]).collect::<Vec<_>>(),
+        });
+        // Deeper than the budget reaches (serde_json parses at most 128
+        // levels; its drop recurses, so this stays droppable).
+        let mut deep = serde_json::json!("leaf");
+        for _ in 0..1000 {
+            deep = serde_json::json!([deep, "x"]);
+        }
+        value["deep"] = deep;
+        let mut budget = MISS_ECHO_BYTES_MAX;
+        bound_echo(&mut value, &mut budget);
+        let body = value["body"].as_str().unwrap();
+        assert!(
+            body.len() <= MISS_ECHO_VALUE_BYTES_MAX + 32,
+            "{}",
+            body.len()
+        );
+        assert!(body.ends_with("bytes cut]"));
+        let query = value["query"].as_array().unwrap();
+        assert_eq!(query.len(), MISS_ECHO_FIELDS_MAX + 1);
+        assert_eq!(query[MISS_ECHO_FIELDS_MAX], "[4936 more cut]");
+        let bytes = serde_json::to_vec(&value).unwrap();
+        assert!(bytes.len() <= MISS_ANSWER_BYTES_MAX, "{}", bytes.len());
+        assert!(String::from_utf8_lossy(&bytes).contains("more cut]"));
+    }
+}

@@ -219,16 +219,16 @@ impl ProtocolErrorIo {
         }
     }
 
-    /// Whether `first`, the start of a write that begins a response head, is
-    /// hyper's own error head (`alone`: nothing else in the write), and not
-    /// the answer of a request the service was called for.
+    /// Whether a write that begins a response head (`first`, then `rest`)
+    /// is hyper's own error head alone, and not the answer of a request the
+    /// service was called for.
     #[cold]
-    fn holds_back(&mut self, first: &[u8], alone: bool) -> bool {
+    fn holds_back(&mut self, first: &[u8], rest: &[std::io::IoSlice<'_>]) -> bool {
         // An interim `100 Continue` is hyper's, before the service's answer.
         if first.get(9..13) == Some(b"100 ") {
             return false;
         }
-        if self.state.called.swap(false, Ordering::AcqRel) || !alone {
+        if self.state.called.swap(false, Ordering::AcqRel) || rest.iter().any(|b| !b.is_empty()) {
             return false;
         }
         match hyper_error_status(first) {
@@ -300,7 +300,7 @@ impl AsyncWrite for ProtocolErrorIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        if buf.starts_with(b"HTTP/1.") && self.holds_back(buf, true) {
+        if buf.starts_with(b"HTTP/1.") && self.holds_back(buf, &[]) {
             return Poll::Ready(Ok(buf.len()));
         }
         self.read_since_write = false;
@@ -314,7 +314,7 @@ impl AsyncWrite for ProtocolErrorIo {
     ) -> Poll<std::io::Result<usize>> {
         if let Some(first) = bufs.first()
             && first.starts_with(b"HTTP/1.")
-            && self.holds_back(first, bufs[1..].iter().all(|b| b.is_empty()))
+            && self.holds_back(first, &bufs[1..])
         {
             return Poll::Ready(Ok(first.len()));
         }
