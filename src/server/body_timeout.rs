@@ -70,12 +70,7 @@ fn body_error(error: &BoxError, size_max: usize) -> Response<ResponseBody> {
         .downcast_ref::<http_body_util::LengthLimitError>()
         .is_some()
     {
-        return error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "client",
-            "body-too-large",
-            format!("request body exceeds limits.request_body_bytes_max = {size_max} bytes"),
-        );
+        return super::body_too_large(size_max);
     }
     error_response(
         StatusCode::BAD_REQUEST,

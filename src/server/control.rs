@@ -12,15 +12,14 @@ impl Server {
             && let Some(name) = rest.strip_suffix("/end")
             && method == http::Method::POST
         {
-            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
-            let name = match SessionName::parse(&name) {
+            let name = match session_name(name) {
                 Ok(name) => name,
-                Err(error) => {
+                Err(message) => {
                     return error_response(
                         StatusCode::BAD_REQUEST,
                         "client",
                         "bad-test-name",
-                        error.to_string(),
+                        message,
                     );
                 }
             };
@@ -45,8 +44,7 @@ impl Server {
             && let Some(name) = rest.strip_suffix("/reset")
             && method == http::Method::POST
         {
-            let name = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
-            return match SessionName::parse(&name) {
+            return match session_name(name) {
                 Ok(name) => {
                     if let Some(session) = self.sessions.get(&name) {
                         session
@@ -62,12 +60,9 @@ impl Server {
                     )
                     .tap_remove_error_header()
                 }
-                Err(error) => error_response(
-                    StatusCode::BAD_REQUEST,
-                    "client",
-                    "bad-test-name",
-                    error.to_string(),
-                ),
+                Err(message) => {
+                    error_response(StatusCode::BAD_REQUEST, "client", "bad-test-name", message)
+                }
             };
         }
         error_response(
@@ -79,4 +74,13 @@ impl Server {
             ),
         )
     }
+}
+
+/// A control path's session name, percent-decoded: it must be UTF-8, as the
+/// session header's value must (a lossy decoding would name another session).
+fn session_name(encoded: &str) -> Result<SessionName, String> {
+    let decoded = percent_encoding::percent_decode_str(encoded)
+        .decode_utf8()
+        .map_err(|_| "the session name in the path is not UTF-8 once percent-decoded".to_owned())?;
+    SessionName::parse(&decoded).map_err(|error| error.to_string())
 }

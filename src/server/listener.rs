@@ -4,6 +4,7 @@
 //! limits, and on SIGINT/SIGTERM stops accepting, lets in-flight requests
 //! finish, and closes the recordings.
 
+use super::protocol_errors::{ConnectionState, HeadLimits, ProtocolErrorIo, connection_ended};
 use super::session::report_interrupted_recordings;
 use super::shed;
 use super::{Mode, ServeError, ServeOptions, Server};
@@ -123,10 +124,13 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                     .upstream
                     .is_some()
                     .then(|| Arc::new(crate::upstream::HeldConnection::default()));
+                let protocol = Arc::new(ConnectionState::default());
                 let service = {
                     let server = server.clone();
                     let held = held.clone();
+                    let protocol = protocol.clone();
                     hyper::service::service_fn(move |request| {
+                        protocol.served();
                         let server = server.clone();
                         let held = held.clone();
                         async move {
@@ -142,23 +146,43 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
                     .max_headers(limits.header_count_max)
-                    .max_buf_size(limits.header_bytes_max.max(8192));
+                    // The head's exact bound (request line, headers, blank
+                    // line); the buffer only bounds one read.
+                    .max_header_size(limits.header_bytes_max)
+                    .max_buf_size(limits.header_bytes_max.max(8192))
+                    // A client that shuts its sending side after its request
+                    // still gets the answer.
+                    .half_close(true);
+                let io = ProtocolErrorIo::new(stream, protocol.clone());
                 let connection = builder
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .serve_connection(hyper_util::rt::TokioIo::new(io), service)
                     .with_upgrades();
+                let head_limits = HeadLimits {
+                    header_bytes_max: limits.header_bytes_max,
+                    header_count_max: limits.header_count_max,
+                    header_read_timeout_ms: limits.header_read_timeout_ms,
+                };
                 let mut stop = stop_rx.clone();
                 let server = server.clone();
                 connections.spawn(async move {
                     // Freed when this connection closes.
                     let _slot = slot;
-                    let mut connection = std::pin::pin!(connection);
-                    let ended = tokio::select! {
-                        ended = connection.as_mut() => ended,
-                        () = async { drop(stop.wait_for(|stopping| *stopping).await) } => {
-                            // Finish the request in flight, then close.
-                            connection.as_mut().graceful_shutdown();
-                            connection.await
+                    let ended = {
+                        let mut connection = std::pin::pin!(connection);
+                        let ended = tokio::select! {
+                            ended = connection.as_mut() => ended,
+                            () = async { drop(stop.wait_for(|stopping| *stopping).await) } => {
+                                // Finish the request in flight, then close.
+                                connection.as_mut().graceful_shutdown();
+                                connection.await
+                            }
+                        };
+                        // Before the connection (and its socket) is dropped:
+                        // the socket writes the answer hyper did not.
+                        if let Err(error) = &ended {
+                            connection_ended(&protocol, error, &head_limits);
                         }
+                        ended
                     };
                     if let Err(error) = ended {
                         tracing::debug!("connection ended: {error}");

@@ -27,6 +27,23 @@ use std::hash::{BuildHasher, RandomState};
 /// Candidates (best by the quick line score) compared field by field.
 const MISS_SHORTLIST_MAX: usize = 16;
 
+/// Bytes of one echoed value (a header, a query value, a body, a path) in a
+/// miss report: enough to see where two values differ; a 100 KB header or
+/// body is not worth a 100 KB answer.
+pub(super) const MISS_ECHO_VALUE_BYTES_MAX: usize = 1024;
+/// Items of one echoed list or object (query parameters, headers, fields
+/// differing, a JSON body's members) in a miss report.
+pub(super) const MISS_ECHO_FIELDS_MAX: usize = 64;
+/// Bytes of everything a miss report echoes of the request and the closest
+/// recorded ones together; each echoed item costs [`ECHO_ITEM_COST`] too.
+pub(super) const MISS_ECHO_BYTES_MAX: usize = 32 << 10;
+/// A miss answer's bytes at most: past this (many long keys, say), the echo
+/// is left out altogether.
+pub(super) const MISS_ANSWER_BYTES_MAX: usize = 64 << 10;
+/// What an echoed item costs of [`MISS_ECHO_BYTES_MAX`] besides its text
+/// (quotes, separators, a key): bounds the items as well as their bytes.
+const ECHO_ITEM_COST: usize = 16;
+
 /// Where a miss looks for the closest recorded requests: the session's
 /// distinct recorded requests, the first ones in order and the rest by
 /// method and path. Built once per session, at its first miss: a replayed
@@ -175,7 +192,7 @@ impl Server {
     ) -> Response<ResponseBody> {
         let recording = state.recording();
         let got = CanonicalRequest::parse(canonical).unwrap_or_default();
-        let closest: Vec<serde_json::Value> = match recording {
+        let mut closest: Vec<serde_json::Value> = match recording {
             Some(recording) => {
                 // Building reads the whole recording (once per session):
                 // the runtime moves this thread's other work meanwhile, and
@@ -223,32 +240,45 @@ impl Server {
         } else {
             format!("session {session}: no recorded request matches")
         };
+        // What is echoed of the request is bounded, in the answer and the log.
+        let mut budget = MISS_ECHO_BYTES_MAX;
+        let mut request = canonical_json(&got);
+        bound_echo(&mut request, &mut budget);
+        for candidate in &mut closest {
+            bound_echo(candidate, &mut budget);
+        }
+        let mut path = got.path.clone();
+        cut_string(&mut path, MISS_ECHO_VALUE_BYTES_MAX);
         // What a miss echoes was redacted before it was recorded or
         // canonicalized; it goes through the redactor again all the same,
         // as every message ouli writes does (a session name is the
         // client's too).
         let line = format!(
-            "replay miss (endpoint {}): {message}; {} {}; closest: {}",
+            "replay miss (endpoint {}): {message}; {} {path}; closest: {}",
             endpoint.index,
             got.method,
-            got.path,
             serde_json::to_string(&closest).unwrap_or_default()
         );
         tracing::warn!("{}", endpoint.redactor.redact_str(&line));
-        let report = serde_json::json!({
+        let mut report = serde_json::json!({
                 "error": kind,
                 "fault": "recording",
                 "message": message,
                 "session": session.as_str(),
                 "fingerprint": step.fingerprint.to_hex(),
                 "chain_position": step.position,
-                "request": canonical_json(&got),
+                "request": request,
                 "closest_recorded": closest,
                 "record_command": format!(
                     "ouli record-missing{config_arg} --recording-dir {}",
                     self.options.recording_dir.display()
                 ),
         });
+        if serde_json::to_vec_pretty(&report).map_or(0, |b| b.len()) > MISS_ANSWER_BYTES_MAX {
+            let cut = format!("[cut: the report was over {MISS_ANSWER_BYTES_MAX} bytes]");
+            report["request"] = cut.clone().into();
+            report["closest_recorded"] = cut.into();
+        }
         json_response(
             StatusCode::NOT_FOUND,
             kind,
@@ -273,6 +303,70 @@ fn redact_json(redactor: &crate::redact::Redactor, value: serde_json::Value) -> 
             })
         }),
     }
+}
+
+/// Cuts what `value` echoes to the limits above, in order, from `budget`
+/// (shared by the values of one report), marking what was cut. Iterative:
+/// an echoed JSON body is as deep as the client made it.
+pub(super) fn bound_echo(value: &mut serde_json::Value, budget: &mut usize) {
+    use serde_json::Value;
+    let mut stack = vec![value];
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::String(text) => {
+                cut_string(text, MISS_ECHO_VALUE_BYTES_MAX.min(*budget));
+                *budget = budget.saturating_sub(text.len());
+            }
+            Value::Array(items) => {
+                let keep = items_kept(items.len(), budget);
+                if items.len() > keep {
+                    let cut = items.len() - keep;
+                    items.truncate(keep);
+                    items.push(Value::String(format!("[{cut} more cut]")));
+                }
+                let kept = items.len().min(keep);
+                stack.extend(items[..kept].iter_mut().rev());
+            }
+            Value::Object(members) => {
+                let keep = items_kept(members.len(), budget);
+                if members.len() > keep {
+                    let cut = members.len() - keep;
+                    let all = std::mem::take(members);
+                    members.extend(all.into_iter().take(keep));
+                    members.insert("[cut]".into(), format!("{cut} more members").into());
+                }
+                let mut children: Vec<&mut Value> = Vec::with_capacity(keep);
+                for (key, child) in members.iter_mut().take(keep) {
+                    *budget = budget.saturating_sub(key.len());
+                    children.push(child);
+                }
+                stack.extend(children.into_iter().rev());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// How many of `len` items are kept, each charged [`ECHO_ITEM_COST`].
+fn items_kept(len: usize, budget: &mut usize) -> usize {
+    let keep = len.min(MISS_ECHO_FIELDS_MAX).min(*budget / ECHO_ITEM_COST);
+    *budget -= keep * ECHO_ITEM_COST;
+    keep
+}
+
+/// Cuts `text` to at most `max` bytes (on a character boundary), saying how
+/// many were cut.
+pub(super) fn cut_string(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = text.len() - end;
+    text.truncate(end);
+    text.push_str(&format!("[{cut} bytes cut]"));
 }
 
 pub(super) fn canonical_json(c: &CanonicalRequest) -> serde_json::Value {
@@ -377,5 +471,41 @@ pub(super) fn json_diff(
         _ if e != g => out
             .push(serde_json::json!({ "field": format!("json {path}"), "expected": e, "got": g })),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_echo_is_cut_to_its_bounds_whatever_its_shape() {
+        let long = "é".repeat(10_000);
+        let mut value = serde_json::json!({
+            "body": long,
+            "query": (0..5000).map(|i| [format!("p{i}"), format!("v{i}")]).collect::<Vec<_>>(),
+        });
+        // Deeper than the budget reaches (serde_json parses at most 128
+        // levels; its drop recurses, so this stays droppable).
+        let mut deep = serde_json::json!("leaf");
+        for _ in 0..1000 {
+            deep = serde_json::json!([deep, "x"]);
+        }
+        value["deep"] = deep;
+        let mut budget = MISS_ECHO_BYTES_MAX;
+        bound_echo(&mut value, &mut budget);
+        let body = value["body"].as_str().unwrap();
+        assert!(
+            body.len() <= MISS_ECHO_VALUE_BYTES_MAX + 32,
+            "{}",
+            body.len()
+        );
+        assert!(body.ends_with("bytes cut]"));
+        let query = value["query"].as_array().unwrap();
+        assert_eq!(query.len(), MISS_ECHO_FIELDS_MAX + 1);
+        assert_eq!(query[MISS_ECHO_FIELDS_MAX], "[4936 more cut]");
+        let bytes = serde_json::to_vec(&value).unwrap();
+        assert!(bytes.len() <= MISS_ANSWER_BYTES_MAX, "{}", bytes.len());
+        assert!(String::from_utf8_lossy(&bytes).contains("more cut]"));
     }
 }

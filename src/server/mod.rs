@@ -18,6 +18,7 @@ mod body_timeout;
 mod control;
 mod listener;
 mod miss;
+mod protocol_errors;
 mod proxy;
 mod replay;
 mod response;
@@ -289,8 +290,24 @@ impl Server {
                 );
             }
         };
-        if self.options.mode == Mode::Replay && is_websocket_upgrade(request.headers()) {
-            return self.replay_websocket(endpoint, session, request);
+        if is_websocket_upgrade(request.headers()) {
+            if let Err(message) = websocket::check_handshake(request.headers()) {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "client",
+                    "bad-websocket-upgrade",
+                    message,
+                );
+            }
+            if self.options.mode == Mode::Replay {
+                return self.replay_websocket(endpoint, session, request);
+            }
+        }
+        let limit = self.options.config.limits.request_body_bytes_max;
+        // A declared length over the limit is answered at once: the client
+        // may wait for the answer before sending the body.
+        if hyper::body::Body::size_hint(request.body()).lower() > limit as u64 {
+            return body_too_large(limit);
         }
         let (parts, body) = request.into_parts();
         let raw_body_for_upstream;
@@ -415,6 +432,16 @@ impl Server {
         ))
         .await
     }
+}
+
+/// 413 for a body over `limits.request_body_bytes_max`, declared or sent.
+pub(super) fn body_too_large(limit: usize) -> Response<ResponseBody> {
+    error_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "client",
+        "body-too-large",
+        format!("request body exceeds limits.request_body_bytes_max = {limit} bytes"),
+    )
 }
 
 fn path_and_query_of(parts: &http::request::Parts) -> &str {

@@ -86,6 +86,35 @@ impl Server {
     }
 }
 
+/// The handshake's checks (RFC 6455 section 4.2.1): `Sec-WebSocket-Key` is
+/// the base64 of a 16-byte nonce, `Sec-WebSocket-Version` is 13. A client
+/// that gets these wrong would fail on any server; replay and record refuse
+/// it the same way.
+pub(super) fn check_handshake(headers: &HeaderMap) -> Result<(), String> {
+    let version = headers.get(http::header::SEC_WEBSOCKET_VERSION);
+    if version.is_none_or(|v| v.as_bytes().trim_ascii() != b"13") {
+        return Err("a WebSocket upgrade needs sec-websocket-version: 13".into());
+    }
+    let key = headers
+        .get(http::header::SEC_WEBSOCKET_KEY)
+        .ok_or("a WebSocket upgrade needs sec-websocket-key")?;
+    if !is_base64_of_16_bytes(key.as_bytes().trim_ascii()) {
+        return Err("sec-websocket-key is not the base64 of a 16-byte nonce".into());
+    }
+    Ok(())
+}
+
+/// 16 bytes in base64 are 22 alphabet characters and `==`; the last
+/// character carries 2 bits, so its 4 low bits are zero.
+fn is_base64_of_16_bytes(key: &[u8]) -> bool {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let value = |c: u8| ALPHABET.iter().position(|&a| a == c);
+    key.len() == 24
+        && key.ends_with(b"==")
+        && key[..22].iter().all(|&c| value(c).is_some())
+        && value(key[21]).is_some_and(|v| v & 0b1111 == 0)
+}
+
 pub(super) fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     headers
         .get(http::header::UPGRADE)
@@ -156,4 +185,20 @@ pub(super) async fn play_websocket_script<S>(
         }
     }
     let _ = socket.close(None).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handshake_key_is_the_base64_of_16_bytes() {
+        // RFC 6455's sample key.
+        assert!(is_base64_of_16_bytes(b"dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(!is_base64_of_16_bytes(b"dGhlIHNhbXBsZSBub25jZQ="));
+        assert!(!is_base64_of_16_bytes(b"dGhlIHNhbXBsZSBub25jZR=="));
+        assert!(!is_base64_of_16_bytes(b"dGhlIHNhbXBsZSBub25j!Q=="));
+        assert!(!is_base64_of_16_bytes(b"not-a-key"));
+        assert!(!is_base64_of_16_bytes(b"dGhlIHNhbXBsZSBub25jZXh4eA=="));
+    }
 }

@@ -8,6 +8,7 @@ mod decoding;
 mod deep_json;
 mod identity;
 mod limits;
+mod protocol_errors;
 mod recording;
 mod redaction_on_disk;
 mod replay;
