@@ -125,6 +125,8 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                     .is_some()
                     .then(|| Arc::new(crate::upstream::HeldConnection::default()));
                 let protocol = Arc::new(ConnectionState::default());
+                #[cfg(feature = "profiler")]
+                let peer = stream.peer_addr().map(|addr| addr.ip());
                 let service = {
                     let server = server.clone();
                     let held = held.clone();
@@ -133,7 +135,13 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                         protocol.served();
                         let server = server.clone();
                         let held = held.clone();
+                        #[cfg(feature = "profiler")]
+                        let peer = peer.as_ref().ok().copied();
                         async move {
+                            #[cfg(feature = "profiler")]
+                            if request.uri().path() == super::PPROF_PATH {
+                                return Ok(super::profile_answer(peer, request.uri().query()).await);
+                            }
                             Ok::<_, std::convert::Infallible>(
                                 server.handle(index, request, held.as_deref()).await,
                             )

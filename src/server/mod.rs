@@ -434,6 +434,23 @@ impl Server {
     }
 }
 
+/// A CPU profile of the next N seconds (`--features profiler` builds only;
+/// loopback peers only): `go tool pprof http://127.0.0.1:PORT/__ouli/debug/pprof?seconds=10`.
+#[cfg(feature = "profiler")]
+pub(super) const PPROF_PATH: &str = "/__ouli/debug/pprof";
+
+#[cfg(feature = "profiler")]
+async fn profile_answer(
+    peer: Option<std::net::IpAddr>,
+    query: Option<&str>,
+) -> Response<ResponseBody> {
+    // A peer whose address cannot be read is not known to be on loopback.
+    let peer = peer.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    crate::profile::debug_pprof_response(peer, query)
+        .await
+        .map(self::response::full)
+}
+
 /// 413 for a body over `limits.request_body_bytes_max`, declared or sent.
 pub(super) fn body_too_large(limit: usize) -> Response<ResponseBody> {
     error_response(

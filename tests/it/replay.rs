@@ -1515,3 +1515,50 @@ async fn an_interrupted_rerecording_leaves_the_old_recording_in_force_and_says_h
         "{log}"
     );
 }
+
+/// A build with the profiler serves a CPU profile of the running server to a
+/// loopback client (`/__ouli/debug/pprof`), while the server goes on serving;
+/// a bad query is a JSON 400.
+#[cfg(feature = "profiler")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_profile_of_the_running_server_is_served_to_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), "");
+    let (status, headers, _) = send(
+        &server.addr,
+        "GET",
+        "/__ouli/debug/pprof?seconds=0",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert!(headers.contains_key("x-ouli-error"));
+    // Load while sampling, so that the profile has samples to show.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (addr, stop) = (server.addr.clone(), stop.clone());
+        load.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                assert_eq!(send(&addr, "GET", "/health", &[], "").await.0, 200);
+            }
+        }));
+    }
+    let (status, headers, body) = send(
+        &server.addr,
+        "GET",
+        "/__ouli/debug/pprof?seconds=1&format=svg",
+        &[],
+        "",
+    )
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(headers["content-type"], "image/svg+xml");
+    assert!(body.contains("<svg"), "{body:.200}");
+    server.stop();
+}
