@@ -186,7 +186,8 @@ pub struct Seen {
 /// A real hyper HTTP/1.1 server standing in for the upstream: it keeps every
 /// request it received and answers 200 with the path it saw (so answers can
 /// be told apart), or, for `/c/deep-response`, a JSON body a million levels
-/// deep around a password.
+/// deep around a password; a path ending in `-slow` is answered after a
+/// pause.
 pub struct Upstream {
     pub addr: std::net::SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
@@ -263,6 +264,10 @@ async fn answer(
             .unwrap_or_default(),
         body_len: body.len(),
     });
+    // A slow answer: the client's half-close arrives while ouli waits.
+    if parts.uri.path().ends_with("-slow") {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
     let body = if parts.uri.path() == "/c/deep-response" {
         Bytes::from(deep_json(1_000_000))
     } else {
