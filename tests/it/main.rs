@@ -2,6 +2,7 @@
 //! ripgrep's are (one link instead of one per file, and helpers shared
 //! through `support`-style modules rather than copied).
 
+mod bad_input;
 mod cli;
 mod config;
 mod decoding;
