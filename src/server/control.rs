@@ -2,12 +2,34 @@
 //! recording), reset its chain. Never forwarded, never recorded.
 
 use super::response::{RemoveErrorHeader, ResponseBody, error_response, json_response};
-use super::{CONTROL_PREFIX, Server};
+use super::{CONTROL_PREFIX, Endpoint, Server};
 use crate::session_name::SessionName;
 use http::{Response, StatusCode};
 
 impl Server {
-    pub(super) fn control(&self, path: &str, method: &http::Method) -> Response<ResponseBody> {
+    pub(super) fn control(
+        &self,
+        endpoint: &Endpoint,
+        path: &str,
+        method: &http::Method,
+    ) -> Response<ResponseBody> {
+        // A control path echoes what the client sent: secrets go first.
+        let redacted = |message: String| endpoint.redactor.redact_str(&message).into_owned();
+        if let Some(rest) = path.strip_prefix("sessions/")
+            && (rest.ends_with("/end") || rest.ends_with("/reset"))
+            && method != http::Method::POST
+        {
+            let mut answer = error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "client",
+                "method-not-allowed",
+                redacted(format!("{CONTROL_PREFIX}{path} takes POST, not {method}")),
+            );
+            answer
+                .headers_mut()
+                .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+            return answer;
+        }
         if let Some(rest) = path.strip_prefix("sessions/")
             && let Some(name) = rest.strip_suffix("/end")
             && method == http::Method::POST
@@ -19,7 +41,7 @@ impl Server {
                         StatusCode::BAD_REQUEST,
                         "client",
                         "bad-test-name",
-                        message,
+                        redacted(message),
                     );
                 }
             };
@@ -60,18 +82,21 @@ impl Server {
                     )
                     .tap_remove_error_header()
                 }
-                Err(message) => {
-                    error_response(StatusCode::BAD_REQUEST, "client", "bad-test-name", message)
-                }
+                Err(message) => error_response(
+                    StatusCode::BAD_REQUEST,
+                    "client",
+                    "bad-test-name",
+                    redacted(message),
+                ),
             };
         }
         error_response(
             StatusCode::NOT_FOUND,
             "client",
             "unknown-control-path",
-            format!(
-                "{CONTROL_PREFIX}{path} is not an ouli control path (health, sessions/<name>/reset)"
-            ),
+            redacted(format!(
+                "{CONTROL_PREFIX}{path} is not an ouli control path (health, sessions/<name>/reset, sessions/<name>/end)"
+            )),
         )
     }
 }

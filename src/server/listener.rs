@@ -161,7 +161,7 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                     // A client that shuts its sending side after its request
                     // still gets the answer.
                     .half_close(true);
-                let io = ProtocolErrorIo::new(stream, protocol.clone());
+                let io = ProtocolErrorIo::new(stream, protocol.clone(), limits.header_bytes_max);
                 let connection = builder
                     .serve_connection(hyper_util::rt::TokioIo::new(io), service)
                     .with_upgrades();

@@ -277,7 +277,10 @@ impl Server {
             .tap_remove_error_header();
         }
         if let Some(control) = path.strip_prefix(CONTROL_PREFIX) {
-            return self.control(control, request.method());
+            return self.control(endpoint, control, request.method());
+        }
+        if let Some(refused) = refuse_request_form(&request) {
+            return refused;
         }
         let session = match self.session_name(request.headers()) {
             Ok(name) => name,
@@ -286,7 +289,10 @@ impl Server {
                     StatusCode::BAD_REQUEST,
                     "client",
                     "bad-test-name",
-                    error.to_string(),
+                    endpoint
+                        .redactor
+                        .redact_str(&error.to_string())
+                        .into_owned(),
                 );
             }
         };
@@ -449,6 +455,44 @@ async fn profile_answer(
     crate::profile::debug_pprof_response(peer, query)
         .await
         .map(self::response::full)
+}
+
+/// Requests ouli is not the server for, refused before anything else: a
+/// CONNECT (ouli is a reverse proxy, not a forward one: 405), an asterisk
+/// target on anything but OPTIONS, and two Host headers (RFC 9112 3.2: a
+/// server must answer 400; which one would the upstream see?).
+fn refuse_request_form(request: &Request<Incoming>) -> Option<Response<ResponseBody>> {
+    if request.method() == http::Method::CONNECT {
+        return Some(error_response(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "client",
+            "method-not-allowed",
+            "CONNECT is not served: ouli is a reverse proxy for its configured upstreams".into(),
+        ));
+    }
+    if request.uri().path() == "*" && request.method() != http::Method::OPTIONS {
+        return Some(error_response(
+            StatusCode::BAD_REQUEST,
+            "client",
+            "bad-request",
+            "the asterisk target `*` is for OPTIONS only".into(),
+        ));
+    }
+    if request
+        .headers()
+        .get_all(http::header::HOST)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        return Some(error_response(
+            StatusCode::BAD_REQUEST,
+            "client",
+            "bad-request",
+            "the request has more than one Host header".into(),
+        ));
+    }
+    None
 }
 
 /// 413 for a body over `limits.request_body_bytes_max`, declared or sent.

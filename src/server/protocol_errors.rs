@@ -38,6 +38,11 @@ const DRAIN_BYTES_MAX: usize = 256 << 10;
 const HYPER_ERROR_HEADERS: &[u8] = b"connection: close\r\ncontent-length: 0\r\ndate: ";
 /// An IMF-fixdate (`Wed, 02 Dec 2026 17:39:16 GMT`), as hyper writes it.
 const HTTP_DATE_LEN: usize = 29;
+/// The last bytes read on a connection, kept to tell apart the head errors
+/// hyper reports alike (a request line in another HTTP version, 505, from one
+/// that is malformed, 400): a request line is short, and a pipelined bad one
+/// follows a few heads at most.
+const RECENT_BYTES_MAX: usize = 1024;
 
 /// What the service and the listener tell a connection's socket wrapper.
 #[derive(Default)]
@@ -206,16 +211,31 @@ pub(super) struct ProtocolErrorIo {
     state: Arc<ConnectionState>,
     /// Bytes were read since the last write: a request (part of one) is in.
     read_since_write: bool,
+    /// Bytes read since the last write (saturating): a head hyper calls too
+    /// large while this is under the head limit was refused for its
+    /// declared length, not its size.
+    read_count: usize,
+    /// The last [`RECENT_BYTES_MAX`] bytes read.
+    recent: Vec<u8>,
+    /// `limits.header_bytes_max`.
+    header_bytes_max: usize,
     /// hyper's own error head, held back.
     held: Option<StatusCode>,
 }
 
 impl ProtocolErrorIo {
-    pub(super) fn new(stream: TcpStream, state: Arc<ConnectionState>) -> ProtocolErrorIo {
+    pub(super) fn new(
+        stream: TcpStream,
+        state: Arc<ConnectionState>,
+        header_bytes_max: usize,
+    ) -> ProtocolErrorIo {
         ProtocolErrorIo {
             stream,
             state,
             read_since_write: false,
+            read_count: 0,
+            recent: Vec::new(),
+            header_bytes_max,
             held: None,
         }
     }
@@ -252,7 +272,7 @@ impl ProtocolErrorIo {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         let answer = match (self.held, ending) {
-            (Some(_), Some(Ending::HeadError(answer))) => answer,
+            (Some(_), Some(Ending::HeadError(answer))) => self.refine(answer),
             (Some(status), _) => answer_for_status(status),
             (None, Some(Ending::Unanswered(answer))) if self.read_since_write => answer,
             _ => return,
@@ -276,6 +296,87 @@ impl ProtocolErrorIo {
     }
 }
 
+impl ProtocolErrorIo {
+    /// What hyper's error text cannot tell, the bytes read can: a version
+    /// error is 505 only when the request line is well formed in another
+    /// HTTP version; a head "too large" that was not is a declared length
+    /// hyper cannot take.
+    #[cold]
+    fn refine(&self, answer: Answer) -> Answer {
+        if answer.status == StatusCode::HTTP_VERSION_NOT_SUPPORTED
+            && !first_bad_request_line_is_other_version(&self.recent)
+        {
+            return Answer {
+                status: StatusCode::BAD_REQUEST,
+                kind: "bad-request",
+                message: "the request line is not `METHOD TARGET HTTP/1.1`".into(),
+            };
+        }
+        if answer.status == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            && self.read_count < self.header_bytes_max
+            && declares_huge_content_length(&self.recent)
+        {
+            return Answer {
+                status: StatusCode::BAD_REQUEST,
+                kind: "bad-request",
+                message: "the request's Content-Length is not a length this listener takes".into(),
+            };
+        }
+        answer
+    }
+}
+
+/// Whether `recent` holds a `Content-Length` of 19 digits or more: hyper
+/// refuses `u64::MAX` (its own marker for "no length") as a head too large.
+fn declares_huge_content_length(recent: &[u8]) -> bool {
+    let lower = recent.to_ascii_lowercase();
+    memchr::memmem::find_iter(&lower, b"content-length:").any(|at| {
+        let value = &lower[at + b"content-length:".len()..];
+        let value = &value[value
+            .iter()
+            .take_while(|b| **b == b' ' || **b == b'\t')
+            .count()..];
+        value.iter().take_while(|b| b.is_ascii_digit()).count() >= 19
+    })
+}
+
+/// Of the request heads that start in `recent` (at its start, or after a
+/// blank line), whether the first whose request line is not HTTP/1.0 or 1.1
+/// is a well-formed line in another version (`GET / HTTP/2.0`).
+fn first_bad_request_line_is_other_version(recent: &[u8]) -> bool {
+    let mut starts = vec![0];
+    starts.extend(memchr::memmem::find_iter(recent, b"\r\n\r\n").map(|at| at + 4));
+    for start in starts {
+        let rest = &recent[start..];
+        let end = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+        let line = rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]);
+        if line.is_empty() {
+            continue;
+        }
+        let mut parts = line.split(|&b| b == b' ');
+        let (Some(method), Some(target), Some(version), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let method_ok = !method.is_empty()
+            && method
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b));
+        let target_ok = !target.is_empty() && target.iter().all(|b| b.is_ascii_graphic());
+        let other_version = version.len() == 8
+            && version.starts_with(b"HTTP/")
+            && version[5].is_ascii_digit()
+            && version[6] == b'.'
+            && version[7].is_ascii_digit();
+        if method_ok && target_ok && (version == b"HTTP/1.1" || version == b"HTTP/1.0") {
+            continue;
+        }
+        return method_ok && target_ok && other_version;
+    }
+    false
+}
+
 impl Drop for ProtocolErrorIo {
     fn drop(&mut self) {
         self.write_answer();
@@ -290,7 +391,19 @@ impl AsyncRead for ProtocolErrorIo {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
-        self.read_since_write |= buf.filled().len() > before;
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
+            let this = &mut *self;
+            this.read_since_write = true;
+            this.read_count = this.read_count.saturating_add(read.len());
+            // Keep the last RECENT_BYTES_MAX bytes (a short copy per read).
+            let tail = &read[read.len().saturating_sub(RECENT_BYTES_MAX)..];
+            let keep = RECENT_BYTES_MAX - tail.len();
+            if this.recent.len() > keep {
+                this.recent.drain(..this.recent.len() - keep);
+            }
+            this.recent.extend_from_slice(tail);
+        }
         polled
     }
 }
@@ -305,6 +418,7 @@ impl AsyncWrite for ProtocolErrorIo {
             return Poll::Ready(Ok(buf.len()));
         }
         self.read_since_write = false;
+        self.read_count = 0;
         Pin::new(&mut self.stream).poll_write(cx, buf)
     }
 
@@ -320,6 +434,7 @@ impl AsyncWrite for ProtocolErrorIo {
             return Poll::Ready(Ok(first.len()));
         }
         self.read_since_write = false;
+        self.read_count = 0;
         Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
     }
 
@@ -364,6 +479,31 @@ mod tests {
         assert_eq!(hyper_error_status(&bad[..bad.len() - 1]), None);
         let not_found = b"HTTP/1.1 404 Not Found\r\nconnection: close\r\ncontent-length: 0\r\ndate: Wed, 02 Dec 2026 17:39:16 GMT\r\n\r\n";
         assert_eq!(hyper_error_status(not_found), None);
+    }
+
+    #[test]
+    fn a_version_error_is_505_only_for_a_well_formed_line_in_another_version() {
+        assert!(first_bad_request_line_is_other_version(
+            b"GET /a HTTP/2.0\r\n\r\n"
+        ));
+        // Pipelined: the first bad line decides, not the last.
+        let pipelined =
+            b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGE T /2 HTTP/1.1\r\n\r\nGET /3 HTTP/3.0\r\n\r\n";
+        assert!(!first_bad_request_line_is_other_version(pipelined));
+        for malformed in [
+            &b"GE T /c HTTP/1.1\r\n\r\n"[..],
+            b"GET /a b HTTP/1.1\r\n\r\n",
+            b"GET /c HTTPX/1.1\r\n\r\n",
+            b"GET /c\r\n",
+        ] {
+            assert!(!first_bad_request_line_is_other_version(malformed));
+        }
+        assert!(declares_huge_content_length(
+            b"POST / HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n"
+        ));
+        assert!(!declares_huge_content_length(
+            b"POST / HTTP/1.1\r\ncontent-length: 12\r\n"
+        ));
     }
 
     #[test]
