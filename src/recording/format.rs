@@ -362,7 +362,13 @@ pub fn record_at(bytes: &[u8], offset: u64, end: u64) -> Option<(RecordHeader, R
     {
         return None;
     }
-    let len = padded(RECORD_HEADER_LEN.checked_add(header.payload_len.get())?);
+    // Bounded before it is padded: a payload length near u64::MAX would wrap
+    // in the padding to a length of 0, a record that never ends a scan.
+    let covered = RECORD_HEADER_LEN.checked_add(header.payload_len.get())?;
+    if covered > RECORD_BYTES_MAX {
+        return None;
+    }
+    let len = padded(covered);
     if len > RECORD_BYTES_MAX || offset.checked_add(len)? > end {
         return None;
     }
@@ -705,4 +711,29 @@ pub fn home_slot(fingerprint: &[u8; 32], slot_count: u64) -> u64 {
 /// Slots for `entries` records: load factor at most 1/2.
 pub fn slot_count_for(entries: usize) -> u64 {
     ((entries as u64).max(8) * 2).next_power_of_two()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A payload length near `u64::MAX` is no record: padded, it would wrap
+    /// to a length of 0, and a scan would never move past it.
+    #[test]
+    fn a_payload_length_that_would_wrap_in_the_padding_is_no_record() {
+        let mut bytes = vec![0u8; 4096];
+        let header = RecordHeader {
+            magic: U32::new(RECORD_MAGIC),
+            kind: U16::new(KIND_HTTP),
+            endpoint: U16::new(0),
+            payload_len: U64::new(u64::MAX - RECORD_HEADER_LEN - 3),
+            crc: U32::new(0),
+            ordinal: U32::new(0),
+            fingerprint: [0; 32],
+            chain_link: [0; 32],
+            recorded_at_unix_us: U64::new(0),
+        };
+        bytes[64..64 + RECORD_HEADER_LEN as usize].copy_from_slice(header.as_bytes());
+        assert!(record_at(&bytes, 64, bytes.len() as u64).is_none());
+    }
 }
