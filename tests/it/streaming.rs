@@ -287,33 +287,20 @@ fn replay(dir: &Path, port: u16, endpoint: &str) -> Server {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sse_replays_event_by_event_with_the_timing_asked_for() {
+async fn sse_replays_one_chunk_per_event_in_order_by_default() {
     let (dir, port) = record_all().await;
-
-    // Default timing (none): every event, in order, each its own chunk.
     let server = replay(dir.path(), port, "");
     let fast = exchange(&server.addr, "GET", "/events", &[]).await;
     assert_eq!(fast.status, 200, "{}", String::from_utf8_lossy(&fast.body));
     assert_eq!(fast.header("content-type"), Some("text/event-stream"));
     assert_eq!(fast.header("content-length"), None);
     assert_eq!(fast.chunk_texts(), EVENTS, "event boundaries kept");
-    // A bad header value is the client's error, before anything is served.
-    for bad in ["-1", "NaN", "fast", "1000", "inf"] {
-        let refused = exchange(
-            &server.addr,
-            "GET",
-            "/events",
-            &[("x-ouli-replay-timing", bad)],
-        )
-        .await;
-        assert_eq!(refused.status, 400, "{bad}");
-        assert_eq!(refused.header("x-ouli-error"), Some("bad-replay-timing"));
-        let json: serde_json::Value = serde_json::from_slice(&refused.body).unwrap();
-        assert_eq!(json["error"], "bad-replay-timing", "{json}");
-        assert_eq!(json["fault"], "client", "{json}");
-    }
     assert!(server.stop());
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_timing_keeps_the_gaps_and_a_header_factor_scales_them() {
+    let (dir, port) = record_all().await;
     // `recorded` for the endpoint: the events keep their 300 ms gaps.
     let server = replay(dir.path(), port, "    replay_timing: recorded\n");
     let recorded = exchange(&server.addr, "GET", "/events", &[]).await;
@@ -356,40 +343,63 @@ async fn sse_replays_event_by_event_with_the_timing_asked_for() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replayed_answers_keep_their_framing_and_bytes() {
+async fn a_bad_replay_timing_header_is_a_400_before_anything_is_served() {
     let (dir, port) = record_all().await;
     let server = replay(dir.path(), port, "");
+    for bad in ["-1", "NaN", "fast", "1000", "inf", "1e3"] {
+        let refused = exchange(
+            &server.addr,
+            "GET",
+            "/events",
+            &[("x-ouli-replay-timing", bad)],
+        )
+        .await;
+        assert_eq!(refused.status, 400, "{bad}");
+        assert_eq!(refused.header("x-ouli-error"), Some("bad-replay-timing"));
+        let json: serde_json::Value = serde_json::from_slice(&refused.body).unwrap();
+        assert_eq!(json["error"], "bad-replay-timing", "{json}");
+        assert_eq!(json["fault"], "client", "{json}");
+    }
+    assert!(server.stop());
+}
 
-    // Recorded chunked: replayed chunked, without a length, chunk by chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_answer_replays_chunked_without_a_length() {
+    let (dir, port) = record_all().await;
+    let server = replay(dir.path(), port, "");
     let json = exchange(&server.addr, "GET", "/json-stream", &[]).await;
     assert_eq!(json.header("transfer-encoding"), Some("chunked"));
     assert_eq!(json.header("content-length"), None);
     assert_eq!(json.chunk_texts(), ["[{\"a\":1},", "{\"b\":2}]"]);
+    assert!(server.stop());
+}
 
-    // Recorded with a length, in several chunks: a length, and the exact bytes.
-    let blob_answer = exchange(&server.addr, "GET", "/blob", &[]).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_chunk_body_with_a_length_replays_byte_exact_with_its_length() {
+    let (dir, port) = record_all().await;
+    let server = replay(dir.path(), port, "");
     let expected = blob();
-    assert_eq!(
-        blob_answer.header("content-length"),
-        Some(expected.len().to_string().as_str())
-    );
-    assert_eq!(blob_answer.header("transfer-encoding"), None);
-    assert!(blob_answer.body == expected, "byte-exact multi-chunk body");
-    // Paced, it is still the same bytes with the same length.
-    let paced = exchange(
-        &server.addr,
-        "GET",
-        "/blob",
-        &[("x-ouli-replay-timing", "0.1")],
-    )
-    .await;
-    assert_eq!(
-        paced.header("content-length"),
-        Some(expected.len().to_string().as_str())
-    );
-    assert!(paced.body == expected, "byte-exact paced body");
+    let length = expected.len().to_string();
+    // Unpaced and paced: the same bytes, the same length.
+    for timing in ["none", "0.1"] {
+        let answer = exchange(
+            &server.addr,
+            "GET",
+            "/blob",
+            &[("x-ouli-replay-timing", timing)],
+        )
+        .await;
+        assert_eq!(answer.header("content-length"), Some(length.as_str()));
+        assert_eq!(answer.header("transfer-encoding"), None);
+        assert!(answer.body == expected, "{timing}: byte-exact body");
+    }
+    assert!(server.stop());
+}
 
-    // HEAD: the recorded length, though no body follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_answer_keeps_its_recorded_length() {
+    let (dir, port) = record_all().await;
+    let server = replay(dir.path(), port, "");
     let head = exchange(&server.addr, "HEAD", "/file", &[]).await;
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-length"), Some(HEAD_LENGTH));
