@@ -312,7 +312,7 @@ impl Server {
             Mode::Replay | Mode::RecordMissing => {
                 match replay::replay_timing(endpoint, request.headers()) {
                     Ok(timing) => timing,
-                    Err(refused) => return refused,
+                    Err(why) => return replay::bad_replay_timing(why),
                 }
             }
             Mode::Record | Mode::Passthrough => crate::config::ReplayTiming::None,

@@ -55,27 +55,25 @@ pub(super) struct ReplayAnswer {
     pub timing: ReplayTiming,
 }
 
-/// The request's `x-ouli-replay-timing`, else its endpoint's setting; a
-/// value that is not one is the client's 400 `bad-replay-timing`.
+/// The request's `x-ouli-replay-timing`, else its endpoint's setting;
+/// `Err(why)` for a value that is not one ([`bad_replay_timing`]).
 pub(super) fn replay_timing(
     endpoint: &Endpoint,
     headers: &HeaderMap,
-) -> Result<ReplayTiming, Response<ResponseBody>> {
+) -> Result<ReplayTiming, String> {
     let Some(value) = headers.get(REPLAY_TIMING_HEADER) else {
         return Ok(endpoint.replay_timing);
     };
-    let parsed = value
+    value
         .to_str()
         .map_err(|_| "not ASCII text".to_owned())
-        .and_then(ReplayTiming::parse);
-    parsed.map_err(|why| {
-        error_response(
-            StatusCode::BAD_REQUEST,
-            "client",
-            "bad-replay-timing",
-            format!("{REPLAY_TIMING_HEADER}: {why}"),
-        )
-    })
+        .and_then(ReplayTiming::parse)
+        .map_err(|why| format!("{REPLAY_TIMING_HEADER}: {why}"))
+}
+
+/// A bad `x-ouli-replay-timing`: the client's 400 `bad-replay-timing`.
+pub(super) fn bad_replay_timing(why: String) -> Response<ResponseBody> {
+    error_response(StatusCode::BAD_REQUEST, "client", "bad-replay-timing", why)
 }
 
 impl Server {
