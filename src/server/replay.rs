@@ -40,6 +40,9 @@ pub(super) const HEADERS_NOT_REPLAYED: &[&str] = &[
 /// Request header choosing this answer's `replay_timing` (same values as the
 /// config key); volatile, as every `x-ouli-` header, so never in identity.
 pub const REPLAY_TIMING_HEADER: &str = "x-ouli-replay-timing";
+/// Looked up by name, not by string: the probe every replayed request makes
+/// then hashes the name without parsing it first.
+const REPLAY_TIMING_HEADER_NAME: HeaderName = HeaderName::from_static(REPLAY_TIMING_HEADER);
 
 /// Longest single wait before a replayed chunk. A recorded gap is at most
 /// `limits.upstream_body_idle_timeout_ms` (60 s by default; a longer one ends
@@ -61,7 +64,7 @@ pub(super) fn replay_timing(
     endpoint: &Endpoint,
     headers: &HeaderMap,
 ) -> Result<ReplayTiming, String> {
-    let Some(value) = headers.get(REPLAY_TIMING_HEADER) else {
+    let Some(value) = headers.get(&REPLAY_TIMING_HEADER_NAME) else {
         return Ok(endpoint.replay_timing);
     };
     value
@@ -128,29 +131,32 @@ impl Framing {
 
 /// Copies the replayed headers into `headers` (values stay in the map) and
 /// notes the recorded framing. For `head`, the recorded `Content-Length` is
-/// kept: there is no body for hyper to measure.
+/// kept: there is no body for hyper to measure. The length and transfer
+/// headers are among those not replayed: a replayed header costs one more
+/// comparison (is it the content type) than it did before.
 fn copy_headers(view: &RecordView, headers: &mut HeaderMap, head: bool) -> Framing {
     let mut framing = Framing::default();
     for (name, value) in view.response_headers_shared() {
         let Ok(name) = HeaderName::from_bytes(name) else {
             continue;
         };
-        if name == http::header::CONTENT_LENGTH {
-            framing.content_length = true;
-        } else if name == http::header::TRANSFER_ENCODING {
-            framing.chunked |= contains_token(&value, b"chunked");
+        if HEADERS_NOT_REPLAYED.contains(&name.as_str()) {
+            if name == http::header::CONTENT_LENGTH {
+                framing.content_length = true;
+            } else if name == http::header::TRANSFER_ENCODING {
+                framing.chunked |= contains_token(&value, b"chunked");
+            }
+            // A body ouli could not decode is stored as it came, and its
+            // `content-encoding` (the original encoding is then empty) is
+            // replayed with it.
+            let replayed = (name == http::header::CONTENT_ENCODING
+                && view.response_original_encoding().is_empty())
+                || (head && name == http::header::CONTENT_LENGTH);
+            if !replayed {
+                continue;
+            }
         } else if name == http::header::CONTENT_TYPE {
             framing.event_stream |= contains_token(&value, b"text/event-stream");
-        }
-        // A body ouli could not decode is stored as it came, and its
-        // `content-encoding` (the original encoding is then empty) is
-        // replayed with it.
-        let replayed = !HEADERS_NOT_REPLAYED.contains(&name.as_str())
-            || (name == http::header::CONTENT_ENCODING
-                && view.response_original_encoding().is_empty())
-            || (head && name == http::header::CONTENT_LENGTH);
-        if !replayed {
-            continue;
         }
         // Zero-copy: the value stays in the mapped record.
         if let Ok(value) = HeaderValue::from_maybe_shared(value) {
@@ -231,12 +237,7 @@ impl Pacing {
     /// Ready once the chunk recorded at `offset_us` is due.
     fn poll_due(&mut self, offset_us: u64, cx: &mut Context<'_>) -> Poll<()> {
         if !self.armed {
-            // A damaged (decreasing) offset is no gap; a huge one waits
-            // `REPLAY_GAP_MAX` at most.
-            let gap_us = offset_us.saturating_sub(self.last_offset_us) as f64 * self.scale;
-            let gap = Duration::try_from_secs_f64(gap_us / 1e6)
-                .unwrap_or(REPLAY_GAP_MAX)
-                .min(REPLAY_GAP_MAX);
+            let gap = gap(self.last_offset_us, offset_us, self.scale);
             let deadline = self.deadline.unwrap_or_else(tokio::time::Instant::now) + gap;
             self.sleep.as_mut().reset(deadline);
             self.deadline = Some(deadline);
@@ -247,6 +248,16 @@ impl Pacing {
         self.armed = false;
         Poll::Ready(())
     }
+}
+
+/// The wait between chunks recorded at `previous_us` and `offset_us`, times
+/// `scale`: none for a damaged (decreasing) offset, at most
+/// [`REPLAY_GAP_MAX`] for a huge one.
+fn gap(previous_us: u64, offset_us: u64, scale: f64) -> Duration {
+    let gap_us = offset_us.saturating_sub(previous_us) as f64 * scale;
+    Duration::try_from_secs_f64(gap_us / 1e6)
+        .unwrap_or(REPLAY_GAP_MAX)
+        .min(REPLAY_GAP_MAX)
 }
 
 impl http_body::Body for ChunkedReplay {
@@ -292,7 +303,18 @@ impl http_body::Body for ChunkedReplay {
 
 #[cfg(test)]
 mod tests {
-    use super::contains_token;
+    use super::{REPLAY_GAP_MAX, contains_token, gap};
+    use std::time::Duration;
+
+    #[test]
+    fn gaps_are_scaled_and_bounded() {
+        assert_eq!(gap(100_000, 400_000, 1.0), Duration::from_millis(300));
+        assert_eq!(gap(100_000, 400_000, 0.5), Duration::from_millis(150));
+        // A damaged offset: earlier than the one before, or absurdly late.
+        assert_eq!(gap(400_000, 100_000, 1.0), Duration::ZERO);
+        assert_eq!(gap(0, u64::MAX, 1.0), REPLAY_GAP_MAX);
+        assert_eq!(gap(0, 50_000_000, 100.0), REPLAY_GAP_MAX);
+    }
 
     #[test]
     fn tokens_are_found_in_lists_and_before_parameters() {
