@@ -186,10 +186,15 @@ fn replay_body(view: &RecordView, framing: Framing, timing: ReplayTiming) -> Res
         ReplayTiming::Recorded => Some(1.0),
         ReplayTiming::Scaled(scale) => Some(scale.get()),
     };
+    // An empty body has nothing to pace (and hyper sends a zero length for
+    // it whatever the framing); one chunk unpaced with a length is one frame.
+    let Some(first) = first else {
+        return full(Bytes::new());
+    };
     if framing.keeps_length() && scale.is_none() && more.is_none() {
-        return full(first.map(|(_, data)| data).unwrap_or_default());
+        return full(first.1);
     }
-    let collected: Vec<(u64, Bytes)> = first.into_iter().chain(more).chain(chunks).collect();
+    let collected: Vec<(u64, Bytes)> = std::iter::once(first).chain(more).chain(chunks).collect();
     ChunkedReplay {
         remaining: view.response_body_len(),
         exact_length: framing.keeps_length(),
