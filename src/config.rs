@@ -76,6 +76,73 @@ impl ReadBackendChoice {
     }
 }
 
+/// Most a `replay_timing` scale factor may stretch recorded gaps: 100× turns
+/// a 100 ms gap into 10 s, slower than any test wants; past it a typo (`20`
+/// for `0.2`, an extra zero) is refused instead of hanging a test.
+pub const REPLAY_TIMING_SCALE_MAX: f64 = 100.0;
+
+/// How a replayed answer's body is paced (`replay_timing`, per endpoint or
+/// top level; per request with `x-ouli-replay-timing`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ReplayTiming {
+    /// Chunks back to back (default).
+    #[default]
+    None,
+    /// Each chunk at its recorded offset.
+    Recorded,
+    /// Recorded offsets times a factor (`0.1`: ten times faster).
+    Scaled(TimingScale),
+}
+
+/// A `replay_timing` factor: finite, over 0, at most
+/// [`REPLAY_TIMING_SCALE_MAX`] (built by [`ReplayTiming::parse`] only).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TimingScale(f64);
+
+// Never NaN: `ReplayTiming::from_factor` refuses it.
+impl Eq for TimingScale {}
+
+impl TimingScale {
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl ReplayTiming {
+    /// `none`, `recorded` or a factor (`0.5`, `2`), as the config key and
+    /// the request header take it.
+    pub fn parse(text: &str) -> Result<ReplayTiming, String> {
+        match text.trim() {
+            "none" => Ok(ReplayTiming::None),
+            "recorded" => Ok(ReplayTiming::Recorded),
+            other => match other.parse::<f64>() {
+                Ok(factor) if other.chars().all(|c| c.is_ascii_digit() || c == '.') => {
+                    ReplayTiming::from_factor(factor)
+                }
+                _ => Err(format!(
+                    "{other:?}: expected none, recorded or a factor from 0 to {REPLAY_TIMING_SCALE_MAX} (0.1 plays ten times faster)"
+                )),
+            },
+        }
+    }
+
+    /// A factor: 0 is `none` (no gaps, no timers); 1 is `recorded`.
+    pub fn from_factor(factor: f64) -> Result<ReplayTiming, String> {
+        if !factor.is_finite() || !(0.0..=REPLAY_TIMING_SCALE_MAX).contains(&factor) {
+            return Err(format!(
+                "{factor}: a factor must be from 0 to {REPLAY_TIMING_SCALE_MAX} (0.1 plays ten times faster)"
+            ));
+        }
+        Ok(if factor == 0.0 {
+            ReplayTiming::None
+        } else if factor == 1.0 {
+            ReplayTiming::Recorded
+        } else {
+            ReplayTiming::Scaled(TimingScale(factor))
+        })
+    }
+}
+
 /// One listener mapped to one upstream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointConfig {
@@ -91,6 +158,8 @@ pub struct EndpointConfig {
     pub response_header_replacements: Vec<HeaderReplacement>,
     /// Overrides [`Config::matching`] for this endpoint.
     pub matching: MatchRules,
+    /// This endpoint's `replay_timing`, else the top level's.
+    pub replay_timing: ReplayTiming,
 }
 
 /// Every limit, with its default (see `Limits::default`).
@@ -162,6 +231,8 @@ pub struct Config {
     pub read_backend: ReadBackendChoice,
     /// Extra CA certificates (PEM) trusted for upstream TLS.
     pub ca_file: Option<PathBuf>,
+    /// Top-level `replay_timing`: every endpoint's unless it sets its own.
+    pub replay_timing: ReplayTiming,
 }
 
 /// A config that cannot be used; names the file, the key and what is wrong.
@@ -207,6 +278,7 @@ impl Default for Config {
             durability: Durability::default(),
             read_backend: ReadBackendChoice::default(),
             ca_file: None,
+            replay_timing: ReplayTiming::default(),
         }
     }
 }
@@ -305,6 +377,15 @@ struct RawConfig {
     durability: Option<String>,
     read_backend: Option<String>,
     ca_file: Option<PathBuf>,
+    replay_timing: Option<RawReplayTiming>,
+}
+
+/// `replay_timing` as written: a word or a number.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum RawReplayTiming {
+    Factor(f64),
+    Word(String),
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -320,6 +401,7 @@ struct RawEndpoint {
     response_header_replacements: Option<Vec<RawReplacement>>,
     shutdown_timeout_seconds: Option<i64>,
     matching: Option<RawMatching>,
+    replay_timing: Option<RawReplayTiming>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -372,6 +454,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "durability",
     "read_backend",
     "ca_file",
+    "replay_timing",
 ];
 const ENDPOINT_KEYS: &[&str] = &[
     "target_host",
@@ -384,6 +467,7 @@ const ENDPOINT_KEYS: &[&str] = &[
     "response_header_replacements",
     "shutdown_timeout_seconds",
     "matching",
+    "replay_timing",
 ];
 const REPLACEMENT_KEYS: &[&str] = &["header", "regex", "replace"];
 const MATCHING_KEYS: &[&str] = &[
@@ -589,6 +673,8 @@ fn validate(
     }
 
     let global_matching = matching_rules(&check, "matching", raw.matching.as_ref(), None)?;
+    let replay_timing = replay_timing(&check, "replay_timing", raw.replay_timing.as_ref())?
+        .unwrap_or(defaults.replay_timing);
     let mut endpoints = Vec::with_capacity(raw_endpoints.len());
     let mut shutdown_timeout_seconds_max: Option<u64> = None;
     for (index, raw_endpoint) in raw_endpoints.into_iter().enumerate() {
@@ -602,7 +688,7 @@ fn validate(
             &check,
             index,
             raw_endpoint,
-            &global_matching,
+            (&global_matching, replay_timing),
             warnings,
         )?);
     }
@@ -698,6 +784,7 @@ fn validate(
         durability,
         read_backend,
         ca_file,
+        replay_timing,
     })
 }
 
@@ -705,7 +792,9 @@ fn endpoint(
     check: &Checker<'_>,
     index: usize,
     raw: RawEndpoint,
-    global_matching: &MatchRules,
+    // The top level's matching rules and replay timing, which the
+    // endpoint's own keys override.
+    (global_matching, global_timing): (&MatchRules, ReplayTiming),
     warnings: &mut Vec<String>,
 ) -> Result<EndpointConfig, ConfigError> {
     let key = |name: &str| format!("endpoints[{index}].{name}");
@@ -797,6 +886,8 @@ fn endpoint(
         raw.matching.as_ref(),
         Some(global_matching),
     )?;
+    let replay_timing = replay_timing(check, &key("replay_timing"), raw.replay_timing.as_ref())?
+        .unwrap_or(global_timing);
     Ok(EndpointConfig {
         target_host,
         target_type,
@@ -807,7 +898,23 @@ fn endpoint(
         redact_request_headers,
         response_header_replacements,
         matching,
+        replay_timing,
     })
+}
+
+fn replay_timing(
+    check: &Checker<'_>,
+    key: &str,
+    raw: Option<&RawReplayTiming>,
+) -> Result<Option<ReplayTiming>, ConfigError> {
+    let parsed = match raw {
+        None => return Ok(None),
+        Some(RawReplayTiming::Factor(factor)) => ReplayTiming::from_factor(*factor),
+        Some(RawReplayTiming::Word(word)) => ReplayTiming::parse(word),
+    };
+    parsed
+        .map(Some)
+        .map_err(|message| check.invalid(key, message))
 }
 
 fn scheme(check: &Checker<'_>, key: &str, text: &str) -> Result<Scheme, ConfigError> {

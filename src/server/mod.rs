@@ -132,6 +132,8 @@ struct Endpoint {
     upstream_scheme: http::uri::Scheme,
     upstream_authority: http::uri::Authority,
     health: Option<String>,
+    /// How its replayed answers are paced unless a request asks otherwise.
+    replay_timing: crate::config::ReplayTiming,
 }
 
 struct Server {
@@ -224,6 +226,7 @@ impl Server {
                 },
                 upstream_authority,
                 health: endpoint.health.clone(),
+                replay_timing: endpoint.replay_timing,
             });
         }
         let backend = config.read_backend.resolve();
@@ -309,6 +312,17 @@ impl Server {
                 return self.replay_websocket(endpoint, session, request);
             }
         }
+        // Read before the body, so that a bad value is answered at once; only
+        // the modes that replay use it.
+        let timing = match self.options.mode {
+            Mode::Replay | Mode::RecordMissing => {
+                match replay::replay_timing(endpoint, request.headers()) {
+                    Ok(timing) => timing,
+                    Err(why) => return replay::bad_replay_timing(why),
+                }
+            }
+            Mode::Record | Mode::Passthrough => crate::config::ReplayTiming::None,
+        };
         let limit = self.options.config.limits.request_body_bytes_max;
         // A declared length over the limit is answered at once: the client
         // may wait for the answer before sending the body.
@@ -413,14 +427,18 @@ impl Server {
                 (step, hit, exhausted, recording)
             }
         };
+        let answer = replay::ReplayAnswer {
+            head: parts.method == http::Method::HEAD,
+            timing,
+        };
         if let (Some(location), Some(recording)) = (hit, recording) {
-            return self.serve_record(recording.read(location));
+            return self.serve_record(recording.read(location), answer);
         }
         if self.options.mode == Mode::Replay {
             if exhausted && self.options.config.on_chain_exhausted == ExhaustedPolicy::RepeatLast {
                 let recording = recording.expect("exhausted implies a recording");
                 if let Some(location) = recording.lookup(&step.link) {
-                    return self.serve_record(recording.read(location));
+                    return self.serve_record(recording.read(location), answer);
                 }
             }
             return self.miss(endpoint, &session, &state, &step, &canonical, exhausted);

@@ -16,6 +16,7 @@ mod replay;
 mod sample;
 mod secrets;
 mod session_names;
+mod streaming;
 mod testserver;
 mod verify;
 mod websocket;
