@@ -25,6 +25,7 @@ mod response;
 mod session;
 mod shed;
 mod websocket;
+mod websocket_record;
 
 pub use listener::run;
 
@@ -263,7 +264,7 @@ impl Server {
     pub(super) async fn handle(
         self: Arc<Self>,
         endpoint_index: usize,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         held: Option<&crate::upstream::HeldConnection>,
     ) -> Response<ResponseBody> {
         let endpoint = &self.endpoints[endpoint_index];
@@ -290,6 +291,9 @@ impl Server {
                 );
             }
         };
+        // A WebSocket upgrade is identified like any request; its IO is
+        // taken here, before the request is split.
+        let mut upgrade = None;
         if is_websocket_upgrade(request.headers()) {
             if let Err(message) = websocket::check_handshake(request.headers()) {
                 return error_response(
@@ -299,9 +303,7 @@ impl Server {
                     message,
                 );
             }
-            if self.options.mode == Mode::Replay {
-                return self.replay_websocket(endpoint, session, request);
-            }
+            upgrade = Some(hyper::upgrade::on(&mut request));
         }
         let limit = self.options.config.limits.request_body_bytes_max;
         // A declared length over the limit is answered at once: the client
@@ -318,6 +320,10 @@ impl Server {
         };
         if self.options.mode == Mode::Passthrough {
             // Nothing is recorded or looked up: no identity to compute.
+            if let Some(upgrade) = upgrade {
+                return Box::pin(self.proxy_websocket(endpoint, session, parts, upgrade, None))
+                    .await;
+            }
             // Boxed here and below: the proxy's future is large, and hyper keeps
             // the service's future inline in every connection's idle state.
             return Box::pin(self.proxy(endpoint, held, session, parts, body, None)).await;
@@ -408,10 +414,52 @@ impl Server {
             }
         };
         if let (Some(location), Some(recording)) = (hit, recording) {
-            return self.serve_record(recording.read(location));
+            let view = recording.read(location);
+            if let (Some(upgrade), Ok(view)) = (upgrade, &view)
+                && view.is_websocket()
+            {
+                let Some(frames) = websocket::frames_of(view) else {
+                    return self.serve_record(Err(
+                        crate::recording::RecordingError::CorruptRecord {
+                            path: session.recording_path(&self.options.recording_dir),
+                            offset: location.offset,
+                            what: "malformed WebSocket payload".into(),
+                        },
+                    ));
+                };
+                return self.play_websocket(
+                    endpoint,
+                    session,
+                    &parts.headers,
+                    upgrade,
+                    frames,
+                    websocket::Conversation::Ouli,
+                );
+            }
+            // An upgrade the upstream refused is answered as recorded.
+            return self.serve_record(view);
         }
         if self.options.mode == Mode::Replay {
-            if exhausted && self.options.config.on_chain_exhausted == ExhaustedPolicy::RepeatLast {
+            // test-server logs no upgrade request: its conversation is
+            // played to an upgrade ouli's own recording has none for.
+            let upgrading = upgrade.is_some();
+            if let Some(upgrade) = upgrade
+                && let Some(frames) = recording.and_then(websocket::test_server_conversation)
+            {
+                return self.play_websocket(
+                    endpoint,
+                    session,
+                    &parts.headers,
+                    upgrade,
+                    frames,
+                    websocket::Conversation::TestServer,
+                );
+            }
+            // A conversation is not repeated: its frames are a script.
+            if exhausted
+                && !upgrading
+                && self.options.config.on_chain_exhausted == ExhaustedPolicy::RepeatLast
+            {
                 let recording = recording.expect("exhausted implies a recording");
                 if let Some(location) = recording.lookup(&step.link) {
                     return self.serve_record(recording.read(location));
@@ -422,6 +470,16 @@ impl Server {
         // Record, and record-missing's misses (not recorded yet): upstream,
         // and recorded.
         // Boxed, as above.
+        if let Some(upgrade) = upgrade {
+            return Box::pin(self.proxy_websocket(
+                endpoint,
+                session,
+                parts,
+                upgrade,
+                Some((canonical, step, stored_body)),
+            ))
+            .await;
+        }
         Box::pin(self.proxy(
             endpoint,
             held,

@@ -18,3 +18,4 @@ mod session_names;
 mod testserver;
 mod verify;
 mod websocket;
+mod websocket_record;

@@ -1,0 +1,377 @@
+//! WebSocket record and replay in ouli's own format, end to end: a real
+//! tokio-tungstenite upstream (each text frame answered with a JSON reply,
+//! each binary frame with its bytes reversed), a real tokio-tungstenite
+//! client, the real binary in between, recorded and then replayed with the
+//! upstream gone.
+
+use super::deep_json::assert_nowhere_under;
+use futures_util::{SinkExt, StreamExt};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+const OULI: &str = env!("CARGO_BIN_EXE_ouli");
+const SECRET: &str = "sk-ws-s3cr3t-0042";
+
+type Client =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The upstream: connection `n` (from 1) answers text with
+/// `{"conn":n,"seq":k,"got":<the frame's "op">}` and binary reversed.
+/// Returns its port and a handle that stops it.
+async fn upstream() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let conn = connections.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::spawn(async move {
+                let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                let mut seq = 0;
+                while let Some(Ok(message)) = socket.next().await {
+                    let answer = match message {
+                        Message::Text(text) => {
+                            seq += 1;
+                            let value: serde_json::Value =
+                                serde_json::from_str(text.as_str()).unwrap();
+                            let reply = serde_json::json!({
+                                "conn": conn, "seq": seq, "got": value["op"],
+                            });
+                            Message::text(reply.to_string())
+                        }
+                        Message::Binary(data) => {
+                            let mut reversed = data.to_vec();
+                            reversed.reverse();
+                            Message::binary(reversed)
+                        }
+                        _ => continue,
+                    };
+                    if socket.send(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, task)
+}
+
+/// The real binary; its log (stderr) goes to `<dir>/ouli-<mode>.log`.
+struct Ouli {
+    child: Child,
+    addr: String,
+}
+
+impl Ouli {
+    fn start(mode: &str, dir: &Path, upstream_port: u16, limits: &str) -> Ouli {
+        let config = dir.join("ouli.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "endpoints:\n  - target_host: 127.0.0.1\n    target_type: http\n    target_port: {upstream_port}\n    source_port: 0\n{limits}"
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join(format!("ouli-{mode}.log"))).unwrap();
+        let mut child = Command::new(OULI)
+            .args([mode, "--config"])
+            .arg(&config)
+            .arg("--recording-dir")
+            .arg(dir.join("recordings"))
+            .env("TEST_SERVER_SECRETS", SECRET)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains(&format!("mode={mode}")), "{line:?}");
+        let addr = line.split("addr=").nth(1).unwrap();
+        let addr = addr.split_whitespace().next().unwrap().to_owned();
+        Ouli { child, addr }
+    }
+
+    /// SIGTERM: recordings are completed.
+    fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(self.child.wait().unwrap().success());
+    }
+}
+
+impl Drop for Ouli {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+async fn connect(addr: &str) -> Client {
+    let mut request = format!("ws://{addr}/v1/live?model=m1")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("test-name", "live-chat".parse().unwrap());
+    let connected = tokio_tungstenite::connect_async(request);
+    safety_net(connected).await.unwrap().0
+}
+
+async fn safety_net<F: std::future::Future>(future: F) -> F::Output {
+    tokio::time::timeout(std::time::Duration::from_secs(60), future)
+        .await
+        .expect("within the safety net")
+}
+
+/// The next data message, or the close frame that came instead.
+async fn next(socket: &mut Client) -> Message {
+    loop {
+        match safety_net(socket.next()).await {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            Some(Ok(message)) => return message,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+}
+
+/// The first conversation: JSON text (with the secret) and binary frames;
+/// `reordered` sends the same JSON with its keys in another order and
+/// other spacing. Returns what the server sent.
+async fn first_conversation(addr: &str, reordered: bool) -> Vec<Message> {
+    let mut socket = connect(addr).await;
+    let hello = if reordered {
+        format!(r#"{{ "token" : "{SECRET}", "n": 1, "op": "hello" }}"#)
+    } else {
+        format!(r#"{{"op":"hello","n":1,"token":"{SECRET}"}}"#)
+    };
+    let bye = if reordered {
+        r#"{"n":2,  "op":"bye"}"#
+    } else {
+        r#"{"op":"bye","n":2}"#
+    };
+    let mut got = Vec::new();
+    socket.send(Message::text(hello)).await.unwrap();
+    got.push(next(&mut socket).await);
+    socket
+        .send(Message::binary(vec![1u8, 2, 3, 4, 5]))
+        .await
+        .unwrap();
+    got.push(next(&mut socket).await);
+    socket.send(Message::text(bye)).await.unwrap();
+    got.push(next(&mut socket).await);
+    socket.close(None).await.unwrap();
+    while let Some(Ok(_)) = safety_net(socket.next()).await {}
+    got
+}
+
+async fn second_conversation(addr: &str) -> Message {
+    let mut socket = connect(addr).await;
+    socket
+        .send(Message::text(r#"{"op":"again"}"#))
+        .await
+        .unwrap();
+    let got = next(&mut socket).await;
+    socket.close(None).await.unwrap();
+    while let Some(Ok(_)) = safety_net(socket.next()).await {}
+    got
+}
+
+fn json(message: &Message) -> serde_json::Value {
+    match message {
+        Message::Text(text) => serde_json::from_str(text.as_str()).unwrap(),
+        other => panic!("expected a text frame, got {other:?}"),
+    }
+}
+
+/// Records both conversations of session `live-chat` through ouli; returns
+/// what the clients got.
+async fn record(dir: &Path) -> (u16, Vec<Message>, Message) {
+    let (port, upstream) = upstream().await;
+    let ouli = Ouli::start("record", dir, port, "");
+    let first = first_conversation(&ouli.addr, false).await;
+    let second = second_conversation(&ouli.addr).await;
+    ouli.stop();
+    upstream.abort();
+    (port, first, second)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_records_through_the_upstream_and_replays_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, first, second) = record(dir.path()).await;
+    // Live, through ouli: the upstream's own answers.
+    assert_eq!(
+        json(&first[0]),
+        serde_json::json!({"conn": 1, "seq": 1, "got": "hello"})
+    );
+    assert_eq!(first[1], Message::binary(vec![5u8, 4, 3, 2, 1]));
+    assert_eq!(
+        json(&first[2]),
+        serde_json::json!({"conn": 1, "seq": 2, "got": "bye"})
+    );
+    assert_eq!(
+        json(&second),
+        serde_json::json!({"conn": 2, "seq": 1, "got": "again"})
+    );
+
+    // One interaction per conversation, frames with direction and opcode.
+    let recording = dir.path().join("recordings/live-chat.ouli");
+    let recording =
+        ouli::recording::Recording::open(&recording, ouli::recording::ReadBackend::Mmap).unwrap();
+    let interactions: Vec<_> = recording
+        .iter()
+        .map(|view| view.unwrap().to_interaction().unwrap())
+        .collect();
+    assert_eq!(interactions.len(), 2);
+    let ouli::interaction::Exchange::WebSocket { response, frames } = &interactions[0].exchange
+    else {
+        panic!("not a WebSocket exchange: {:?}", interactions[0].exchange);
+    };
+    assert_eq!(response.status, 101);
+    let shape: Vec<(u8, u8)> = frames
+        .iter()
+        .map(|f| (f.direction as u8, f.opcode))
+        .take(7)
+        .collect();
+    assert_eq!(
+        shape,
+        [(0, 1), (1, 1), (0, 2), (1, 2), (0, 1), (1, 1), (0, 8)]
+    );
+    let redacted = String::from_utf8_lossy(&frames[0].payload).into_owned();
+    assert!(redacted.contains("REDACTED"), "{redacted}");
+    drop(recording);
+    assert!(assert_nowhere_under(&dir.path().join("recordings"), SECRET.as_bytes()) > 0);
+
+    // Replay with the upstream gone, JSON keys reordered: the same answers,
+    // and the second connection gets the second conversation.
+    let ouli = Ouli::start("replay", dir.path(), port, "");
+    assert_eq!(first_conversation(&ouli.addr, true).await, first);
+    assert_eq!(second_conversation(&ouli.addr).await, second);
+    ouli.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_frame_that_differs_is_closed_with_1011_and_named_in_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, _, _) = record(dir.path()).await;
+    let ouli = Ouli::start("replay", dir.path(), port, "");
+    let mut socket = connect(&ouli.addr).await;
+    socket
+        .send(Message::text(format!(
+            r#"{{"op":"hello","n":7,"token":"{SECRET}"}}"#
+        )))
+        .await
+        .unwrap();
+    match next(&mut socket).await {
+        Message::Close(Some(frame)) => {
+            assert_eq!(frame.code, CloseCode::Error);
+            assert!(frame.reason.as_str().contains("frame 0"), "{frame:?}");
+        }
+        other => panic!("expected a close 1011, got {other:?}"),
+    }
+    ouli.stop();
+    let log = std::fs::read_to_string(dir.path().join("ouli-replay.log")).unwrap();
+    assert!(
+        log.contains("WebSocket frame 0") && log.contains("JSON differs at $.n"),
+        "{log}"
+    );
+    assert!(!log.contains(SECRET), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_over_its_byte_limit_is_closed_with_1009_and_recorded_up_to_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, upstream) = upstream().await;
+    let limits = "limits:\n  response_body_bytes_max: 4096\n";
+    let ouli = Ouli::start("record", dir.path(), port, limits);
+    let mut socket = connect(&ouli.addr).await;
+    socket
+        .send(Message::text(r#"{"op":"small"}"#))
+        .await
+        .unwrap();
+    assert_eq!(json(&next(&mut socket).await)["got"], "small");
+    socket.send(Message::binary(vec![7u8; 8192])).await.unwrap();
+    match next(&mut socket).await {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Size),
+        other => panic!("expected a close 1009, got {other:?}"),
+    }
+    ouli.stop();
+    upstream.abort();
+    let log = std::fs::read_to_string(dir.path().join("ouli-record.log")).unwrap();
+    assert!(log.contains("closed with 1009"), "{log}");
+    let path = dir.path().join("recordings/live-chat.ouli");
+    let recording =
+        ouli::recording::Recording::open(&path, ouli::recording::ReadBackend::Mmap).unwrap();
+    let interaction = recording.iter().next().unwrap().unwrap().to_interaction();
+    let ouli::interaction::Exchange::WebSocket { frames, .. } = interaction.unwrap().exchange
+    else {
+        panic!("not a WebSocket exchange");
+    };
+    assert_eq!(frames.len(), 2, "{frames:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_refuses_the_upgrade_is_answered_and_recorded_as_is() {
+    let dir = tempfile::tempdir().unwrap();
+    // 403 to an upgrade it saw as one, 400 to a request stripped of it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+            let status =
+                if head.contains("upgrade: websocket") && head.contains("sec-websocket-key") {
+                    "403 Forbidden"
+                } else {
+                    "400 Bad Request"
+                };
+            let answer =
+                format!("HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nno");
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    let ouli = Ouli::start("record", dir.path(), port, "");
+    let mut request = format!("ws://{}/v1/live", ouli.addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("test-name", "refused".parse().unwrap());
+    match safety_net(tokio_tungstenite::connect_async(request)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 403);
+            assert!(response.headers().get("x-ouli-error").is_none());
+        }
+        other => panic!("expected the upstream's 403, got {other:?}"),
+    }
+    ouli.stop();
+    let path = dir.path().join("recordings/refused.ouli");
+    let recording =
+        ouli::recording::Recording::open(&path, ouli::recording::ReadBackend::Mmap).unwrap();
+    let interaction = recording.iter().next().unwrap().unwrap().to_interaction();
+    let ouli::interaction::Exchange::Http(response) = interaction.unwrap().exchange else {
+        panic!("not an HTTP exchange");
+    };
+    assert_eq!(response.status, 403);
+}
