@@ -290,8 +290,10 @@ async fn a_client_frame_that_differs_is_closed_with_1011_and_named_in_the_log() 
     assert!(!log.contains(SECRET), "{log}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_conversation_over_its_byte_limit_is_closed_with_1009_and_recorded_up_to_there() {
+/// Records, under `response_body_bytes_max: 4096`, a small JSON exchange
+/// then binary messages of `sizes` bytes, each answered, until ouli closes
+/// with 1009; returns how many frames were recorded.
+async fn frames_recorded_over_the_limit(sizes: &[usize]) -> usize {
     let dir = tempfile::tempdir().unwrap();
     let (port, upstream) = upstream().await;
     let limits = "limits:\n  response_body_bytes_max: 4096\n";
@@ -302,11 +304,20 @@ async fn a_conversation_over_its_byte_limit_is_closed_with_1009_and_recorded_up_
         .await
         .unwrap();
     assert_eq!(json(&next(&mut socket).await)["got"], "small");
-    socket.send(Message::binary(vec![7u8; 8192])).await.unwrap();
-    match next(&mut socket).await {
-        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Size),
-        other => panic!("expected a close 1009, got {other:?}"),
+    let mut closed = false;
+    for &size in sizes {
+        socket.send(Message::binary(vec![7u8; size])).await.unwrap();
+        match next(&mut socket).await {
+            Message::Binary(_) => {}
+            Message::Close(Some(frame)) => {
+                assert_eq!(frame.code, CloseCode::Size);
+                closed = true;
+                break;
+            }
+            other => panic!("expected an answer or a close 1009, got {other:?}"),
+        }
     }
+    assert!(closed, "no close 1009");
     ouli.stop();
     upstream.abort();
     let log = std::fs::read_to_string(dir.path().join("ouli-record.log")).unwrap();
@@ -319,7 +330,19 @@ async fn a_conversation_over_its_byte_limit_is_closed_with_1009_and_recorded_up_
     else {
         panic!("not a WebSocket exchange");
     };
-    assert_eq!(frames.len(), 2, "{frames:?}");
+    frames.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_the_limit_is_closed_with_1009_and_recorded_up_to_there() {
+    // The small exchange (2 frames), then one message of 8 KiB.
+    assert_eq!(frames_recorded_over_the_limit(&[8192]).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conversation_over_the_limit_is_closed_with_1009_and_recorded_up_to_there() {
+    // 46 bytes, then 1500 and its answer (3046), then 1500 more: over 4096.
+    assert_eq!(frames_recorded_over_the_limit(&[1500, 1500, 1500]).await, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
