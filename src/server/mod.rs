@@ -12,6 +12,10 @@
 //!   (`proxy`), stream the answer back while capturing it, and (record)
 //!   append it at its end (`crate::record`).
 //!
+//! A WebSocket upgrade takes the same path to its identity; then it is
+//! proxied and its conversation recorded (`websocket_record`), or played
+//! from the recording (`websocket`).
+//!
 //! Every answer ouli makes itself says whose fault it is (`response`).
 
 mod body_timeout;

@@ -25,43 +25,64 @@ type Client =
 /// `{"conn":n,"seq":k,"got":<the frame's "op">}` and binary reversed.
 /// Returns its port and a handle that stops it.
 async fn upstream() -> (u16, tokio::task::JoinHandle<()>) {
+    upstream_over(None).await
+}
+
+/// [`upstream`], over TLS when an acceptor is given.
+async fn upstream_over(
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> (u16, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let connections = Arc::new(AtomicUsize::new(0));
     let task = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let conn = connections.fetch_add(1, Ordering::SeqCst) + 1;
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
-                    return;
-                };
-                let mut seq = 0;
-                while let Some(Ok(message)) = socket.next().await {
-                    let answer = match message {
-                        Message::Text(text) => {
-                            seq += 1;
-                            let value: serde_json::Value =
-                                serde_json::from_str(text.as_str()).unwrap();
-                            let reply = serde_json::json!({
-                                "conn": conn, "seq": seq, "got": value["op"],
-                            });
-                            Message::text(reply.to_string())
+                match tls {
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            serve_conversation(stream, conn).await;
                         }
-                        Message::Binary(data) => {
-                            let mut reversed = data.to_vec();
-                            reversed.reverse();
-                            Message::binary(reversed)
-                        }
-                        _ => continue,
-                    };
-                    if socket.send(answer).await.is_err() {
-                        return;
                     }
+                    None => serve_conversation(stream, conn).await,
                 }
             });
         }
     });
     (port, task)
+}
+
+async fn serve_conversation<S>(stream: S, conn: usize)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
+        return;
+    };
+    let mut seq = 0;
+    while let Some(Ok(message)) = socket.next().await {
+        let answer = match message {
+            Message::Text(text) => {
+                seq += 1;
+                let value: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+                let reply = serde_json::json!({
+                    "conn": conn, "seq": seq, "got": value["op"],
+                });
+                Message::text(reply.to_string())
+            }
+            Message::Binary(data) => {
+                let mut reversed = data.to_vec();
+                reversed.reverse();
+                Message::binary(reversed)
+            }
+            _ => continue,
+        };
+        if socket.send(answer).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// The real binary; its log (stderr) goes to `<dir>/ouli-<mode>.log`.
@@ -72,14 +93,18 @@ struct Ouli {
 
 impl Ouli {
     fn start(mode: &str, dir: &Path, upstream_port: u16, limits: &str) -> Ouli {
-        let config = dir.join("ouli.yaml");
-        std::fs::write(
-            &config,
-            format!(
+        Ouli::start_with(
+            mode,
+            dir,
+            &format!(
                 "endpoints:\n  - target_host: 127.0.0.1\n    target_type: http\n    target_port: {upstream_port}\n    source_port: 0\n{limits}"
             ),
         )
-        .unwrap();
+    }
+
+    fn start_with(mode: &str, dir: &Path, yaml: &str) -> Ouli {
+        let config = dir.join("ouli.yaml");
+        std::fs::write(&config, yaml).unwrap();
         let log = std::fs::File::create(dir.join(format!("ouli-{mode}.log"))).unwrap();
         let mut child = Command::new(OULI)
             .args([mode, "--config"])
@@ -87,6 +112,7 @@ impl Ouli {
             .arg("--recording-dir")
             .arg(dir.join("recordings"))
             .env("TEST_SERVER_SECRETS", SECRET)
+            .env_remove("SSL_CERT_FILE")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
@@ -397,4 +423,54 @@ async fn an_upstream_that_refuses_the_upgrade_is_answered_and_recorded_as_is() {
         panic!("not an HTTP exchange");
     };
     assert_eq!(response.status, 403);
+}
+
+/// A TLS acceptor for `localhost` whose certificate a private CA (rcgen)
+/// signed, and that CA's PEM.
+fn tls_acceptor() -> (tokio_rustls::TlsAcceptor, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let server_config = tokio_rustls::rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+    (
+        tokio_rustls::TlsAcceptor::from(Arc::new(server_config)),
+        ca.pem(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wss_upstream_records_over_tls_and_replays_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (acceptor, ca_pem) = tls_acceptor();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca_pem).unwrap();
+    let (port, upstream) = upstream_over(Some(acceptor)).await;
+    let yaml = format!(
+        "ca_file: {}\nendpoints:\n  - target_host: localhost\n    target_type: https\n    target_port: {port}\n    source_port: 0\n",
+        ca_file.display()
+    );
+    let ouli = Ouli::start_with("record", dir.path(), &yaml);
+    let first = first_conversation(&ouli.addr, false).await;
+    ouli.stop();
+    upstream.abort();
+    assert_eq!(
+        json(&first[0]),
+        serde_json::json!({"conn": 1, "seq": 1, "got": "hello"})
+    );
+    assert_eq!(first[1], Message::binary(vec![5u8, 4, 3, 2, 1]));
+    let ouli = Ouli::start_with("replay", dir.path(), &yaml);
+    assert_eq!(first_conversation(&ouli.addr, true).await, first);
+    ouli.stop();
 }
