@@ -431,13 +431,18 @@ impl Server {
                         },
                     ));
                 };
+                // The subprotocol the upstream chose, which the client checks.
+                let protocol = view
+                    .response_headers()
+                    .find(|(name, _)| name.eq_ignore_ascii_case(b"sec-websocket-protocol"))
+                    .and_then(|(_, value)| HeaderValue::from_bytes(value).ok());
                 return self.play_websocket(
                     endpoint,
                     session,
                     &parts.headers,
                     upgrade,
                     frames,
-                    websocket::Conversation::Ouli,
+                    websocket::Conversation::Ouli(protocol),
                 );
             }
             // An upgrade the upstream refused is answered as recorded.

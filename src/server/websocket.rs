@@ -34,9 +34,9 @@ pub(super) struct FrameRules {
 }
 
 /// Where a conversation to play comes from.
-#[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Conversation {
-    Ouli,
+    /// With the subprotocol its `101` named, if any.
+    Ouli(Option<HeaderValue>),
     TestServer,
 }
 
@@ -64,7 +64,7 @@ impl Server {
         let rules = FrameRules {
             redactor: endpoint.redactor.clone(),
             matcher: endpoint.matcher.clone(),
-            strict_opcode: source == Conversation::Ouli,
+            strict_opcode: matches!(source, Conversation::Ouli(_)),
         };
         tokio::spawn(async move {
             match upgrade.await {
@@ -92,6 +92,9 @@ impl Server {
         );
         if let Ok(accept) = HeaderValue::from_str(&accept) {
             headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        if let Conversation::Ouli(Some(protocol)) = source {
+            headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, protocol);
         }
         response
     }

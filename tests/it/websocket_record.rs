@@ -58,7 +58,20 @@ async fn serve_conversation<S>(stream: S, conn: usize)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
+    // The first subprotocol the client offers, if any, is chosen.
+    let choose =
+        |request: &tokio_tungstenite::tungstenite::handshake::server::Request,
+         mut response: tokio_tungstenite::tungstenite::handshake::server::Response| {
+            if let Some(offered) = request.headers().get("sec-websocket-protocol") {
+                let first = offered.to_str().unwrap().split(',').next().unwrap().trim();
+                let first = http::HeaderValue::from_str(first).unwrap();
+                response
+                    .headers_mut()
+                    .insert("sec-websocket-protocol", first);
+            }
+            Ok(response)
+        };
+    let Ok(mut socket) = tokio_tungstenite::accept_hdr_async(stream, choose).await else {
         return;
     };
     let mut seq = 0;
@@ -472,5 +485,48 @@ async fn a_wss_upstream_records_over_tls_and_replays_offline() {
     assert_eq!(first[1], Message::binary(vec![5u8, 4, 3, 2, 1]));
     let ouli = Ouli::start_with("replay", dir.path(), &yaml);
     assert_eq!(first_conversation(&ouli.addr, true).await, first);
+    ouli.stop();
+}
+
+/// A record-missing session, recorded with the upstream up and played with
+/// it gone; the client offers subprotocols, and the chosen one is replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_missing_records_a_miss_then_replays_it_with_its_subprotocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, upstream) = upstream().await;
+    let talk = |addr: String| async move {
+        let mut request = format!("ws://{addr}/v1/live")
+            .into_client_request()
+            .unwrap();
+        let headers = request.headers_mut();
+        headers.insert("test-name", "rm".parse().unwrap());
+        headers.insert(
+            "sec-websocket-protocol",
+            "chat.v1, chat.v0".parse().unwrap(),
+        );
+        let (mut socket, response) = safety_net(tokio_tungstenite::connect_async(request))
+            .await
+            .unwrap();
+        let protocol = response.headers().get("sec-websocket-protocol").cloned();
+        socket
+            .send(Message::text(r#"{"op":"once"}"#))
+            .await
+            .unwrap();
+        let got = next(&mut socket).await;
+        socket.close(None).await.unwrap();
+        while let Some(Ok(_)) = safety_net(socket.next()).await {}
+        (protocol, got)
+    };
+    let ouli = Ouli::start("record-missing", dir.path(), port, "");
+    let live = talk(ouli.addr.clone()).await;
+    ouli.stop();
+    upstream.abort();
+    assert_eq!(
+        live.0.as_ref().map(|v| v.to_str().unwrap()),
+        Some("chat.v1")
+    );
+    assert_eq!(json(&live.1)["got"], "once");
+    let ouli = Ouli::start("record-missing", dir.path(), port, "");
+    assert_eq!(talk(ouli.addr.clone()).await, live);
     ouli.stop();
 }
