@@ -152,6 +152,8 @@ struct Server {
     upstream: Option<crate::upstream::Upstream>,
     /// Record mode only.
     writer: Option<Arc<crate::record::Recorder>>,
+    /// WebSocket conversations being proxied (waited for at shutdown).
+    conversations: websocket_record::Conversations,
 }
 
 impl Server {
@@ -260,6 +262,7 @@ impl Server {
             backend,
             upstream,
             writer,
+            conversations: websocket_record::Conversations::new(),
         })
     }
 }

@@ -47,6 +47,38 @@ pub const WS_CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
+/// The conversations being recorded or relayed. At shutdown each is told
+/// to end (close 1001, going away, to both sides) and is waited for, so
+/// that it is recorded before the recordings are closed: a test that stops
+/// ouli with its WebSocket still open keeps its conversation.
+pub(super) struct Conversations {
+    tasks: std::sync::Mutex<tokio::task::JoinSet<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Conversations {
+    pub(super) fn new() -> Conversations {
+        Conversations {
+            tasks: std::sync::Mutex::new(tokio::task::JoinSet::new()),
+            stop: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        // Ended ones are let go here: the set holds the live ones only.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(task);
+    }
+
+    /// Tells every conversation to end, and waits until they have.
+    pub(super) async fn stop(&self) {
+        self.stop.send_replace(true);
+        let mut tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
 /// What a recorded conversation may still take. The payload total is
 /// `limits.response_body_bytes_max`: a conversation is held in memory until
 /// it ends, as a captured response body is.
@@ -208,7 +240,8 @@ impl Server {
         let redactor = endpoint.redactor.clone();
         let message_max = WS_MESSAGE_BYTES_MAX.min(config.limits.response_body_bytes_max);
         let budget = Budget::new(WS_FRAMES_MAX, config.limits.response_body_bytes_max);
-        tokio::spawn(async move {
+        let stop = self.conversations.stop.subscribe();
+        self.conversations.spawn(async move {
             let (client, upstream) = match tokio::join!(client_upgrade, upstream_upgrade) {
                 (Ok(client), Ok(upstream)) => (client, upstream),
                 (Err(error), _) | (_, Err(error)) => {
@@ -232,7 +265,7 @@ impl Server {
             )
             .await;
             let record = pending.is_some();
-            let frames = relay(client, upstream, budget, record, &session).await;
+            let frames = relay(client, upstream, budget, record, stop, &session).await;
             let Some(mut pending) = pending else {
                 return;
             };
@@ -387,6 +420,7 @@ async fn relay(
     mut upstream: Socket,
     mut budget: Budget,
     record: bool,
+    mut stop: tokio::sync::watch::Receiver<bool>,
     session: &SessionName,
 ) -> Vec<WsFrame> {
     let upgraded = Instant::now();
@@ -395,6 +429,11 @@ async fn relay(
         let (side, next) = tokio::select! {
             next = client.next() => (Side::Client, next),
             next = upstream.next() => (Side::Upstream, next),
+            () = async { drop(stop.wait_for(|stopping| *stopping).await) } => {
+                tracing::info!("session {session}: shutting down: WebSocket conversation closed with 1001, recorded up to there");
+                close_both(&mut client, &mut upstream, CloseCode::Away, "ouli: shutting down").await;
+                return frames;
+            }
         };
         let (from, to) = match side {
             Side::Client => (&mut client, &mut upstream),
@@ -447,10 +486,15 @@ async fn relay(
 
 /// Both sides closed with 1009 (message too big).
 async fn close_too_big(a: &mut Socket, b: &mut Socket) {
+    close_both(a, b, CloseCode::Size, "ouli: over its WebSocket limit").await;
+}
+
+/// Both sides sent a close; each gets [`WS_CLOSE_GRACE`] to answer it.
+async fn close_both(a: &mut Socket, b: &mut Socket, code: CloseCode, reason: &'static str) {
     let close = || {
         Some(CloseFrame {
-            code: CloseCode::Size,
-            reason: "ouli: over its WebSocket limit".into(),
+            code,
+            reason: reason.into(),
         })
     };
     let _ = tokio::time::timeout(WS_CLOSE_GRACE, async {

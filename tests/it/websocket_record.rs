@@ -530,3 +530,36 @@ async fn record_missing_records_a_miss_then_replays_it_with_its_subprotocol() {
     assert_eq!(talk(ouli.addr.clone()).await, live);
     ouli.stop();
 }
+
+/// A test that stops ouli with its WebSocket still open: the conversation
+/// is closed with 1001 (going away) and recorded before ouli exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_an_open_conversation_with_1001_and_records_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, upstream) = upstream().await;
+    let ouli = Ouli::start("record", dir.path(), port, "");
+    let mut socket = connect(&ouli.addr).await;
+    socket
+        .send(Message::text(r#"{"op":"left-open"}"#))
+        .await
+        .unwrap();
+    assert_eq!(json(&next(&mut socket).await)["got"], "left-open");
+    let closed = tokio::spawn(async move { next(&mut socket).await });
+    tokio::task::spawn_blocking(move || ouli.stop())
+        .await
+        .unwrap();
+    match closed.await.unwrap() {
+        Message::Close(Some(frame)) => assert_eq!(frame.code, CloseCode::Away),
+        other => panic!("expected a close 1001, got {other:?}"),
+    }
+    upstream.abort();
+    let path = dir.path().join("recordings/live-chat.ouli");
+    let recording =
+        ouli::recording::Recording::open(&path, ouli::recording::ReadBackend::Mmap).unwrap();
+    let interaction = recording.iter().next().unwrap().unwrap().to_interaction();
+    let ouli::interaction::Exchange::WebSocket { frames, .. } = interaction.unwrap().exchange
+    else {
+        panic!("not a WebSocket exchange");
+    };
+    assert_eq!(frames.len(), 2, "{frames:?}");
+}
