@@ -54,24 +54,32 @@ async fn upstream_over(
     (port, task)
 }
 
+/// The first subprotocol the client offers, if any, is chosen.
+// The error type is tungstenite's callback signature, not this test's.
+#[allow(clippy::result_large_err)]
+fn choose_subprotocol(
+    request: &tokio_tungstenite::tungstenite::handshake::server::Request,
+    mut response: tokio_tungstenite::tungstenite::handshake::server::Response,
+) -> Result<
+    tokio_tungstenite::tungstenite::handshake::server::Response,
+    tokio_tungstenite::tungstenite::handshake::server::ErrorResponse,
+> {
+    if let Some(offered) = request.headers().get("sec-websocket-protocol") {
+        let first = offered.to_str().unwrap().split(',').next().unwrap().trim();
+        let first = http::HeaderValue::from_str(first).unwrap();
+        response
+            .headers_mut()
+            .insert("sec-websocket-protocol", first);
+    }
+    Ok(response)
+}
+
 async fn serve_conversation<S>(stream: S, conn: usize)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    // The first subprotocol the client offers, if any, is chosen.
-    let choose =
-        |request: &tokio_tungstenite::tungstenite::handshake::server::Request,
-         mut response: tokio_tungstenite::tungstenite::handshake::server::Response| {
-            if let Some(offered) = request.headers().get("sec-websocket-protocol") {
-                let first = offered.to_str().unwrap().split(',').next().unwrap().trim();
-                let first = http::HeaderValue::from_str(first).unwrap();
-                response
-                    .headers_mut()
-                    .insert("sec-websocket-protocol", first);
-            }
-            Ok(response)
-        };
-    let Ok(mut socket) = tokio_tungstenite::accept_hdr_async(stream, choose).await else {
+    let Ok(mut socket) = tokio_tungstenite::accept_hdr_async(stream, choose_subprotocol).await
+    else {
         return;
     };
     let mut seq = 0;
