@@ -296,7 +296,7 @@ impl FrameRules {
             // The code and reason of a client's close are its own business.
             return None;
         }
-        let payload = self.redactor.redact_bytes(payload);
+        let payload = self.redactor.redact_ws_payload(opcode, payload);
         if payload.as_ref() == recorded.payload.as_ref() {
             return None;
         }

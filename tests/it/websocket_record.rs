@@ -199,9 +199,9 @@ async fn next(socket: &mut Client) -> Message {
 async fn first_conversation(addr: &str, reordered: bool) -> Vec<Message> {
     let mut socket = connect(addr).await;
     let hello = if reordered {
-        format!(r#"{{ "token" : "{SECRET}", "n": 1, "op": "hello" }}"#)
+        format!(r#"{{ "auth" : "{SECRET}", "n": 1, "password": "pw-7781", "op": "hello" }}"#)
     } else {
-        format!(r#"{{"op":"hello","n":1,"token":"{SECRET}"}}"#)
+        format!(r#"{{"op":"hello","n":1,"auth":"{SECRET}","password":"pw-7781"}}"#)
     };
     let bye = if reordered {
         r#"{"n":2,  "op":"bye"}"#
@@ -300,6 +300,8 @@ async fn a_conversation_records_through_the_upstream_and_replays_offline() {
     assert!(redacted.contains("REDACTED"), "{redacted}");
     drop(recording);
     assert!(assert_nowhere_under(&dir.path().join("recordings"), SECRET.as_bytes()) > 0);
+    // A sensitive JSON key's value, as in a body.
+    assert_nowhere_under(&dir.path().join("recordings"), b"pw-7781");
 
     // Replay with the upstream gone, JSON keys reordered: the same answers,
     // and the second connection gets the second conversation.
@@ -317,7 +319,7 @@ async fn a_client_frame_that_differs_is_closed_with_1011_and_named_in_the_log() 
     let mut socket = connect(&ouli.addr).await;
     socket
         .send(Message::text(format!(
-            r#"{{"op":"hello","n":7,"token":"{SECRET}"}}"#
+            r#"{{"op":"hello","n":7,"auth":"{SECRET}","password":"pw-7781"}}"#
         )))
         .await
         .unwrap();
