@@ -573,3 +573,22 @@ async fn shutdown_closes_an_open_conversation_with_1001_and_records_it() {
     };
     assert_eq!(frames.len(), 2, "{frames:?}");
 }
+
+/// `ignore_json_paths` applies to JSON frames as to bodies: a frame that
+/// differs only there matches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ignored_json_path_takes_no_part_in_matching_a_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, first, _) = record(dir.path()).await;
+    let matching = "matching:\n  ignore_json_paths: [\"$.n\"]\n";
+    let ouli = Ouli::start("replay", dir.path(), port, matching);
+    let mut socket = connect(&ouli.addr).await;
+    socket
+        .send(Message::text(format!(
+            r#"{{"op":"hello","n":7,"auth":"{SECRET}","password":"pw-7781"}}"#
+        )))
+        .await
+        .unwrap();
+    assert_eq!(next(&mut socket).await, first[0]);
+    ouli.stop();
+}
