@@ -80,6 +80,8 @@ pub const VOLATILE_HEADERS: &[&str] = &[
     "date",
     "x-goog-api-client",
     "x-client-version",
+    // Not forwarded: ouli relays WebSocket messages, not extension frames.
+    "sec-websocket-extensions",
     // Credentials: a replaying test usually runs with dummy ones.
     "authorization",
     "proxy-authorization",
@@ -102,6 +104,8 @@ pub const VOLATILE_HEADERS: &[&str] = &[
     "amz-sdk-invocation-id",
     "amz-sdk-request",
     "x-amz-date",
+    // A WebSocket handshake's nonce, new on every upgrade.
+    "sec-websocket-key",
     // Session naming (test-server and ouli).
     "test-name",
 ];
@@ -155,6 +159,13 @@ impl Matcher {
         }
         !(VOLATILE_HEADERS.contains(&name)
             || VOLATILE_HEADER_PREFIXES.iter().any(|p| name.starts_with(p)))
+    }
+
+    /// Appends the canonical JSON of `text` to `out`, as a JSON body's
+    /// (key order and spacing left out, `ignore_json_paths` applied);
+    /// `false`, `out` unchanged, when `text` is not one JSON document.
+    pub fn canonical_json(&self, text: &[u8], out: &mut Vec<u8>) -> bool {
+        canonical_json::write(text, &self.ignore_json_paths, out)
     }
 
     /// Appends the canonical form of `request` to `out` (rfcs/0002).

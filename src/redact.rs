@@ -395,6 +395,15 @@ impl Redactor {
         Cow::Owned(replace_ranges(bytes, &ranges))
     }
 
+    /// A WebSocket frame's payload as it is compared and stored: a text
+    /// frame (opcode 1) as a body is, any other with its secrets replaced.
+    pub fn redact_ws_payload<'a>(&self, opcode: u8, payload: &'a [u8]) -> Cow<'a, [u8]> {
+        match opcode {
+            1 => self.redact_body(payload),
+            _ => self.redact_bytes(payload),
+        }
+    }
+
     /// Secrets, then sensitive JSON keys: the body as it is fingerprinted and
     /// stored.
     pub fn redact_body<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
@@ -617,7 +626,7 @@ impl Redactor {
 
     pub fn redact_ws_frames(&self, frames: &mut [WsFrame]) {
         for frame in frames {
-            if let Cow::Owned(v) = self.redact_bytes(&frame.payload) {
+            if let Cow::Owned(v) = self.redact_ws_payload(frame.opcode, &frame.payload) {
                 frame.payload = Bytes::from(v);
             }
         }

@@ -198,14 +198,46 @@ impl Upstream {
         None
     }
 
-    async fn connect(&self, upstream: &Uri) -> Result<Sender, UpstreamError> {
+    /// Sends a WebSocket upgrade request (origin-form URI, `Host` set) on a
+    /// new connection of its own, served with upgrades: once upgraded it
+    /// carries frames, never another request, so it is neither held nor
+    /// parked. `hyper::upgrade::on` of the `101` answer gives its IO.
+    pub async fn upgrade(
+        &self,
+        upstream: &Uri,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let io = Box::pin(self.dial(upstream)).await?;
+        let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+            .handshake(io)
+            .await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!("upstream upgrade connection ended: {error}");
+            }
+        });
+        Ok(sender.send_request(request).await?)
+    }
+
+    /// TCP, then TLS for `https`.
+    async fn dial(
+        &self,
+        upstream: &Uri,
+    ) -> Result<
+        hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>,
+        UpstreamError,
+    > {
         let mut connector = self.connector.clone();
         std::future::poll_fn(|cx| tower_service::Service::poll_ready(&mut connector, cx))
             .await
             .map_err(UpstreamError::Connect)?;
-        let io = tower_service::Service::call(&mut connector, upstream.clone())
+        tower_service::Service::call(&mut connector, upstream.clone())
             .await
-            .map_err(UpstreamError::Connect)?;
+            .map_err(UpstreamError::Connect)
+    }
+
+    async fn connect(&self, upstream: &Uri) -> Result<Sender, UpstreamError> {
+        let io = self.dial(upstream).await?;
         let (sender, connection) = hyper::client::conn::http1::Builder::new()
             .handshake(io)
             .await?;

@@ -208,7 +208,14 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         let _ = task.await;
     }
     let timeout = Duration::from_millis(options.config.limits.shutdown_timeout_ms);
-    let all_closed = async { while connections.join_next().await.is_some() {} };
+    let all_closed = async {
+        // Upgraded connections have left `connections`: their
+        // conversations are told to end and waited for too.
+        tokio::join!(
+            async { while connections.join_next().await.is_some() {} },
+            server.conversations.stop()
+        );
+    };
     if tokio::time::timeout(timeout, all_closed).await.is_err() {
         tracing::warn!("shutdown: connections still open after {timeout:?}; closing them");
     }

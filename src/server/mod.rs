@@ -12,6 +12,10 @@
 //!   (`proxy`), stream the answer back while capturing it, and (record)
 //!   append it at its end (`crate::record`).
 //!
+//! A WebSocket upgrade takes the same path to its identity; then it is
+//! proxied and its conversation recorded (`websocket_record`), or played
+//! from the recording (`websocket`).
+//!
 //! Every answer ouli makes itself says whose fault it is (`response`).
 
 mod body_timeout;
@@ -25,6 +29,7 @@ mod response;
 mod session;
 mod shed;
 mod websocket;
+mod websocket_record;
 
 pub use listener::run;
 
@@ -149,6 +154,8 @@ struct Server {
     upstream: Option<crate::upstream::Upstream>,
     /// Record mode only.
     writer: Option<Arc<crate::record::Recorder>>,
+    /// WebSocket conversations being proxied (waited for at shutdown).
+    conversations: websocket_record::Conversations,
 }
 
 impl Server {
@@ -258,6 +265,7 @@ impl Server {
             backend,
             upstream,
             writer,
+            conversations: websocket_record::Conversations::new(),
         })
     }
 }
@@ -266,7 +274,7 @@ impl Server {
     pub(super) async fn handle(
         self: Arc<Self>,
         endpoint_index: usize,
-        request: Request<Incoming>,
+        mut request: Request<Incoming>,
         held: Option<&crate::upstream::HeldConnection>,
     ) -> Response<ResponseBody> {
         let endpoint = &self.endpoints[endpoint_index];
@@ -299,6 +307,9 @@ impl Server {
                 );
             }
         };
+        // A WebSocket upgrade is identified like any request; its IO is
+        // taken here, before the request is split.
+        let mut upgrade = None;
         if is_websocket_upgrade(request.headers()) {
             if let Err(message) = websocket::check_handshake(request.headers()) {
                 return error_response(
@@ -308,9 +319,7 @@ impl Server {
                     message,
                 );
             }
-            if self.options.mode == Mode::Replay {
-                return self.replay_websocket(endpoint, session, request);
-            }
+            upgrade = Some(hyper::upgrade::on(&mut request));
         }
         // Read before the body, so that a bad value is answered at once; only
         // the modes that replay use it.
@@ -338,6 +347,10 @@ impl Server {
         };
         if self.options.mode == Mode::Passthrough {
             // Nothing is recorded or looked up: no identity to compute.
+            if let Some(upgrade) = upgrade {
+                return Box::pin(self.proxy_websocket(endpoint, session, parts, upgrade, None))
+                    .await;
+            }
             // Boxed here and below: the proxy's future is large, and hyper keeps
             // the service's future inline in every connection's idle state.
             return Box::pin(self.proxy(endpoint, held, session, parts, body, None)).await;
@@ -432,10 +445,58 @@ impl Server {
             timing,
         };
         if let (Some(location), Some(recording)) = (hit, recording) {
-            return self.serve_record(recording.read(location), answer);
+            let view = recording.read(location);
+            if let (Some(upgrade), Ok(view)) = (upgrade, &view)
+                && view.is_websocket()
+            {
+                let Some(frames) = websocket::frames_of(view) else {
+                    return self.serve_record(
+                        Err(crate::recording::RecordingError::CorruptRecord {
+                            path: session.recording_path(&self.options.recording_dir),
+                            offset: location.offset,
+                            what: "malformed WebSocket payload".into(),
+                        }),
+                        answer,
+                    );
+                };
+                // The subprotocol the upstream chose, which the client checks.
+                let protocol = view
+                    .response_headers()
+                    .find(|(name, _)| name.eq_ignore_ascii_case(b"sec-websocket-protocol"))
+                    .and_then(|(_, value)| HeaderValue::from_bytes(value).ok());
+                return self.play_websocket(
+                    endpoint,
+                    session,
+                    &parts.headers,
+                    upgrade,
+                    frames,
+                    websocket::Conversation::Ouli(protocol),
+                );
+            }
+            // An upgrade the upstream refused is answered as recorded.
+            return self.serve_record(view, answer);
         }
         if self.options.mode == Mode::Replay {
-            if exhausted && self.options.config.on_chain_exhausted == ExhaustedPolicy::RepeatLast {
+            // test-server logs no upgrade request: its conversation is
+            // played to an upgrade ouli's own recording has none for.
+            let upgrading = upgrade.is_some();
+            if let Some(upgrade) = upgrade
+                && let Some(frames) = recording.and_then(websocket::test_server_conversation)
+            {
+                return self.play_websocket(
+                    endpoint,
+                    session,
+                    &parts.headers,
+                    upgrade,
+                    frames,
+                    websocket::Conversation::TestServer,
+                );
+            }
+            // A conversation is not repeated: its frames are a script.
+            if exhausted
+                && !upgrading
+                && self.options.config.on_chain_exhausted == ExhaustedPolicy::RepeatLast
+            {
                 let recording = recording.expect("exhausted implies a recording");
                 if let Some(location) = recording.lookup(&step.link) {
                     return self.serve_record(recording.read(location), answer);
@@ -446,6 +507,16 @@ impl Server {
         // Record, and record-missing's misses (not recorded yet): upstream,
         // and recorded.
         // Boxed, as above.
+        if let Some(upgrade) = upgrade {
+            return Box::pin(self.proxy_websocket(
+                endpoint,
+                session,
+                parts,
+                upgrade,
+                Some((canonical, step, stored_body)),
+            ))
+            .await;
+        }
         Box::pin(self.proxy(
             endpoint,
             held,

@@ -198,7 +198,7 @@ impl Server {
 /// A header map as the recording stores it, in order: every name and value
 /// copied into one buffer and sliced from it (one allocation, not two per
 /// header).
-fn owned_headers(headers: &HeaderMap) -> Vec<(Bytes, Bytes)> {
+pub(super) fn owned_headers(headers: &HeaderMap) -> Vec<(Bytes, Bytes)> {
     let total: usize = headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len())
@@ -217,7 +217,7 @@ fn owned_headers(headers: &HeaderMap) -> Vec<(Bytes, Bytes)> {
 /// An error and its causes, outermost first, as one line ("cannot connect:
 /// tcp connect error: Connection refused (os error 111)"); a cause that only
 /// repeats the text before it is left out.
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut line = error.to_string();
     let mut cause = error.source();
     while let Some(inner) = cause {
@@ -234,7 +234,7 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// RFC 9110 §7.6.1: a message's connection-specific headers, and those its
 /// `Connection` header names, are not forwarded. Usually there are none, and
 /// then nothing is allocated; the `Connection` header is read once.
-fn hop_by_hop_headers(headers: &HeaderMap) -> Vec<HeaderName> {
+pub(super) fn hop_by_hop_headers(headers: &HeaderMap) -> Vec<HeaderName> {
     const HOP_BY_HOP: &[&str] = &[
         "connection",
         "keep-alive",

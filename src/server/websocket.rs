@@ -1,50 +1,58 @@
-//! WebSocket replay: a recorded test-server conversation played on a live
-//! upgrade as a strict script.
+//! WebSocket replay: a recorded conversation played on a live upgrade as a
+//! script. Server frames are sent in recorded order, each once the client
+//! frame before it in the recording has come and matched; a client frame is
+//! compared with the recorded one after redaction, JSON text canonically
+//! (key order and spacing left out, `ignore_json_paths` applied, as bodies
+//! are). A frame that differs closes the connection with 1011, as
+//! test-server does, and the log names the frame and what differs.
+//!
+//! The conversations are ouli's own (an upgrade matched by fingerprint and
+//! chain like any request, `websocket_record` records them) and test-server's
+//! `.websocket.log` ones, imported: test-server logs no upgrade request and
+//! plays a test's log to whatever upgrade it makes, so ouli does too when
+//! its own recording has none for the upgrade.
 
 use super::response::{ResponseBody, error_response, full};
 use super::{Endpoint, Server};
-use crate::recording::RecordView;
+use crate::fingerprint::Matcher;
+use crate::interaction::{Exchange, WsDirection, WsFrame};
+use crate::recording::{RecordView, Recording};
 use crate::redact::Redactor;
 use crate::session_name::SessionName;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use hyper::upgrade::OnUpgrade;
+use std::sync::Arc;
+
+/// How a live client frame is compared with the recorded one.
+pub(super) struct FrameRules {
+    redactor: Arc<Redactor>,
+    matcher: Matcher,
+    /// Text and binary must match too (ouli's recordings); test-server
+    /// compares payloads only, and logs no opcode.
+    strict_opcode: bool,
+}
+
+/// Where a conversation to play comes from.
+pub(super) enum Conversation {
+    /// With the subprotocol its `101` named, if any.
+    Ouli(Option<HeaderValue>),
+    TestServer,
+}
 
 impl Server {
-    /// Replays a session's recorded WebSocket conversation as a strict
-    /// script, as test-server does: the upgrade is accepted, recorded server
-    /// frames are sent in order, and each client frame must equal the
-    /// recorded one after redaction, else the connection closes with 1011.
-    pub(super) fn replay_websocket(
+    /// Accepts the upgrade (`101` with the accept key of the client's
+    /// `Sec-WebSocket-Key`, checked by `check_handshake`) and plays `frames`.
+    pub(super) fn play_websocket(
         &self,
         endpoint: &Endpoint,
         session: SessionName,
-        mut request: Request<Incoming>,
+        headers: &HeaderMap,
+        upgrade: OnUpgrade,
+        frames: Vec<WsFrame>,
+        source: Conversation,
     ) -> Response<ResponseBody> {
-        let state = match self.session(&session) {
-            Ok(state) => state,
-            Err(error) => return error.into_response(),
-        };
-        let frames = state.recording().and_then(|recording| {
-            recording
-                .iter()
-                .filter_map(Result::ok)
-                .find(RecordView::is_websocket)
-                .and_then(|view| view.to_interaction().ok())
-                .and_then(|interaction| match interaction.exchange {
-                    crate::interaction::Exchange::WebSocket { frames, .. } => Some(frames),
-                    crate::interaction::Exchange::Http(_) => None,
-                })
-        });
-        let Some(frames) = frames else {
-            return error_response(
-                StatusCode::NOT_FOUND,
-                "recording",
-                "replay-miss",
-                format!("session {session}: no WebSocket conversation was recorded"),
-            );
-        };
-        let Some(key) = request.headers().get(http::header::SEC_WEBSOCKET_KEY) else {
+        let Some(key) = headers.get(http::header::SEC_WEBSOCKET_KEY) else {
             return error_response(
                 StatusCode::BAD_REQUEST,
                 "client",
@@ -53,8 +61,11 @@ impl Server {
             );
         };
         let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-        let upgrade = hyper::upgrade::on(&mut request);
-        let redactor = endpoint.redactor.clone();
+        let rules = FrameRules {
+            redactor: endpoint.redactor.clone(),
+            matcher: endpoint.matcher.clone(),
+            strict_opcode: matches!(source, Conversation::Ouli(_)),
+        };
         tokio::spawn(async move {
             match upgrade.await {
                 Ok(upgraded) => {
@@ -64,7 +75,7 @@ impl Server {
                         None,
                     )
                     .await;
-                    play_websocket_script(socket, frames, &redactor, &session).await;
+                    play_websocket_script(socket, frames, &rules, &session).await;
                 }
                 Err(error) => {
                     tracing::warn!("session {session}: WebSocket upgrade failed: {error}")
@@ -82,8 +93,33 @@ impl Server {
         if let Ok(accept) = HeaderValue::from_str(&accept) {
             headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, accept);
         }
+        if let Conversation::Ouli(Some(protocol)) = source {
+            headers.insert(http::header::SEC_WEBSOCKET_PROTOCOL, protocol);
+        }
         response
     }
+}
+
+/// The frames of a recorded WebSocket record.
+pub(super) fn frames_of(view: &RecordView) -> Option<Vec<WsFrame>> {
+    match view.to_interaction().ok()?.exchange {
+        Exchange::WebSocket { frames, .. } => Some(frames),
+        Exchange::Http(_) => None,
+    }
+}
+
+/// The session's first conversation imported from test-server, if any.
+pub(super) fn test_server_conversation(recording: &Recording) -> Option<Vec<WsFrame>> {
+    recording
+        .iter()
+        .filter_map(Result::ok)
+        .filter(RecordView::is_websocket)
+        .filter_map(|view| view.to_interaction().ok())
+        .find(|i| i.request.target.as_ref() == crate::testserver::WEBSOCKET_TARGET.as_bytes())
+        .and_then(|interaction| match interaction.exchange {
+            Exchange::WebSocket { frames, .. } => Some(frames),
+            Exchange::Http(_) => None,
+        })
 }
 
 /// The handshake's checks (RFC 6455 section 4.2.1): `Sec-WebSocket-Key` is
@@ -127,50 +163,58 @@ pub(super) fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
         })
 }
 
+/// Plays the script: ping and pong frames are left out (tungstenite
+/// answers a live ping itself); a recorded server close is sent as
+/// recorded and ends the script, as a client close that came does.
 pub(super) async fn play_websocket_script<S>(
     mut socket: tokio_tungstenite::WebSocketStream<S>,
-    frames: Vec<crate::interaction::WsFrame>,
-    redactor: &Redactor,
+    frames: Vec<WsFrame>,
+    rules: &FrameRules,
     session: &SessionName,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    use crate::interaction::WsDirection;
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::protocol::CloseFrame;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
     for (index, frame) in frames.iter().enumerate() {
+        if matches!(frame.opcode, OPCODE_PING | OPCODE_PONG) {
+            continue;
+        }
         match frame.direction {
             WsDirection::ServerToClient => {
-                let message = if frame.opcode == 1 {
-                    match std::str::from_utf8(&frame.payload) {
+                let message = match frame.opcode {
+                    OPCODE_CLOSE => Message::Close(close_frame(&frame.payload)),
+                    OPCODE_TEXT => match std::str::from_utf8(&frame.payload) {
                         Ok(text) => Message::text(text),
                         Err(_) => Message::binary(frame.payload.clone()),
-                    }
-                } else {
-                    Message::binary(frame.payload.clone())
+                    },
+                    _ => Message::binary(frame.payload.clone()),
                 };
-                if socket.send(message).await.is_err() {
+                let last = frame.opcode == OPCODE_CLOSE;
+                if socket.send(message).await.is_err() || last {
+                    drain(&mut socket).await;
                     return;
                 }
             }
             WsDirection::ClientToServer => {
-                let received = loop {
+                let (opcode, received) = loop {
                     match socket.next().await {
                         Some(Ok(Message::Text(text))) => {
-                            break Bytes::copy_from_slice(text.as_bytes());
+                            break (OPCODE_TEXT, Bytes::copy_from_slice(text.as_bytes()));
                         }
-                        Some(Ok(Message::Binary(data))) => break data,
+                        Some(Ok(Message::Binary(data))) => break (OPCODE_BINARY, data),
+                        Some(Ok(Message::Close(_))) => break (OPCODE_CLOSE, Bytes::new()),
                         Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {
                             continue;
                         }
-                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                        None | Some(Err(_)) => return,
                     }
                 };
-                if redactor.redact_bytes(&received).as_ref() != frame.payload.as_ref() {
+                if let Some(what) = rules.difference(frame, opcode, &received) {
                     tracing::warn!(
-                        "session {session}: WebSocket frame {index} differs from the recording; closing with 1011"
+                        "session {session}: replay miss: WebSocket frame {index} (client to server) differs from the recording: {what}; closing with 1011"
                     );
                     let _ = socket
                         .close(Some(CloseFrame {
@@ -179,17 +223,162 @@ pub(super) async fn play_websocket_script<S>(
                                 .into(),
                         }))
                         .await;
+                    drain(&mut socket).await;
+                    return;
+                }
+                if opcode == OPCODE_CLOSE {
+                    // tungstenite sends the close reply on the next poll.
+                    drain(&mut socket).await;
                     return;
                 }
             }
         }
     }
     let _ = socket.close(None).await;
+    drain(&mut socket).await;
+}
+
+const OPCODE_TEXT: u8 = 1;
+const OPCODE_BINARY: u8 = 2;
+const OPCODE_CLOSE: u8 = 8;
+const OPCODE_PING: u8 = 9;
+const OPCODE_PONG: u8 = 10;
+
+/// After a close, how long the client has to answer it.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads until the client's side of the close handshake is over (bounded by
+/// [`CLOSE_GRACE`]): a close reply is flushed by the next poll.
+async fn drain<S>(socket: &mut tokio_tungstenite::WebSocketStream<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt;
+    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+        while let Some(Ok(_)) = socket.next().await {}
+    })
+    .await;
+}
+
+/// A recorded close payload (code big-endian, then the reason) as a frame.
+fn close_frame(payload: &[u8]) -> Option<tokio_tungstenite::tungstenite::protocol::CloseFrame> {
+    let code = u16::from_be_bytes(payload.get(..2)?.try_into().ok()?);
+    Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+        code: code.into(),
+        reason: String::from_utf8_lossy(&payload[2..]).into_owned().into(),
+    })
+}
+
+impl FrameRules {
+    /// What differs between a live client frame and the recorded one, if
+    /// anything: the opcode, the JSON path of a JSON text frame, or the
+    /// first differing byte.
+    fn difference(&self, recorded: &WsFrame, opcode: u8, payload: &[u8]) -> Option<String> {
+        let name = |opcode: u8| match opcode {
+            OPCODE_TEXT => "text",
+            OPCODE_BINARY => "binary",
+            OPCODE_CLOSE => "close",
+            _ => "control",
+        };
+        let kinds_differ = if self.strict_opcode {
+            opcode != recorded.opcode
+        } else {
+            (opcode == OPCODE_CLOSE) != (recorded.opcode == OPCODE_CLOSE)
+        };
+        if kinds_differ {
+            return Some(format!(
+                "a {} frame where a {} frame was recorded",
+                name(opcode),
+                name(recorded.opcode)
+            ));
+        }
+        if opcode == OPCODE_CLOSE {
+            // The code and reason of a client's close are its own business.
+            return None;
+        }
+        let payload = self.redactor.redact_ws_payload(opcode, payload);
+        if payload.as_ref() == recorded.payload.as_ref() {
+            return None;
+        }
+        if recorded.opcode == OPCODE_TEXT {
+            let (mut live, mut stored) = (Vec::new(), Vec::new());
+            if self.matcher.canonical_json(&payload, &mut live)
+                && self.matcher.canonical_json(&recorded.payload, &mut stored)
+            {
+                if live == stored {
+                    return None;
+                }
+                return Some(match first_json_difference(&live, &stored) {
+                    Some(path) => format!("JSON differs at {path}"),
+                    None => "JSON differs".into(),
+                });
+            }
+        }
+        let at = payload
+            .iter()
+            .zip(recorded.payload.iter())
+            .position(|(a, b)| a != b)
+            .unwrap_or(payload.len().min(recorded.payload.len()));
+        Some(format!(
+            "payload differs at byte {at} ({} bytes, {} recorded)",
+            payload.len(),
+            recorded.payload.len()
+        ))
+    }
+}
+
+/// The first path (`$.a.b[0]`) where two canonical JSON documents differ,
+/// depth first in key order; an explicit stack, never recursion.
+fn first_json_difference(live: &[u8], recorded: &[u8]) -> Option<String> {
+    use serde_json::Value;
+    let live: Value = serde_json::from_slice(live).ok()?;
+    let recorded: Value = serde_json::from_slice(recorded).ok()?;
+    let mut stack = vec![("$".to_owned(), &live, &recorded)];
+    while let Some((path, a, b)) = stack.pop() {
+        match (a, b) {
+            (Value::Object(a), Value::Object(b)) => {
+                let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                // Pushed in reverse so the first key is compared first.
+                for key in keys.into_iter().rev() {
+                    let child = format!("{path}.{key}");
+                    match (a.get(key), b.get(key)) {
+                        (Some(x), Some(y)) => stack.push((child, x, y)),
+                        _ => stack.push((child, &Value::Null, &Value::Bool(false))),
+                    }
+                }
+            }
+            (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+                for (i, (x, y)) in a.iter().zip(b).enumerate().rev() {
+                    stack.push((format!("{path}[{i}]"), x, y));
+                }
+            }
+            (a, b) if a != b => return Some(path),
+            _ => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_json_difference_is_named_by_its_path() {
+        let path = |a: &str, b: &str| first_json_difference(a.as_bytes(), b.as_bytes());
+        assert_eq!(
+            path(r#"{"a":{"b":[1,2]}}"#, r#"{"a":{"b":[1,3]}}"#).as_deref(),
+            Some("$.a.b[1]")
+        );
+        assert_eq!(
+            path(r#"{"a":1,"c":2}"#, r#"{"a":1,"d":2}"#).as_deref(),
+            Some("$.c")
+        );
+        assert_eq!(path(r#"[1]"#, r#"[1,2]"#).as_deref(), Some("$"));
+        assert_eq!(path(r#"{"a":1}"#, r#"{"a":1}"#), None);
+    }
 
     #[test]
     fn a_handshake_key_is_the_base64_of_16_bytes() {

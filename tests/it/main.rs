@@ -20,3 +20,4 @@ mod streaming;
 mod testserver;
 mod verify;
 mod websocket;
+mod websocket_record;
