@@ -6,6 +6,7 @@ mod cli;
 mod config;
 mod decoding;
 mod deep_json;
+mod header_rewrite;
 mod identity;
 mod limits;
 mod protocol_errors;
