@@ -47,11 +47,9 @@ async fn upload_upstream() -> (u16, Seen, tokio::task::JoinHandle<()>) {
                                     )
                                     .header("x-count", "n")
                                     .body(Full::new(Bytes::from_static(b"{\"started\":true}"))),
-                                ("PUT", "/upload/session/abc") => http::Response::builder()
-                                    .body(Full::new(Bytes::from(format!(
-                                        "stored {} bytes",
-                                        body.len()
-                                    )))),
+                                ("PUT", "/upload/session/abc") => http::Response::builder().body(
+                                    Full::new(Bytes::from(format!("stored {} bytes", body.len()))),
+                                ),
                                 _ => http::Response::builder()
                                     .status(404)
                                     .body(Full::new(Bytes::new())),
@@ -130,7 +128,10 @@ async fn a_resumable_upload_follows_the_rewritten_url_through_ouli_and_replays_o
     assert_eq!(put, (200, b"stored 10 bytes".to_vec()));
     assert_eq!(
         *seen.lock().unwrap(),
-        ["POST /upload/start {}", "PUT /upload/session/abc 0123456789"],
+        [
+            "POST /upload/start {}",
+            "PUT /upload/session/abc 0123456789"
+        ],
         "the upstream saw both requests, the upload through ouli"
     );
     assert!(server.stop(), "record exits 0");
@@ -147,16 +148,31 @@ async fn a_resumable_upload_follows_the_rewritten_url_through_ouli_and_replays_o
             .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
     };
-    assert_eq!(stored("x-goog-upload-url").as_deref(), Some(ouli_url.as_str()));
-    assert_eq!(stored("x-count").as_deref(), Some("nn"), "stored once, not twice");
+    assert_eq!(
+        stored("x-goog-upload-url").as_deref(),
+        Some(ouli_url.as_str())
+    );
+    assert_eq!(
+        stored("x-count").as_deref(),
+        Some("nn"),
+        "stored once, not twice"
+    );
 
     upstream_task.abort();
     let _ = upstream_task.await;
     let server = Server::start("replay", dir.path(), &yaml);
     let (url, count, put) = upload(&server.addr).await;
     assert_eq!((url, count), (ouli_url, "nn".to_owned()));
-    assert_eq!(put, (200, b"stored 10 bytes".to_vec()), "the upload replays");
-    assert_eq!(seen.lock().unwrap().len(), 2, "nothing reached the upstream");
+    assert_eq!(
+        put,
+        (200, b"stored 10 bytes".to_vec()),
+        "the upload replays"
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        2,
+        "nothing reached the upstream"
+    );
     assert!(server.stop(), "replay exits 0");
 }
 

@@ -8,6 +8,7 @@ mod decoding;
 mod deep_json;
 mod header_rewrite;
 mod identity;
+mod identity_rules;
 mod limits;
 mod protocol_errors;
 mod recording;

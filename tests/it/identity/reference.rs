@@ -519,7 +519,9 @@ fn reference_content_type(value: &[u8]) -> Vec<u8> {
                     None => return kept,
                     Some(b'"') => break,
                     Some(b'\\') => {
-                        let Some(&c) = rest.get(i + 1) else { return kept };
+                        let Some(&c) = rest.get(i + 1) else {
+                            return kept;
+                        };
                         plain.push(c);
                         i += 2;
                     }
