@@ -330,7 +330,7 @@ mod content_type {
         for (name, raw) in parameters {
             let charset = name.eq_ignore_ascii_case(b"charset");
             let unquoted = unquote(raw);
-            if charset && meaningless_charset(&essence, &unquoted) {
+            if charset && meaningless_charset(essence, &unquoted) {
                 continue;
             }
             out.extend_from_slice(b"; ");
