@@ -197,3 +197,43 @@ async fn passthrough_and_record_missing_rewrite_the_live_answer() {
         assert!(server.stop(), "{mode} exits 0");
     }
 }
+
+/// On a live head: each rule in order, on every value of its header (any
+/// case), once; a result that a header cannot hold leaves the value as it
+/// came; a value that is not UTF-8 is left alone.
+#[test]
+fn live_replacements_apply_in_order_once_and_keep_what_a_header_cannot_hold() {
+    use ouli::redact::{HeaderReplacement, RedactionRules, Redactor};
+    let rule = |header: &str, regex: &str, replace: &str| HeaderReplacement {
+        header: header.into(),
+        regex: regex.into(),
+        replace: replace.into(),
+    };
+    let redactor = Redactor::new(&RedactionRules {
+        response_header_replacements: vec![
+            rule("Location", "^https://up\\.example/", "http://127.0.0.1:1/"),
+            rule("location", "/1/", "/2/"),
+            rule("x-count", "^(n+)$", "${1}n"),
+            rule("x-bad", "a", "b\nc"),
+            rule("x-raw", "a", "b"),
+        ],
+        ..RedactionRules::default()
+    })
+    .unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.append("location", "https://up.example/1/x".parse().unwrap());
+    headers.append("location", "https://other/1/".parse().unwrap());
+    headers.append("x-count", "n".parse().unwrap());
+    headers.append("x-bad", "a".parse().unwrap());
+    headers.append("x-raw", http::HeaderValue::from_bytes(b"a\xff").unwrap());
+    redactor.replace_response_headers(&mut headers);
+    let values =
+        |name: &str| -> Vec<&[u8]> { headers.get_all(name).iter().map(|v| v.as_bytes()).collect() };
+    assert_eq!(
+        values("location"),
+        [&b"http://127.0.0.1:1/2/x"[..], b"https://other/2/"]
+    );
+    assert_eq!(values("x-count"), [b"nn"]);
+    assert_eq!(values("x-bad"), [b"a"]);
+    assert_eq!(values("x-raw"), [b"a\xff"]);
+}
