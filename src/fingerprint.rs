@@ -318,6 +318,8 @@ fn connection_names(connection: &http::header::GetAll<'_, http::HeaderValue>, na
 /// that is not `type/subtype *(; parameter)` (RFC 9110 §8.3.1) is kept as
 /// it came.
 mod content_type {
+    use std::borrow::Cow;
+
     /// One parameter: lower-case-able name, value as written (a token or a
     /// quoted string, quotes included).
     type Parameter<'a> = (&'a [u8], &'a [u8]);
@@ -329,7 +331,11 @@ mod content_type {
         out.extend(essence.iter().map(u8::to_ascii_lowercase));
         for (name, raw) in parameters {
             let charset = name.eq_ignore_ascii_case(b"charset");
-            let unquoted = unquote(raw);
+            // Only a charset is compared by its value.
+            let unquoted = match charset {
+                true => unquote(raw),
+                false => Cow::Borrowed(raw),
+            };
             if charset && meaningless_charset(essence, &unquoted) {
                 continue;
             }
@@ -415,9 +421,9 @@ mod content_type {
     }
 
     /// A parameter value without its quotes and escapes.
-    fn unquote(raw: &[u8]) -> Vec<u8> {
+    fn unquote(raw: &[u8]) -> Cow<'_, [u8]> {
         let Some(inner) = raw.strip_prefix(b"\"").and_then(|r| r.strip_suffix(b"\"")) else {
-            return raw.to_vec();
+            return Cow::Borrowed(raw);
         };
         let mut unquoted = Vec::with_capacity(inner.len());
         let mut escaped = false;
@@ -429,7 +435,7 @@ mod content_type {
                 escaped = true;
             }
         }
-        unquoted
+        Cow::Owned(unquoted)
     }
 
     fn skip_ows(value: &[u8], at: usize) -> usize {
