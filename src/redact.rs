@@ -512,22 +512,64 @@ impl Redactor {
     /// chunk boundaries; sensitive JSON keys; `content-length` kept consistent.
     pub fn redact_response(&self, response: &mut RecordedResponse) {
         for (name, value) in response.headers.iter_mut() {
-            for (header, regex, replace) in &self.header_replacements {
-                // A header value that is not UTF-8 is left as it is (Go's
-                // regexp would see invalid bytes as U+FFFD and rarely match).
-                if header.as_bytes().eq_ignore_ascii_case(name)
-                    && let Ok(text) = std::str::from_utf8(value)
-                    && let Cow::Owned(v) = regex.replace_all(text, replace.as_str())
-                {
-                    *value = Bytes::from(v);
-                }
+            if let Some(v) = self.replaced_header(name, value) {
+                *value = Bytes::from(v);
             }
         }
         self.redact_response_content(response);
     }
 
+    /// The header replacements on a live answer's head, as test-server's
+    /// `applyResponseHeaderReplacements` does before writing it: the client
+    /// follows what it gets (an upload URL pointing back at ouli). The
+    /// proxy stores this head with [`Self::redact_response_content`], so
+    /// a replacement applies once, even one whose output its regex matches.
+    pub fn replace_response_headers(&self, headers: &mut http::HeaderMap) {
+        if self.header_replacements.is_empty() {
+            return;
+        }
+        for (name, value) in headers.iter_mut() {
+            let Some(replaced) = self.replaced_header(name.as_str().as_bytes(), value.as_bytes())
+            else {
+                continue;
+            };
+            match http::HeaderValue::from_bytes(replaced.as_bytes()) {
+                Ok(replaced) => *value = replaced,
+                // `replace` may produce what a header cannot hold (a line
+                // break from `$1` of a wide group): kept as it came.
+                Err(_) => tracing::warn!(
+                    "response header {name}: its replacement is not a valid header value; kept as it came"
+                ),
+            }
+        }
+    }
+
+    /// Header `name`'s value after every replacement configured for it, or
+    /// `None` when none changed it. A value that is not UTF-8 is left as it
+    /// is (Go's regexp would see invalid bytes as U+FFFD and rarely match).
+    fn replaced_header(&self, name: &[u8], value: &[u8]) -> Option<String> {
+        let mut current: Option<String> = None;
+        for (header, regex, replace) in &self.header_replacements {
+            if !header.as_bytes().eq_ignore_ascii_case(name) {
+                continue;
+            }
+            let text = match &current {
+                Some(text) => text.as_str(),
+                None => match std::str::from_utf8(value) {
+                    Ok(text) => text,
+                    Err(_) => return None,
+                },
+            };
+            if let Cow::Owned(v) = regex.replace_all(text, replace.as_str()) {
+                current = Some(v);
+            }
+        }
+        current
+    }
+
     /// [`Self::redact_response`] without the header replacements: for a
-    /// response recorded by test-server, which applied them already.
+    /// response recorded by test-server, or proxied by ouli
+    /// ([`Self::replace_response_headers`]), which applied them already.
     pub fn redact_response_content(&self, response: &mut RecordedResponse) {
         for (_, value) in response.headers.iter_mut() {
             if let Cow::Owned(v) = self.redact_header_value(value) {

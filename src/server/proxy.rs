@@ -120,8 +120,13 @@ impl Server {
             }
         };
         let (mut client_parts, upstream_body) = response.into_parts();
-        // The recording keeps the upstream's head as it came (passthrough
-        // copies nothing).
+        // `response_header_replacements` on the answer the client gets, as
+        // test-server does; the stored head is this one, not replaced again.
+        endpoint
+            .redactor
+            .replace_response_headers(&mut client_parts.headers);
+        // The recording keeps the upstream's head as it came, replacements
+        // aside (passthrough copies nothing).
         let recording = recording.map(|recording| (recording, client_parts.clone()));
         for name in hop_by_hop_headers(&client_parts.headers) {
             client_parts.headers.remove(name);
@@ -163,14 +168,15 @@ impl Server {
                 original_encoding: encoding,
             };
             // A credential the request carried in a dropped header is a
-            // secret of this interaction: an upstream may echo it.
+            // secret of this interaction: an upstream may echo it. The
+            // header replacements were applied to the live head already.
             let derived = redactor.derived_secrets(&parts.headers);
             if derived.is_empty() {
-                redactor.redact_response(&mut recorded);
+                redactor.redact_response_content(&mut recorded);
             } else {
                 redactor
                     .with_extra_secrets(&derived)
-                    .redact_response(&mut recorded);
+                    .redact_response_content(&mut recorded);
             }
             // A record that could not be written breaks the response off.
             writer.append(

@@ -1578,6 +1578,12 @@ fn content_type() -> impl Strategy<Value = &'static str> {
         "text/plain",
         "application/x-www-form-urlencoded",
         "application/jsonx",
+        "application/json ;charset=\"UTF-8\"",
+        "text/plain;Charset=UTF-8;format=flowed",
+        "multipart/form-data; boundary=\"a;b\"",
+        "application/x-www-form-urlencoded; charset=UTF-8",
+        "application/json; charset=",
+        "application/json;;",
     ])
 }
 

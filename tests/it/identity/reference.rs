@@ -5,6 +5,11 @@
 //! end, the secret search of `src/redact.rs` at the same commit, for the same
 //! reason: what is redacted may not change.
 //!
+//! Two rules were added since, each marked "Rule added after 69d1af6" and
+//! written apart from the library's code: headers named by `Connection` are
+//! left out, and `Content-Type` is normalised (rfcs/0002). A request with
+//! neither keeps its 69d1af6 bytes.
+//!
 //! Only the names changed (the struct `Matcher` is `Reference` here), and the
 //! constant that redaction alone used is left out; nothing here is used by
 //! the library. (One comment below is not accurate and is kept as it was:
@@ -110,11 +115,32 @@ impl Reference {
             }
         }
 
-        let mut headers: Vec<(&str, &[u8])> = request
+        // Rule added after 69d1af6: a header the request's `Connection`
+        // names is left out unless `include_headers` names it.
+        let listed: Vec<Vec<u8>> = request
+            .headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .flat_map(|value| value.as_bytes().split(|&b| b == b','))
+            .map(|name| trim_ows(name).to_ascii_lowercase())
+            .collect();
+        let mut headers: Vec<(&str, Vec<u8>)> = request
             .headers
             .iter()
             .filter(|(name, _)| self.header_matches(name.as_str()))
-            .map(|(name, value)| (name.as_str(), trim_ows(value.as_bytes())))
+            .filter(|(name, _)| {
+                self.include_headers.iter().any(|h| h == name.as_str())
+                    || !listed.iter().any(|l| l == name.as_str().as_bytes())
+            })
+            .map(|(name, value)| {
+                let value = trim_ows(value.as_bytes());
+                // Rule added after 69d1af6: `Content-Type` normalised.
+                let value = match name.as_str() {
+                    "content-type" => reference_content_type(value),
+                    _ => value.to_vec(),
+                };
+                (name.as_str(), value)
+            })
             .collect();
         headers.sort_by(|a, b| a.0.cmp(b.0));
         for (name, value) in &headers {
@@ -440,6 +466,95 @@ mod json {
 }
 
 /// `type/subtype` lower-cased, parameters dropped.
+/// Rule added after 69d1af6, written apart from the library's: a
+/// `Content-Type` of the form `type/subtype *( OWS ";" OWS [ name=value ] )`
+/// (tokens, or a quoted string for a value) becomes the lower-case media type
+/// then `; name=value` per parameter (name lower case; a `charset` value that
+/// is a token once unquoted, lower case and unquoted), leaving out `charset`
+/// for `application/json` and `*+json`, and `charset=utf-8` for
+/// `application/x-www-form-urlencoded`. Anything else is kept as it is.
+fn reference_content_type(value: &[u8]) -> Vec<u8> {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    let token_len = |s: &[u8]| s.iter().take_while(|&&b| tchar(b)).count();
+    let kept = value.to_vec();
+    let (essence, mut rest) = {
+        let t = token_len(value);
+        if t == 0 || value.get(t) != Some(&b'/') {
+            return kept;
+        }
+        let s = token_len(&value[t + 1..]);
+        if s == 0 {
+            return kept;
+        }
+        value.split_at(t + 1 + s)
+    };
+    let essence = essence.to_ascii_lowercase();
+    let json = essence == b"application/json" || essence.ends_with(b"+json");
+    let form = essence == b"application/x-www-form-urlencoded";
+    let mut out = essence.clone();
+    let ows = |s: &[u8]| -> usize { s.iter().take_while(|b| **b == b' ' || **b == b'\t').count() };
+    loop {
+        rest = &rest[ows(rest)..];
+        let Some(after) = rest.strip_prefix(b";") else {
+            if rest.is_empty() {
+                return out;
+            }
+            return kept;
+        };
+        rest = &after[ows(after)..];
+        if rest.is_empty() || rest[0] == b';' {
+            continue;
+        }
+        let n = token_len(rest);
+        if n == 0 || rest.get(n) != Some(&b'=') {
+            return kept;
+        }
+        let name = rest[..n].to_ascii_lowercase();
+        rest = &rest[n + 1..];
+        let (raw, plain): (Vec<u8>, Vec<u8>) = if rest.first() == Some(&b'"') {
+            let mut plain = Vec::new();
+            let mut i = 1;
+            loop {
+                match rest.get(i) {
+                    None => return kept,
+                    Some(b'"') => break,
+                    Some(b'\\') => {
+                        let Some(&c) = rest.get(i + 1) else {
+                            return kept;
+                        };
+                        plain.push(c);
+                        i += 2;
+                    }
+                    Some(&c) if c == b'\t' || c >= 0x20 && c != 0x7f => {
+                        plain.push(c);
+                        i += 1;
+                    }
+                    Some(_) => return kept,
+                }
+            }
+            (rest[..=i].to_vec(), plain)
+        } else {
+            let v = token_len(rest);
+            if v == 0 {
+                return kept;
+            }
+            (rest[..v].to_vec(), rest[..v].to_vec())
+        };
+        rest = &rest[raw.len()..];
+        if name == b"charset" && (json || form && plain.eq_ignore_ascii_case(b"utf-8")) {
+            continue;
+        }
+        out.extend_from_slice(b"; ");
+        out.extend_from_slice(&name);
+        out.push(b'=');
+        if name == b"charset" && !plain.is_empty() && plain.iter().all(|&b| tchar(b)) {
+            out.extend_from_slice(&plain.to_ascii_lowercase());
+        } else {
+            out.extend_from_slice(&raw);
+        }
+    }
+}
+
 fn media_type(content_type: &[u8]) -> Vec<u8> {
     let end = memchr::memchr(b';', content_type).unwrap_or(content_type.len());
     trim_ows(&content_type[..end]).to_ascii_lowercase()
