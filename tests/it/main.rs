@@ -4,6 +4,7 @@
 
 mod cli;
 mod config;
+mod fuzz_corpora;
 mod identity;
 mod recording;
 mod redaction_on_disk;
