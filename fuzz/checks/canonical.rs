@@ -11,8 +11,10 @@ use ouli::interaction::Fingerprint;
 
 use super::Input;
 
+// The integration tests load this file a second time (tests/it/identity.rs):
+// one reference, two users.
 #[path = "../../tests/it/identity/reference.rs"]
-#[allow(dead_code)]
+#[allow(dead_code, clippy::duplicate_mod)]
 mod reference;
 
 /// Content types the input picks from (the last: arbitrary bytes).

@@ -165,7 +165,7 @@ fn served_as_written(recording: &Recording, written: &[Interaction], damaged: bo
                 let served = view.to_interaction();
                 if let Ok(served) = &served {
                     assert!(
-                        candidates.iter().any(|c| *c == served),
+                        candidates.contains(&served),
                         "served {served:?}, written {candidates:?}"
                     );
                 }

@@ -12,6 +12,8 @@
 //! of two pieces: there only secrets of token bytes ([`TOKEN_BYTES`]), which
 //! never straddle a JSON token boundary, are judged.
 
+use std::cell::RefCell;
+
 use bytes::Bytes;
 use ouli::interaction::{BodyChunk, RecordedRequest, RecordedResponse, WsDirection, WsFrame};
 use ouli::redact::{DEFAULT_SENSITIVE_JSON_KEYS, REDACTED, RedactionRules, Redactor};
@@ -53,7 +55,7 @@ pub fn check(data: &[u8]) {
         sensitive_json_keys,
         response_header_replacements: Vec::new(),
     };
-    let redactor = Redactor::new(&rules).expect("rules without regexes compile");
+    let redactor = compiled(&rules);
     let tokens: Vec<Vec<u8>> = secrets
         .iter()
         .filter(|s| s.iter().all(|b| TOKEN_BYTES.contains(b)))
@@ -86,6 +88,26 @@ pub fn check(data: &[u8]) {
     for frame in &frames {
         no_secret(&frame.payload, &secrets, "redact_ws_frames");
     }
+}
+
+/// `Redactor::new(rules)`, reused while the rules stay the same: building
+/// its automata is most of an input's time, and the fuzzer's mutations
+/// mostly change the text, not the secrets.
+fn compiled(rules: &RedactionRules) -> Redactor {
+    thread_local! {
+        static LAST: RefCell<Option<(RedactionRules, Redactor)>> = const { RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((cached, redactor)) = last.as_ref()
+            && cached == rules
+        {
+            return redactor.clone();
+        }
+        let redactor = Redactor::new(rules).expect("rules without regexes compile");
+        *last = Some((rules.clone(), redactor.clone()));
+        redactor
+    })
 }
 
 /// Text made of literal pieces and secrets, as the input says.
