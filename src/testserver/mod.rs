@@ -131,6 +131,25 @@ pub fn open_session(
     Ok(Some(recording))
 }
 
+/// The interactions of one `<name>.json`, given as bytes, converted as
+/// [`open_session`] converts the file: redacted, fingerprinted and chained
+/// with `config`'s rules. For the fuzz targets (`fuzz/`); not an API.
+#[doc(hidden)]
+pub fn convert_json_bytes(
+    bytes: &[u8],
+    config: &Config,
+) -> Result<Vec<Interaction>, TestServerError> {
+    let converter = Converter::new(config)?;
+    let (pending, _problems) =
+        converter
+            .convert_json(bytes)
+            .map_err(|what| TestServerError::Invalid {
+                path: PathBuf::from("<bytes>"),
+                what,
+            })?;
+    Ok(converter.finish(pending))
+}
+
 /// What `ouli import test-server SRC DST` did, per file.
 #[derive(Debug, Default)]
 pub struct ImportReport {

@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod decoding;
 mod deep_json;
+mod fuzz_corpora;
 mod header_rewrite;
 mod identity;
 mod identity_rules;

@@ -1,0 +1,5 @@
+//! Fuzz target `testserver_json`: the checks are `ouli_fuzz::checks::testserver_json` (also run on
+//! the committed corpus by `tests/it/fuzz_corpora.rs`).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ouli_fuzz::checks::testserver_json::check(data));
