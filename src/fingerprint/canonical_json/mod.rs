@@ -5,7 +5,7 @@
 //! nulled). This file holds what that form is made of: the nesting limit
 //! ([`JSON_DEPTH_MAX`]), the `ignore_json_paths` syntax and its compiled
 //! [`Segment`]s, and a string token's decoding. The streaming canonicaliser
-//! that writes it in one pass is `stream.rs` ([`write`]).
+//! that writes it in one pass is `stream.rs` ([`write()`]).
 
 use std::borrow::Cow;
 
