@@ -14,6 +14,11 @@
 //! ignores unknown keys, and its users' files carry their own): [`Config::load`]
 //! returns them as warnings, which the CLI logs.
 //!
+//! Dependencies go one way: the rule types a config holds belong to the
+//! modules that apply them ([`MatchRules`] to `fingerprint`,
+//! [`HeaderReplacement`] and [`header_regex`] to `redact`), and config reads
+//! them from there; none of those modules reads config.
+//!
 //! ```no_run
 //! let (config, warnings) = ouli::config::Config::load("ouli.yaml".as_ref())?;
 //! for warning in &warnings {
@@ -29,6 +34,9 @@ use crate::recording::{Durability, ReadBackend};
 use crate::redact::{DEFAULT_SENSITIVE_JSON_KEYS, HeaderReplacement};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+
+/// Config validates `response_header_replacements` patterns with it.
+pub use crate::redact::header_regex;
 
 /// Most endpoints one config may declare.
 pub const ENDPOINTS_MAX: usize = 64;
@@ -1122,10 +1130,4 @@ fn readable_file(check: &Checker<'_>, key: &str, file: &Path) -> Result<PathBuf,
             Err(check.invalid(key, format!("{} cannot be read: {error}", file.display())))
         }
     }
-}
-
-/// Compiles a `response_header_replacements` pattern as test-server's Go
-/// `regexp` reads it (`crate::go_regexp`).
-pub fn header_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
-    crate::go_regexp::compile(pattern)
 }

@@ -3,14 +3,23 @@
 //! Applied to a request before it is fingerprinted and before it is written;
 //! applied to a response before it is written (the client in record mode still
 //! gets the true upstream response).
+//!
+//! `json.rs` is the sensitive-key rewriter of JSON bodies; this file the
+//! rest (secrets, their encoded forms, headers). Redaction reads no config:
+//! `config` holds, and validates with, what is defined here
+//! ([`HeaderReplacement`], [`header_regex`], [`DEFAULT_SENSITIVE_JSON_KEYS`]),
+//! and the rewriter
+//! decodes keys with `fingerprint::canonical_json`'s string decoding, so the
+//! dependencies go config → redact → fingerprint.
 
 use std::borrow::Cow;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Anchored, Input, MatchKind, StartKind};
 use bytes::Bytes;
 
-use crate::fingerprint::json;
 use crate::interaction::{BodyChunk, RecordedRequest, RecordedResponse, WsFrame};
+
+mod json;
 
 /// The text every secret is replaced with.
 pub const REDACTED: &[u8] = b"REDACTED";
@@ -38,6 +47,12 @@ pub struct HeaderReplacement {
     pub header: String,
     pub regex: String,
     pub replace: String,
+}
+
+/// Compiles a `response_header_replacements` pattern as test-server's Go
+/// `regexp` reads it (`crate::go_regexp`).
+pub fn header_regex(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    crate::go_regexp::compile(pattern)
 }
 
 /// What to redact, as configured.
@@ -206,12 +221,10 @@ impl Redactor {
         };
         let mut header_replacements = Vec::with_capacity(rules.response_header_replacements.len());
         for (index, replacement) in rules.response_header_replacements.iter().enumerate() {
-            let regex = crate::config::header_regex(&replacement.regex).map_err(|e| {
-                RedactError::BadRegex {
-                    index,
-                    regex: replacement.regex.clone(),
-                    why: e.to_string(),
-                }
+            let regex = header_regex(&replacement.regex).map_err(|e| RedactError::BadRegex {
+                index,
+                regex: replacement.regex.clone(),
+                why: e.to_string(),
             })?;
             header_replacements.push((
                 replacement.header.to_ascii_lowercase(),
