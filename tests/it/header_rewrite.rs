@@ -5,7 +5,10 @@
 //! record-missing rewrite what the client gets too; the stored answer gets
 //! each replacement once.
 
-use crate::deep_json::{Server, recorded, send};
+use crate::support::client::send;
+use crate::support::files::recorded;
+use crate::support::free_port;
+use crate::support::ouli::Ouli;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use ouli::interaction::Exchange;
@@ -67,16 +70,6 @@ async fn upload_upstream() -> (u16, Seen, tokio::task::JoinHandle<()>) {
     (port, seen, task)
 }
 
-/// A port free now, for ouli's `source_port`: the rule that points the
-/// upload URL back at ouli is written before ouli starts.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One endpoint to the upstream on `upstream`, listening on `source`, with
 /// the upload URL rule and a rule whose output its own regex matches again
 /// (`n` becomes `nn`, applied twice it would be `nnn`).
@@ -120,7 +113,7 @@ async fn a_resumable_upload_follows_the_rewritten_url_through_ouli_and_replays_o
     let yaml = config(upstream, source);
     let ouli_url = format!("http://127.0.0.1:{source}/upload/session/abc");
 
-    let server = Server::start("record", dir.path(), &yaml);
+    let server = Ouli::start("record", dir.path(), &yaml);
     assert_eq!(server.addr, format!("127.0.0.1:{source}"));
     let (url, count, put) = upload(&server.addr).await;
     assert_eq!(url, ouli_url, "the client is sent back to ouli");
@@ -134,7 +127,7 @@ async fn a_resumable_upload_follows_the_rewritten_url_through_ouli_and_replays_o
         ],
         "the upstream saw both requests, the upload through ouli"
     );
-    assert!(server.stop(), "record exits 0");
+    assert!(server.stop().status.success(), "record exits 0");
 
     let interactions = recorded(dir.path());
     assert_eq!(interactions.len(), 2, "both requests recorded");
@@ -160,7 +153,7 @@ async fn a_resumable_upload_follows_the_rewritten_url_through_ouli_and_replays_o
 
     upstream_task.abort();
     let _ = upstream_task.await;
-    let server = Server::start("replay", dir.path(), &yaml);
+    let server = Ouli::start("replay", dir.path(), &yaml);
     let (url, count, put) = upload(&server.addr).await;
     assert_eq!((url, count), (ouli_url, "nn".to_owned()));
     assert_eq!(
@@ -173,7 +166,7 @@ async fn a_resumable_upload_follows_the_rewritten_url_through_ouli_and_replays_o
         2,
         "nothing reached the upstream"
     );
-    assert!(server.stop(), "replay exits 0");
+    assert!(server.stop().status.success(), "replay exits 0");
 }
 
 /// Passthrough and record-missing's proxied miss: the client gets the
@@ -184,7 +177,7 @@ async fn passthrough_and_record_missing_rewrite_the_live_answer() {
         let dir = tempfile::tempdir().unwrap();
         let (upstream, seen, _task) = upload_upstream().await;
         let source = free_port();
-        let server = Server::start(mode, dir.path(), &config(upstream, source));
+        let server = Ouli::start(mode, dir.path(), &config(upstream, source));
         let (url, count, put) = upload(&server.addr).await;
         assert_eq!(
             url,
@@ -194,7 +187,7 @@ async fn passthrough_and_record_missing_rewrite_the_live_answer() {
         assert_eq!(count, "nn", "{mode}");
         assert_eq!(put, (200, b"stored 10 bytes".to_vec()), "{mode}");
         assert_eq!(seen.lock().unwrap().len(), 2, "{mode}: through ouli");
-        assert!(server.stop(), "{mode} exits 0");
+        assert!(server.stop().status.success(), "{mode} exits 0");
     }
 }
 

@@ -20,6 +20,7 @@ mod sample;
 mod secrets;
 mod session_names;
 mod streaming;
+mod support;
 mod testserver;
 mod verify;
 mod websocket;
