@@ -8,6 +8,7 @@ mod config;
 mod decoding;
 mod deep_json;
 mod fuzz_corpora;
+mod genai_flow;
 mod header_rewrite;
 mod identity;
 mod identity_rules;

@@ -15,6 +15,9 @@ pub struct Options {
     pub keep_alive: bool,
     /// `false`: no `Date` header (a bare answer has no header at all).
     pub date_header: bool,
+    /// `true`: a `101` answer hands the connection over
+    /// (`hyper::upgrade::on`), as a WebSocket endpoint needs.
+    pub upgrades: bool,
 }
 
 impl Default for Options {
@@ -22,6 +25,7 @@ impl Default for Options {
         Options {
             keep_alive: true,
             date_header: true,
+            upgrades: false,
         }
     }
 }
@@ -69,11 +73,16 @@ where
             let answer = answer.clone();
             connections.spawn(async move {
                 let service = hyper::service::service_fn(move |request| answer(connection, request));
-                let _ = hyper::server::conn::http1::Builder::new()
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
                     .keep_alive(options.keep_alive)
-                    .auto_date_header(options.date_header)
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
+                    .auto_date_header(options.date_header);
+                let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let _ = if options.upgrades {
+                    connection.with_upgrades().await
+                } else {
+                    connection.await
+                };
             });
             // Finished connections leave the set.
             while connections.try_join_next().is_some() {}
