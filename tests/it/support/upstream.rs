@@ -68,7 +68,13 @@ where
         // In a set, so that aborting the accept loop ends the connections.
         let mut connections = tokio::task::JoinSet::new();
         let mut connection = 0;
-        while let Ok((stream, _)) = listener.accept().await {
+        loop {
+            // An accept error (out of descriptors) is the moment's, not the
+            // listener's: wait, and go on.
+            let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            };
             connection += 1;
             let answer = answer.clone();
             connections.spawn(async move {
