@@ -156,6 +156,18 @@ impl Start {
     /// Starts it and waits for its ready lines; panics (with its log) when
     /// they do not come.
     pub fn spawn(self) -> Ouli {
+        let what = format!("{} {}", self.program.display(), self.mode);
+        self.try_spawn().unwrap_or_else(|failed| {
+            panic!(
+                "{what}: ready line {:?} ({:?}); log: {}",
+                failed.line, failed.status, failed.log
+            )
+        })
+    }
+
+    /// [`Start::spawn`], or what it printed instead of a ready line, how it
+    /// ended (it is killed if still running) and its log.
+    pub fn try_spawn(self) -> Result<Ouli, Failed> {
         if let Some(yaml) = &self.yaml {
             std::fs::write(&self.config, yaml).unwrap();
         }
@@ -255,13 +267,12 @@ impl Start {
             let suffix = format!(" mode={}", self.mode);
             if !(line.starts_with(&prefix) && line.trim_end().ends_with(&suffix)) {
                 let _ = ouli.child.kill();
-                let status = ouli.child.wait();
-                panic!(
-                    "{} {}: ready line {endpoint} was {line:?} ({status:?}); log: {}",
-                    self.program.display(),
-                    self.mode,
-                    ouli.take_log()
-                );
+                let status = ouli.child.wait().unwrap();
+                return Err(Failed {
+                    line,
+                    status,
+                    log: ouli.take_log(),
+                });
             }
             let addr = line[prefix.len()..]
                 .split_whitespace()
@@ -271,8 +282,17 @@ impl Start {
             ouli.addrs.push(addr);
         }
         ouli.addr = ouli.addrs.first().cloned().unwrap_or_default();
-        ouli
+        Ok(ouli)
     }
+}
+
+/// A start that printed no ready line.
+#[derive(Debug)]
+pub struct Failed {
+    /// What came instead (empty: nothing before the end).
+    pub line: String,
+    pub status: ExitStatus,
+    pub log: String,
 }
 
 /// A running `ouli`.
