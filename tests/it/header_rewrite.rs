@@ -9,6 +9,7 @@ use crate::support::client::send;
 use crate::support::files::recorded;
 use crate::support::free_port;
 use crate::support::ouli::Ouli;
+use crate::support::upstream::{self, Options};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use ouli::interaction::Exchange;
@@ -26,48 +27,39 @@ async fn upload_upstream() -> (u16, Seen, tokio::task::JoinHandle<()>) {
     let port = listener.local_addr().unwrap().port();
     let seen: Seen = Arc::default();
     let log = seen.clone();
-    let task = tokio::spawn(async move {
-        let mut connections = tokio::task::JoinSet::new();
-        while let Ok((stream, _)) = listener.accept().await {
+    let upstream = upstream::serve(
+        listener,
+        Options::default(),
+        move |_, request: http::Request<hyper::body::Incoming>| {
             let log = log.clone();
-            connections.spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |request: http::Request<hyper::body::Incoming>| {
-                        let log = log.clone();
-                        async move {
-                            let method = request.method().to_string();
-                            let path = request.uri().path().to_owned();
-                            let body = request.into_body().collect().await?.to_bytes();
-                            log.lock().unwrap().push(format!(
-                                "{method} {path} {}",
-                                String::from_utf8_lossy(&body)
-                            ));
-                            let response = match (method.as_str(), path.as_str()) {
-                                ("POST", "/upload/start") => http::Response::builder()
-                                    .header(
-                                        "x-goog-upload-url",
-                                        format!("http://127.0.0.1:{port}/upload/session/abc"),
-                                    )
-                                    .header("x-count", "n")
-                                    .body(Full::new(Bytes::from_static(b"{\"started\":true}"))),
-                                ("PUT", "/upload/session/abc") => http::Response::builder().body(
-                                    Full::new(Bytes::from(format!("stored {} bytes", body.len()))),
-                                ),
-                                _ => http::Response::builder()
-                                    .status(404)
-                                    .body(Full::new(Bytes::new())),
-                            };
-                            Ok::<_, hyper::Error>(response.unwrap())
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (port, seen, task)
+            async move {
+                let method = request.method().to_string();
+                let path = request.uri().path().to_owned();
+                let body = request.into_body().collect().await?.to_bytes();
+                log.lock().unwrap().push(format!(
+                    "{method} {path} {}",
+                    String::from_utf8_lossy(&body)
+                ));
+                let response = match (method.as_str(), path.as_str()) {
+                    ("POST", "/upload/start") => http::Response::builder()
+                        .header(
+                            "x-goog-upload-url",
+                            format!("http://127.0.0.1:{port}/upload/session/abc"),
+                        )
+                        .header("x-count", "n")
+                        .body(Full::new(Bytes::from_static(b"{\"started\":true}"))),
+                    ("PUT", "/upload/session/abc") => http::Response::builder().body(Full::new(
+                        Bytes::from(format!("stored {} bytes", body.len())),
+                    )),
+                    _ => http::Response::builder()
+                        .status(404)
+                        .body(Full::new(Bytes::new())),
+                };
+                Ok::<_, hyper::Error>(response.unwrap())
+            }
+        },
+    );
+    (port, seen, upstream.into_task())
 }
 
 /// One endpoint to the upstream on `upstream`, listening on `source`, with

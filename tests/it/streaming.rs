@@ -6,6 +6,7 @@
 
 use crate::support::config;
 use crate::support::ouli::Ouli;
+use crate::support::upstream::{self, Options};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use ouli::recording::{ReadBackend, Recording};
@@ -99,23 +100,15 @@ fn answer(path: &str) -> http::Response<UpstreamBody> {
 
 /// A real hyper upstream answering [`answer`]; aborted to stop it.
 async fn streaming_upstream() -> (u16, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| {
-                        let reply = answer(request.uri().path());
-                        async move { Ok::<_, Infallible>(reply) }
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (port, task)
+    let upstream = upstream::start(
+        Options::default(),
+        |_, request: http::Request<hyper::body::Incoming>| {
+            let reply = answer(request.uri().path());
+            async move { Ok::<_, Infallible>(reply) }
+        },
+    )
+    .await;
+    (upstream.port, upstream.into_task())
 }
 
 /// What a raw client received: the head (names lower-cased) and, for a
