@@ -5,16 +5,15 @@
 //!
 //! The servers and upstreams here are shared with `decoding.rs`.
 
-use bytes::Bytes;
 use crate::support::client::send;
 use crate::support::config;
 use crate::support::files::{assert_nowhere_under, recorded};
 use crate::support::ouli::Ouli;
 use crate::support::upstream::respond as upstream;
+use bytes::Bytes;
 use ouli::fingerprint::{JSON_DEPTH_MAX, MatchRules, Matcher, RequestParts, Target};
 use ouli::interaction::{BodyChunk, Exchange, RecordedResponse};
 use ouli::redact::{DEFAULT_SENSITIVE_JSON_KEYS, RedactionRules, Redactor};
-
 
 /// Deep enough that any recursion over it overflows a thread's stack (the
 /// unbounded walks did at some 9,300 levels).

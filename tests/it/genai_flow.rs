@@ -28,7 +28,8 @@ const API_KEY: &str = "AIzaSy-genai-flow-s3cr3t-77";
 const SESSION: &str = "genai/flow";
 const STREAM_PATH: &str = "/v1beta/models/m:streamGenerateContent?alt=sse";
 const UPLOAD_PATH: &str = "/upload/v1beta/files";
-const LIVE_PATH: &str = "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent";
+const LIVE_PATH: &str =
+    "/ws/google.ai.generativelanguage.v1beta.GenerativeService.BidiGenerateContent";
 /// The streamed answer's events, as Gemini frames them.
 const EVENTS: [&str; 3] = [
     "data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"Once\"}],\"role\":\"model\"}}]}\r\n\r\n",
@@ -80,7 +81,10 @@ fn plain(status: u16, body: &'static str) -> http::Response<Body> {
 async fn answer(request: http::Request<hyper::body::Incoming>, port: u16) -> http::Response<Body> {
     let key = request.headers().get("x-goog-api-key").cloned();
     if key.as_ref().map(|k| k.as_bytes()) != Some(API_KEY.as_bytes()) {
-        return plain(401, "{\"error\":{\"code\":401,\"status\":\"UNAUTHENTICATED\"}}");
+        return plain(
+            401,
+            "{\"error\":{\"code\":401,\"status\":\"UNAUTHENTICATED\"}}",
+        );
     }
     let target = request.uri().path_and_query().unwrap().as_str().to_owned();
     let header = |name: &str| {
@@ -255,7 +259,10 @@ impl Caller {
             ("Test-Name", SESSION.to_owned()),
             ("x-goog-api-key", API_KEY.to_owned()),
             ("Authorization", format!("Bearer {API_KEY}")),
-            ("x-goog-api-client", "google-genai-sdk/1.0.0 gl-python/3.12".to_owned()),
+            (
+                "x-goog-api-client",
+                "google-genai-sdk/1.0.0 gl-python/3.12".to_owned(),
+            ),
             ("User-Agent", "google-genai-sdk/1.0.0".to_owned()),
         ];
         if self == Caller::Newer {
@@ -285,7 +292,9 @@ impl Caller {
     fn upload_start_body(self) -> &'static str {
         match self {
             Caller::Sdk => r#"{"file":{"displayName":"notes","mimeType":"text/plain"}}"#,
-            Caller::Newer => "{\"file\": {\"mimeType\": \"text/plain\", \"displayName\": \"notes\"}}",
+            Caller::Newer => {
+                "{\"file\": {\"mimeType\": \"text/plain\", \"displayName\": \"notes\"}}"
+            }
         }
     }
 
@@ -404,7 +413,11 @@ async fn generate(addr: &str, client: Caller, timing: Option<&str>) -> Answer {
     .await;
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(answer.header("content-type"), Some("text/event-stream"));
-    assert_eq!(answer.body, EVENTS.concat().as_bytes(), "every event, in order");
+    assert_eq!(
+        answer.body,
+        EVENTS.concat().as_bytes(),
+        "every event, in order"
+    );
     assert_eq!(answer.events_at.len(), EVENTS.len());
     answer
 }
@@ -484,9 +497,7 @@ async fn live(addr: &str, client: Caller) -> Vec<String> {
         .unwrap();
     for (name, value) in client.headers() {
         let name = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
-        request
-            .headers_mut()
-            .insert(name, value.parse().unwrap());
+        request.headers_mut().insert(name, value.parse().unwrap());
     }
     let connect = tokio_tungstenite::connect_async(request);
     let (mut socket, response) = tokio::time::timeout(SAFETY_NET, connect)
@@ -513,7 +524,10 @@ async fn live(addr: &str, client: Caller) -> Vec<String> {
     }
     socket.close(None).await.unwrap();
     while let Ok(Some(Ok(message))) = tokio::time::timeout(SAFETY_NET, socket.next()).await {
-        assert!(message.is_close(), "nothing after the last answer: {message:?}");
+        assert!(
+            message.is_close(),
+            "nothing after the last answer: {message:?}"
+        );
     }
     got
 }
@@ -550,7 +564,11 @@ async fn a_gen_ai_session_records_and_replays_offline_to_a_newer_client() {
         "the upstream is gone"
     );
     let recording = dir.path().join("recordings/genai/flow.ouli");
-    assert_eq!(files::interactions(&recording).len(), 5, "2 streams, 2 upload steps, 1 conversation");
+    assert_eq!(
+        files::interactions(&recording).len(),
+        5,
+        "2 streams, 2 upload steps, 1 conversation"
+    );
 
     // Replay, offline, to the newer client.
     let replay = start("replay", dir.path(), upstream_port, source);

@@ -146,12 +146,7 @@ fn at_the_descriptor_limit_accept_backs_off_and_health_still_answers() {
     let dir = tempfile::tempdir().unwrap();
     // The bodies must stay stalled for the whole test.
     let limits = "  request_body_timeout_ms: 600000\n  request_body_idle_timeout_ms: 600000\n";
-    let server = start(
-        "replay",
-        dir.path(),
-        &config(free_port(), limits),
-        Some(64),
-    );
+    let server = start("replay", dir.path(), &config(free_port(), limits), Some(64));
     let mut stalled = Vec::new();
     for _ in 0..80 {
         let mut stream = connect(&server);
@@ -207,7 +202,7 @@ fn at_the_descriptor_limit_accept_backs_off_and_health_still_answers() {
 
 /// Keeps a connection open after one answer on it (so it is counted).
 fn open_kept_alive(server: &Ouli) -> BufReader<TcpStream> {
-    let mut stream = connect(&server);
+    let mut stream = connect(server);
     stream
         .write_all(b"GET /kept HTTP/1.1\r\nHost: ouli\r\n\r\n")
         .unwrap();

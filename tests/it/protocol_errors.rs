@@ -6,15 +6,18 @@
 use crate::support::config_with_limits;
 use crate::support::ouli::{Log, Ouli, Start};
 use crate::support::raw::{self, exchange};
-use std::io::{Read, Write};
 use crate::support::upstream::{self, Options, full};
+use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
 /// The real binary in `mode`, its endpoint's upstream at `upstream_port`,
 /// `limits` (YAML lines under `limits:`); its log is not kept.
 fn start(dir: &Path, mode: &str, upstream_port: u16, limits: &str) -> Ouli {
-    let yaml = config_with_limits(upstream_port, &format!("  shutdown_timeout_ms: 2000\n{limits}"));
+    let yaml = config_with_limits(
+        upstream_port,
+        &format!("  shutdown_timeout_ms: 2000\n{limits}"),
+    );
     Start::new(mode, dir, &yaml)
         .create_recording_dir()
         .log(Log::Null)

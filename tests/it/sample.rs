@@ -48,7 +48,9 @@ fn the_readme_command_serves_the_shipped_sample() {
             // acceptable reason, and it must be said clearly.
             let err = failed.log;
             assert!(
-                failed.line.is_empty() && err.contains("8080") && err.to_lowercase().contains("in use"),
+                failed.line.is_empty()
+                    && err.contains("8080")
+                    && err.to_lowercase().contains("in use"),
                 "ouli did not start: {err}"
             );
             eprintln!("port 8080 in use here; the sample was not served: {err}");

@@ -8,15 +8,15 @@
 //! (written directly, or in a form the redactor does not read) keeps the
 //! recording from being completed and fails the run.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use crate::support::config;
 use crate::support::files::{self, files_under};
+use crate::support::ouli::OULI;
 use crate::support::ouli::{Log, Ouli, Start};
 use crate::support::raw;
 use crate::support::upstream::{self, Options};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
 use std::path::Path;
-use crate::support::ouli::OULI;
 use std::process::{Command, ExitStatus};
 const SECRET: &str = "s3cr3t-AbC";
 

@@ -6,18 +6,17 @@
 //! before its end and a logged, counted failure that makes the run exit
 //! non-zero.
 
+use crate::support::config;
+use crate::support::ouli::{Log, Ouli, Start};
+use crate::support::upstream::{self, Options};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use crate::support::config;
-use crate::support::ouli::{Log, Ouli, Start};
-use crate::support::upstream::{self, Options};
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-
 
 /// Longest last segment a name may have: 255 (a file name) minus
 /// `.ouli.partial`.

@@ -3,8 +3,8 @@
 //! is played in order, a client frame is compared after redaction, and a
 //! frame that differs closes the connection with 1011, as test-server does.
 
-use futures_util::{SinkExt, StreamExt};
 use crate::support::ouli::Start;
+use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;

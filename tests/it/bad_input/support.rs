@@ -3,11 +3,11 @@
 //! writes bytes exactly and reads answers as they come, and the checks run
 //! after every case (files, secrets, liveness).
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 pub use crate::support::ouli::Ouli;
 use crate::support::ouli::{Log, Start};
 use crate::support::upstream::{self, Options};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};

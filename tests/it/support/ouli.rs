@@ -321,7 +321,12 @@ pub struct Stopped {
 impl Stopped {
     /// It exited 0; panics with its log otherwise.
     pub fn assert_success(&self) -> &Stopped {
-        assert!(self.status.success(), "exit {:?}; log: {}", self.status, self.log);
+        assert!(
+            self.status.success(),
+            "exit {:?}; log: {}",
+            self.status,
+            self.log
+        );
         self
     }
 }

@@ -54,7 +54,11 @@ impl Upstream {
 
 /// Serves `listener`: every request is answered by `answer(connection,
 /// request)`, `connection` numbering the accepted connections from 1.
-pub fn serve<F, Fut, B, E>(listener: tokio::net::TcpListener, options: Options, answer: F) -> Upstream
+pub fn serve<F, Fut, B, E>(
+    listener: tokio::net::TcpListener,
+    options: Options,
+    answer: F,
+) -> Upstream
 where
     F: Fn(usize, http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<http::Response<B>, E>> + Send + 'static,
@@ -78,12 +82,14 @@ where
             connection += 1;
             let answer = answer.clone();
             connections.spawn(async move {
-                let service = hyper::service::service_fn(move |request| answer(connection, request));
+                let service =
+                    hyper::service::service_fn(move |request| answer(connection, request));
                 let mut builder = hyper::server::conn::http1::Builder::new();
                 builder
                     .keep_alive(options.keep_alive)
                     .auto_date_header(options.date_header);
-                let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                let connection =
+                    builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
                 let _ = if options.upgrades {
                     connection.with_upgrades().await
                 } else {
