@@ -1,6 +1,6 @@
 //! The integration tests: one test binary, one module per subject, as
-//! ripgrep's are (one link instead of one per file, and helpers shared
-//! through `support`-style modules rather than copied).
+//! ripgrep's are (one link instead of one per file). What the modules
+//! share (the real binary, upstreams, clients) is in `support/`, not copied.
 
 mod bad_input;
 mod cli;
