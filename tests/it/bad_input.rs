@@ -19,7 +19,7 @@ mod support;
 
 use self::support::{
     ANSWER_WAIT, Exchange, Ouli, SECRET, Step, UPSTREAM_MARK, Upstream, base64_lite, deep_json,
-    exchange, files_with_forbidden, find_forbidden, snapshot,
+    exchange, files_with_forbidden, find_forbidden, peak_rss, snapshot, start_server,
 };
 use bytes::Bytes;
 use std::collections::BTreeSet;
@@ -639,7 +639,7 @@ fn launch(
         Mode::Replay => "replay",
         Mode::Record => "record",
     };
-    let server = Ouli::start(mode_name, parent, &label, &yaml(port, &limits));
+    let server = start_server(mode_name, parent, &label, &yaml(port, &limits));
     if mode == Mode::Replay {
         write_replay_recordings(&server.recording_dir, port);
     }
@@ -941,7 +941,7 @@ impl Run {
             }
         }
         if let Some(max) = case.peak_rss_max {
-            let peak = self.server(srv).peak_rss();
+            let peak = peak_rss(self.server(srv));
             if peak > max {
                 problems.push(format!(
                     "server peak memory {} MiB > {} MiB",
@@ -1147,7 +1147,7 @@ impl Run {
     fn finish(mut self) -> (Vec<String>, usize) {
         let mode = format!("{:?}", self.mode).to_lowercase();
         for (label, server) in [("main", self.main), ("limits", self.limits)] {
-            let status = server.stop();
+            let status = server.stop().status;
             if !status.success() {
                 self.failures += 1;
                 self.lines

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const OULI: &str = env!("CARGO_BIN_EXE_ouli");
+use crate::support::ouli::OULI;
 
 const VALID_CONFIG: &str = "\
 endpoints:

@@ -4,7 +4,11 @@
 //! past it, in every encoding; the recording stays small and the server
 //! serves on.
 
-use crate::deep_json::{Server, config, recorded, send, upstream};
+use crate::support::client::send;
+use crate::support::config;
+use crate::support::files::recorded;
+use crate::support::ouli::Ouli;
+use crate::support::upstream::respond as upstream;
 use ouli::interaction::Exchange;
 use std::io::Write;
 use std::path::Path;
@@ -51,7 +55,7 @@ fn encode(encoding: &str, zeros: usize) -> Vec<u8> {
 const ENCODINGS: [&str; 3] = ["gzip", "br", "zstd"];
 
 fn total_size(dir: &Path) -> usize {
-    crate::deep_json::files_under(dir)
+    crate::support::files::files_under(dir)
         .iter()
         .map(|(_, bytes)| bytes.len())
         .sum()
@@ -78,7 +82,7 @@ async fn a_request_bomb_in_each_encoding_is_refused_in_record_mode_and_the_recor
     let dir = tempfile::tempdir().unwrap();
     let (port, calls) = counting_upstream().await;
     let limits = format!("limits:\n  request_body_bytes_max: {LIMIT}\n");
-    let mut server = Server::start("record", dir.path(), &config(port, &limits));
+    let mut server = Ouli::start("record", dir.path(), &config(port, &limits));
     for encoding in ENCODINGS {
         let body = encode(encoding, BOMB_BYTES);
         assert!(
@@ -117,7 +121,7 @@ async fn a_request_bomb_in_each_encoding_is_refused_in_record_mode_and_the_recor
         (200, sent.into_bytes()),
         "forwarded as sent"
     );
-    assert!(server.stop(), "record exits 0");
+    assert!(server.stop().status.success(), "record exits 0");
     let recordings = dir.path().join("recordings");
     // The one body recorded is in it twice: the request, its canonical form.
     let size = total_size(&recordings);
@@ -135,7 +139,7 @@ async fn a_request_bomb_is_refused_in_replay_mode() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("recordings")).unwrap();
     let limits = format!("limits:\n  request_body_bytes_max: {LIMIT}\n");
-    let mut server = Server::start("replay", dir.path(), &config(9, &limits));
+    let mut server = Ouli::start("replay", dir.path(), &config(9, &limits));
     for encoding in ENCODINGS {
         let headers = [("content-encoding", encoding)];
         let body = encode(encoding, BOMB_BYTES);
@@ -145,7 +149,7 @@ async fn a_request_bomb_is_refused_in_replay_mode() {
         assert_eq!(answer_headers["x-ouli-error"], "body-too-large");
         server.assert_serving().await;
     }
-    assert!(server.stop());
+    assert!(server.stop().status.success());
 }
 
 /// An upstream answering with a bomb: the client gets the answer as sent;
@@ -175,7 +179,7 @@ async fn a_response_bomb_in_each_encoding_is_not_recorded() {
     })
     .await;
     let limits = format!("limits:\n  response_body_bytes_max: {LIMIT}\n");
-    let mut server = Server::start("record", dir.path(), &config(port, &limits));
+    let mut server = Ouli::start("record", dir.path(), &config(port, &limits));
     for (encoding, body) in bombs.iter() {
         let path = format!("/bomb/{encoding}");
         let (status, headers, answer) = send(&server.addr, "GET", &path, &[], Vec::new()).await;
@@ -186,7 +190,7 @@ async fn a_response_bomb_in_each_encoding_is_not_recorded() {
     }
     let (status, _, answer) = send(&server.addr, "GET", "/plain", &[], Vec::new()).await;
     assert_eq!((status, &answer[..]), (200, &b"plain"[..]));
-    assert!(server.stop(), "record exits 0");
+    assert!(server.stop().status.success(), "record exits 0");
     let size = total_size(&dir.path().join("recordings"));
     assert!(size < LIMIT, "recording of {size} bytes");
     let interactions = recorded(dir.path());
@@ -227,15 +231,15 @@ async fn an_answer_ouli_cannot_decode_is_replayed_with_its_encoding() {
     })
     .await;
     let yaml = config(port, "");
-    let server = Server::start("record", dir.path(), &yaml);
+    let server = Ouli::start("record", dir.path(), &yaml);
     let mut recorded = Vec::new();
     for (path, _, _) in answers {
         let (status, headers, body) = send(&server.addr, "GET", path, &[], Vec::new()).await;
         assert_eq!(status, 200, "{path}");
         recorded.push((headers.get("content-encoding").cloned(), body));
     }
-    assert!(server.stop());
-    let server = Server::start("replay", dir.path(), &yaml);
+    assert!(server.stop().status.success());
+    let server = Ouli::start("replay", dir.path(), &yaml);
     for ((path, _, _), (encoding, body)) in answers.iter().zip(recorded) {
         let (status, headers, replayed) = send(&server.addr, "GET", path, &[], Vec::new()).await;
         assert_eq!(status, 200, "{path}");
@@ -249,5 +253,5 @@ async fn an_answer_ouli_cannot_decode_is_replayed_with_its_encoding() {
             assert_eq!(replayed, body, "{path}");
         }
     }
-    assert!(server.stop());
+    assert!(server.stop().status.success());
 }

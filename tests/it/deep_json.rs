@@ -5,19 +5,15 @@
 //!
 //! The servers and upstreams here are shared with `decoding.rs`.
 
+use crate::support::client::send;
+use crate::support::config;
+use crate::support::files::{assert_nowhere_under, recorded};
+use crate::support::ouli::Ouli;
+use crate::support::upstream::respond as upstream;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use ouli::fingerprint::{JSON_DEPTH_MAX, MatchRules, Matcher, RequestParts, Target};
 use ouli::interaction::{BodyChunk, Exchange, RecordedResponse};
-use ouli::recording::{ReadBackend, Recording};
 use ouli::redact::{DEFAULT_SENSITIVE_JSON_KEYS, RedactionRules, Redactor};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-
-const OULI: &str = env!("CARGO_BIN_EXE_ouli");
 
 /// Deep enough that any recursion over it overflows a thread's stack (the
 /// unbounded walks did at some 9,300 levels).
@@ -178,204 +174,6 @@ fn the_canonical_form_reads_json_up_to_its_depth_limit_and_deeper_as_raw() {
     }
 }
 
-/// The real binary, started with a config; its log goes beside the
-/// recording dir, never into it.
-pub(crate) struct Server {
-    child: Child,
-    pub(crate) addr: String,
-}
-
-impl Server {
-    pub(crate) fn start(mode: &str, dir: &Path, yaml: &str) -> Server {
-        let config = dir.join("ouli.yaml");
-        std::fs::write(&config, yaml).unwrap();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(format!("ouli-{mode}.log")))
-            .unwrap();
-        let mut child = Command::new(OULI)
-            .args([mode, "--config"])
-            .arg(&config)
-            .arg("--recording-dir")
-            .arg(dir.join("recordings"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(
-            line.contains(&format!("mode={mode}")),
-            "ready line: {line:?}"
-        );
-        let addr = line
-            .split("addr=")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_owned();
-        Server { child, addr }
-    }
-
-    /// SIGTERM (recordings are completed); whether it exited 0.
-    pub(crate) fn stop(mut self) -> bool {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        self.child.wait().unwrap().success()
-    }
-
-    /// Still up: health answers, and the process has not exited.
-    pub(crate) async fn assert_serving(&mut self) {
-        let (status, _, body) = send(&self.addr, "GET", "/__ouli/health", &[], Vec::new()).await;
-        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!((status, body), (200, serde_json::json!({ "status": "ok" })));
-        assert!(matches!(self.child.try_wait(), Ok(None)), "process exited");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// An endpoint to the upstream on `port`, then `limits` (YAML lines).
-pub(crate) fn config(port: u16, limits: &str) -> String {
-    format!(
-        "endpoints:\n  - target_host: 127.0.0.1\n    target_type: http\n    target_port: {port}\n    source_port: 0\n{limits}"
-    )
-}
-
-/// One request with a real client; `None` status when the connection fails
-/// (the server went down).
-pub(crate) async fn try_send(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Vec<u8>,
-) -> Option<(u16, http::HeaderMap, Vec<u8>)> {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut request = http::Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"));
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    let request = request.body(Full::new(Bytes::from(body))).unwrap();
-    let response =
-        tokio::time::timeout(std::time::Duration::from_secs(120), client.request(request))
-            .await
-            .expect("an answer within the safety net")
-            .ok()?;
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.ok()?.to_bytes();
-    Some((status, headers, body.to_vec()))
-}
-
-pub(crate) async fn send(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: Vec<u8>,
-) -> (u16, http::HeaderMap, Vec<u8>) {
-    try_send(addr, method, path, headers, body)
-        .await
-        .unwrap_or_else(|| panic!("{method} {path}: no answer (is the server down?)"))
-}
-
-/// A real HTTP/1.1 upstream: `answer(path, request body)` gives the status,
-/// headers and body of each answer.
-pub(crate) async fn upstream<F>(answer: F) -> u16
-where
-    F: Fn(&str, Bytes) -> (u16, Vec<(&'static str, String)>, Vec<u8>) + Send + Sync + 'static,
-{
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let answer = std::sync::Arc::new(answer);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let answer = answer.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |request: http::Request<hyper::body::Incoming>| {
-                        let answer = answer.clone();
-                        async move {
-                            let path = request.uri().path().to_owned();
-                            let body = request.into_body().collect().await?.to_bytes();
-                            let (status, headers, body) = answer(&path, body);
-                            let mut response = http::Response::builder().status(status);
-                            for (name, value) in headers {
-                                response = response.header(name, value);
-                            }
-                            Ok::<_, hyper::Error>(
-                                response.body(Full::new(Bytes::from(body))).unwrap(),
-                            )
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    port
-}
-
-/// Every file under `dir`, recursively, with its bytes.
-pub(crate) fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                let bytes = std::fs::read(&path).unwrap();
-                files.push((path, bytes));
-            }
-        }
-    }
-    files
-}
-
-/// No file under `dir` holds `needle`; returns how many files there are.
-pub(crate) fn assert_nowhere_under(dir: &Path, needle: &[u8]) -> usize {
-    let files = files_under(dir);
-    for (path, bytes) in &files {
-        assert!(
-            memchr::memmem::find(bytes, needle).is_none(),
-            "{} holds {:?}",
-            path.display(),
-            String::from_utf8_lossy(needle)
-        );
-    }
-    files.len()
-}
-
-/// The interactions of the recording of the default session.
-pub(crate) fn recorded(dir: &Path) -> Vec<ouli::interaction::Interaction> {
-    let path = dir.join("recordings/default.ouli");
-    let recording = Recording::open(&path, ReadBackend::Mmap)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    recording
-        .iter()
-        .map(|view| view.unwrap().to_interaction().unwrap())
-        .collect()
-}
-
 /// A deep request body, both shapes, recorded (through a real upstream) and
 /// then replayed: the process stays up in both modes, the secret is in no
 /// file, the stored body is the redacted one, and replay finds it (the
@@ -389,7 +187,7 @@ async fn a_deep_request_body_is_recorded_redacted_and_replayed() {
     })
     .await;
     let yaml = config(port, "");
-    let mut server = Server::start("record", dir.path(), &yaml);
+    let mut server = Ouli::start("record", dir.path(), &yaml);
     let mut answers = Vec::new();
     for (shape, body) in deep_bodies() {
         let path = format!("/deep/{shape}");
@@ -399,7 +197,7 @@ async fn a_deep_request_body_is_recorded_redacted_and_replayed() {
         server.assert_serving().await;
         answers.push(answer);
     }
-    assert!(server.stop(), "record exits 0");
+    assert!(server.stop().status.success(), "record exits 0");
     let recordings = dir.path().join("recordings");
     assert!(assert_nowhere_under(&recordings, SECRET.as_bytes()) > 0);
     let interactions = recorded(dir.path());
@@ -411,7 +209,7 @@ async fn a_deep_request_body_is_recorded_redacted_and_replayed() {
         );
     }
 
-    let mut server = Server::start("replay", dir.path(), &yaml);
+    let mut server = Ouli::start("replay", dir.path(), &yaml);
     for ((shape, body), recorded) in deep_bodies().into_iter().zip(answers) {
         let path = format!("/deep/{shape}");
         let json = [("content-type", "application/json")];
@@ -427,7 +225,7 @@ async fn a_deep_request_body_is_recorded_redacted_and_replayed() {
     assert_ne!(status, 200);
     assert!(memchr::memmem::find(&answer, SECRET.as_bytes()).is_none());
     server.assert_serving().await;
-    assert!(server.stop(), "replay exits 0");
+    assert!(server.stop().status.success(), "replay exits 0");
     assert_nowhere_under(&recordings, SECRET.as_bytes());
 }
 
@@ -446,7 +244,7 @@ async fn a_deep_upstream_answer_is_recorded_redacted() {
         (200, json, body.into_bytes())
     })
     .await;
-    let mut server = Server::start("record", dir.path(), &config(port, ""));
+    let mut server = Ouli::start("record", dir.path(), &config(port, ""));
     for (shape, body) in deep_bodies() {
         let path = format!("/deep/{shape}");
         let (status, _, answer) = send(&server.addr, "GET", &path, &[], Vec::new()).await;
@@ -454,7 +252,7 @@ async fn a_deep_upstream_answer_is_recorded_redacted() {
         assert!(answer == body.as_bytes(), "{shape}: the true answer");
         server.assert_serving().await;
     }
-    assert!(server.stop(), "record exits 0");
+    assert!(server.stop().status.success(), "record exits 0");
     let recordings = dir.path().join("recordings");
     assert!(assert_nowhere_under(&recordings, SECRET.as_bytes()) > 0);
     let interactions = recorded(dir.path());

@@ -5,7 +5,11 @@
 //! record-missing rewrite what the client gets too; the stored answer gets
 //! each replacement once.
 
-use crate::deep_json::{Server, recorded, send};
+use crate::support::client::send;
+use crate::support::files::recorded;
+use crate::support::free_port;
+use crate::support::ouli::Ouli;
+use crate::support::upstream::{self, Options};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use ouli::interaction::Exchange;
@@ -23,58 +27,39 @@ async fn upload_upstream() -> (u16, Seen, tokio::task::JoinHandle<()>) {
     let port = listener.local_addr().unwrap().port();
     let seen: Seen = Arc::default();
     let log = seen.clone();
-    let task = tokio::spawn(async move {
-        let mut connections = tokio::task::JoinSet::new();
-        while let Ok((stream, _)) = listener.accept().await {
+    let upstream = upstream::serve(
+        listener,
+        Options::default(),
+        move |_, request: http::Request<hyper::body::Incoming>| {
             let log = log.clone();
-            connections.spawn(async move {
-                let service = hyper::service::service_fn(
-                    move |request: http::Request<hyper::body::Incoming>| {
-                        let log = log.clone();
-                        async move {
-                            let method = request.method().to_string();
-                            let path = request.uri().path().to_owned();
-                            let body = request.into_body().collect().await?.to_bytes();
-                            log.lock().unwrap().push(format!(
-                                "{method} {path} {}",
-                                String::from_utf8_lossy(&body)
-                            ));
-                            let response = match (method.as_str(), path.as_str()) {
-                                ("POST", "/upload/start") => http::Response::builder()
-                                    .header(
-                                        "x-goog-upload-url",
-                                        format!("http://127.0.0.1:{port}/upload/session/abc"),
-                                    )
-                                    .header("x-count", "n")
-                                    .body(Full::new(Bytes::from_static(b"{\"started\":true}"))),
-                                ("PUT", "/upload/session/abc") => http::Response::builder().body(
-                                    Full::new(Bytes::from(format!("stored {} bytes", body.len()))),
-                                ),
-                                _ => http::Response::builder()
-                                    .status(404)
-                                    .body(Full::new(Bytes::new())),
-                            };
-                            Ok::<_, hyper::Error>(response.unwrap())
-                        }
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (port, seen, task)
-}
-
-/// A port free now, for ouli's `source_port`: the rule that points the
-/// upload URL back at ouli is written before ouli starts.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+            async move {
+                let method = request.method().to_string();
+                let path = request.uri().path().to_owned();
+                let body = request.into_body().collect().await?.to_bytes();
+                log.lock().unwrap().push(format!(
+                    "{method} {path} {}",
+                    String::from_utf8_lossy(&body)
+                ));
+                let response = match (method.as_str(), path.as_str()) {
+                    ("POST", "/upload/start") => http::Response::builder()
+                        .header(
+                            "x-goog-upload-url",
+                            format!("http://127.0.0.1:{port}/upload/session/abc"),
+                        )
+                        .header("x-count", "n")
+                        .body(Full::new(Bytes::from_static(b"{\"started\":true}"))),
+                    ("PUT", "/upload/session/abc") => http::Response::builder().body(Full::new(
+                        Bytes::from(format!("stored {} bytes", body.len())),
+                    )),
+                    _ => http::Response::builder()
+                        .status(404)
+                        .body(Full::new(Bytes::new())),
+                };
+                Ok::<_, hyper::Error>(response.unwrap())
+            }
+        },
+    );
+    (port, seen, upstream.into_task())
 }
 
 /// One endpoint to the upstream on `upstream`, listening on `source`, with
@@ -120,7 +105,7 @@ async fn a_resumable_upload_follows_the_rewritten_url_through_ouli_and_replays_o
     let yaml = config(upstream, source);
     let ouli_url = format!("http://127.0.0.1:{source}/upload/session/abc");
 
-    let server = Server::start("record", dir.path(), &yaml);
+    let server = Ouli::start("record", dir.path(), &yaml);
     assert_eq!(server.addr, format!("127.0.0.1:{source}"));
     let (url, count, put) = upload(&server.addr).await;
     assert_eq!(url, ouli_url, "the client is sent back to ouli");
@@ -134,7 +119,7 @@ async fn a_resumable_upload_follows_the_rewritten_url_through_ouli_and_replays_o
         ],
         "the upstream saw both requests, the upload through ouli"
     );
-    assert!(server.stop(), "record exits 0");
+    assert!(server.stop().status.success(), "record exits 0");
 
     let interactions = recorded(dir.path());
     assert_eq!(interactions.len(), 2, "both requests recorded");
@@ -160,7 +145,7 @@ async fn a_resumable_upload_follows_the_rewritten_url_through_ouli_and_replays_o
 
     upstream_task.abort();
     let _ = upstream_task.await;
-    let server = Server::start("replay", dir.path(), &yaml);
+    let server = Ouli::start("replay", dir.path(), &yaml);
     let (url, count, put) = upload(&server.addr).await;
     assert_eq!((url, count), (ouli_url, "nn".to_owned()));
     assert_eq!(
@@ -173,7 +158,7 @@ async fn a_resumable_upload_follows_the_rewritten_url_through_ouli_and_replays_o
         2,
         "nothing reached the upstream"
     );
-    assert!(server.stop(), "replay exits 0");
+    assert!(server.stop().status.success(), "replay exits 0");
 }
 
 /// Passthrough and record-missing's proxied miss: the client gets the
@@ -184,7 +169,7 @@ async fn passthrough_and_record_missing_rewrite_the_live_answer() {
         let dir = tempfile::tempdir().unwrap();
         let (upstream, seen, _task) = upload_upstream().await;
         let source = free_port();
-        let server = Server::start(mode, dir.path(), &config(upstream, source));
+        let server = Ouli::start(mode, dir.path(), &config(upstream, source));
         let (url, count, put) = upload(&server.addr).await;
         assert_eq!(
             url,
@@ -194,7 +179,7 @@ async fn passthrough_and_record_missing_rewrite_the_live_answer() {
         assert_eq!(count, "nn", "{mode}");
         assert_eq!(put, (200, b"stored 10 bytes".to_vec()), "{mode}");
         assert_eq!(seen.lock().unwrap().len(), 2, "{mode}: through ouli");
-        assert!(server.stop(), "{mode} exits 0");
+        assert!(server.stop().status.success(), "{mode} exits 0");
     }
 }
 

@@ -6,7 +6,10 @@
 //! the real binary: a recording made without them replays to a request with
 //! them.
 
-use crate::deep_json::{Server, config, send, upstream};
+use crate::support::client::send;
+use crate::support::config;
+use crate::support::ouli::Ouli;
+use crate::support::upstream::respond as upstream;
 use ouli::fingerprint::{MatchRules, Matcher, RequestParts, Target};
 
 fn canonical_with(rules: &MatchRules, headers: &[(&str, &str)], body: &[u8]) -> String {
@@ -170,13 +173,13 @@ async fn a_recording_replays_to_a_charset_and_connection_named_headers() {
         upstream(|path, body| (200, vec![], format!("{path} {}", body.len()).into_bytes())).await;
     let yaml = config(port, "");
     let body = br#"{"prompt":"hi","n":1}"#.to_vec();
-    let server = Server::start("record", dir.path(), &yaml);
+    let server = Ouli::start("record", dir.path(), &yaml);
     let json = [("content-type", "application/json")];
     let (status, _, answer) = send(&server.addr, "POST", "/v1/generate", &json, body.clone()).await;
     assert_eq!(status, 200);
-    assert!(server.stop(), "record exits 0");
+    assert!(server.stop().status.success(), "record exits 0");
 
-    let server = Server::start("replay", dir.path(), &yaml);
+    let server = Ouli::start("replay", dir.path(), &yaml);
     let mut headers = vec![("content-type", "application/json; charset=utf-8")];
     headers.extend(H2C);
     let reordered = br#"{ "n": 1, "prompt": "hi" }"#.to_vec();
@@ -187,5 +190,5 @@ async fn a_recording_replays_to_a_charset_and_connection_named_headers() {
         (200, String::from_utf8_lossy(&answer)),
         "{replayed_headers:?}"
     );
-    assert!(server.stop(), "replay exits 0");
+    assert!(server.stop().status.success(), "replay exits 0");
 }

@@ -4,218 +4,36 @@
 //! than the process has descriptors for (503, health still answered, no busy
 //! loop), more sessions than `limits.sessions_max` (503, not recorded).
 
+use crate::support::ouli::{Log, Ouli, Start};
+use crate::support::raw::{self, Answer, is_closed, read_answer};
+use crate::support::{config_with_limits as config, free_port, upstream};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-const OULI: &str = env!("CARGO_BIN_EXE_ouli");
 /// Safety net on every read: far longer than any limit these tests set.
 const SAFETY: Duration = Duration::from_secs(15);
 
-struct Server {
-    child: Child,
-    addr: String,
-    log: PathBuf,
+/// `ouli <mode>` with `yaml` as its config, its log in
+/// `<dir>/ouli-<mode>.log`; with `nofile`, started under that
+/// `RLIMIT_NOFILE` (the shell's `ulimit`).
+fn start(mode: &str, dir: &Path, yaml: &str, nofile: Option<u32>) -> Ouli {
+    let mut start = Start::new(mode, dir, yaml)
+        .create_recording_dir()
+        .log(Log::Create(dir.join(format!("ouli-{mode}.log"))));
+    if let Some(limit) = nofile {
+        start = start.shell_prefix(&format!("ulimit -n {limit} &&"));
+    }
+    start.spawn()
 }
 
-impl Server {
-    /// The real binary in `mode` with `yaml` as its config; with
-    /// `nofile`, started under that `RLIMIT_NOFILE` (the shell's `ulimit`).
-    fn start(mode: &str, dir: &Path, yaml: &str, nofile: Option<u32>) -> Server {
-        let config = dir.join("ouli.yaml");
-        std::fs::write(&config, yaml).unwrap();
-        let recordings = dir.join("recordings");
-        std::fs::create_dir_all(&recordings).unwrap();
-        let log = dir.join(format!("ouli-{mode}.log"));
-        let stderr = std::fs::File::create(&log).unwrap();
-        let mut command = match nofile {
-            Some(limit) => {
-                let mut shell = Command::new("sh");
-                shell
-                    .arg("-c")
-                    .arg(format!("ulimit -n {limit} && exec \"$0\" \"$@\""))
-                    .arg(OULI);
-                shell
-            }
-            None => Command::new(OULI),
-        };
-        command
-            .args([mode, "--config"])
-            .arg(&config)
-            .arg("--recording-dir")
-            .arg(&recordings);
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(
-            line.contains(&format!("mode={mode}")),
-            "ready line: {line:?}"
-        );
-        let addr = line
-            .split("addr=")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_owned();
-        Server { child, addr, log }
-    }
-
-    fn connect(&self) -> TcpStream {
-        let stream = TcpStream::connect(&self.addr).unwrap();
-        stream.set_read_timeout(Some(SAFETY)).unwrap();
-        stream
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn stop(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        self.child.wait().unwrap()
-    }
+fn connect(server: &Ouli) -> TcpStream {
+    raw::connect(&server.addr, SAFETY)
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn config(upstream_port: u16, limits: &str) -> String {
-    format!(
-        "endpoints:\n  - target_host: 127.0.0.1\n    target_type: http\n    target_port: {upstream_port}\n    source_port: 0\nlimits:\n{limits}"
-    )
-}
-
-/// A port nothing listens on.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One HTTP/1.1 answer read off a raw socket.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
-    }
-
-    /// A JSON error of `kind` with that `x-ouli-error`.
-    fn assert_error(&self, status: u16, kind: &str) {
-        assert_eq!(self.status, status, "{self:?}");
-        assert_eq!(self.header("x-ouli-error"), Some(kind), "{self:?}");
-        assert_eq!(self.json()["error"], kind, "{self:?}");
-    }
-}
-
-/// Reads one answer (its head, then `content-length` bytes of body).
-fn read_answer(reader: &mut BufReader<TcpStream>) -> Answer {
-    let mut status_line = String::new();
-    reader.read_line(&mut status_line).unwrap();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_else(|| panic!("no status line: {status_line:?}"))
-        .parse()
-        .unwrap();
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        let (name, value) = line.split_once(':').unwrap();
-        headers.push((name.trim().to_owned(), value.trim().to_owned()));
-    }
-    let length: usize = headers
-        .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-        .map(|(_, v)| v.parse().unwrap())
-        .unwrap_or(0);
-    let chunked = headers
-        .iter()
-        .any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked {
-        read_chunked(reader)
-    } else {
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).unwrap();
-        body
-    };
-    Answer {
-        status,
-        headers,
-        body,
-    }
-}
-
-/// A chunked body, its chunks joined (trailers are skipped).
-fn read_chunked(reader: &mut BufReader<TcpStream>) -> Vec<u8> {
-    let mut body = Vec::new();
-    loop {
-        let mut size = String::new();
-        reader.read_line(&mut size).unwrap();
-        let size = usize::from_str_radix(size.trim_end().split(';').next().unwrap(), 16)
-            .unwrap_or_else(|e| panic!("chunk size {size:?}: {e}"));
-        if size == 0 {
-            let mut line = String::new();
-            while reader.read_line(&mut line).unwrap() > 2 {
-                line.clear();
-            }
-            return body;
-        }
-        let mut chunk = vec![0; size + 2];
-        reader.read_exact(&mut chunk).unwrap();
-        body.extend_from_slice(&chunk[..size]);
-    }
-}
-
-/// Whether the server closes the connection (end of stream or reset)
-/// rather than waiting for more.
-fn is_closed(reader: &mut BufReader<TcpStream>) -> bool {
-    let mut rest = Vec::new();
-    match reader.read_to_end(&mut rest) {
-        Ok(_) => rest.is_empty(),
-        Err(error) => error.kind() == std::io::ErrorKind::ConnectionReset,
-    }
-}
-
-fn get(server: &Server, path: &str, extra_headers: &str) -> Answer {
-    let mut stream = server.connect();
+fn get(server: &Ouli, path: &str, extra_headers: &str) -> Answer {
+    let mut stream = connect(server);
     write!(
         stream,
         "GET {path} HTTP/1.1\r\nHost: ouli\r\n{extra_headers}Connection: close\r\n\r\n"
@@ -226,23 +44,7 @@ fn get(server: &Server, path: &str, extra_headers: &str) -> Answer {
 
 /// A real HTTP/1.1 upstream answering every request `200 upstream says hi`.
 async fn hello_upstream() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_request| async {
-                    Ok::<_, std::convert::Infallible>(http::Response::new(
-                        http_body_util::Full::new(bytes::Bytes::from_static(b"upstream says hi")),
-                    ))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    port
+    upstream::fixed("upstream says hi").await
 }
 
 const BODY_LIMITS: &str = "  request_body_timeout_ms: 60000\n  request_body_idle_timeout_ms: 300\n";
@@ -259,9 +61,9 @@ fn a_request_body_that_goes_silent_is_408_and_the_connection_closes() {
     ];
     for mode in ["replay", "record", "record-missing", "passthrough"] {
         let dir = tempfile::tempdir().unwrap();
-        let server = Server::start(mode, dir.path(), &config(closed_port(), BODY_LIMITS), None);
+        let server = start(mode, dir.path(), &config(free_port(), BODY_LIMITS), None);
         for head in heads {
-            let mut stream = server.connect();
+            let mut stream = connect(&server);
             stream.write_all(head.as_bytes()).unwrap();
             let mut reader = BufReader::new(stream);
             let answer = read_answer(&mut reader);
@@ -276,7 +78,7 @@ fn a_request_body_that_goes_silent_is_408_and_the_connection_closes() {
                 "{mode} {head:?}: connection left open"
             );
         }
-        assert!(server.stop().success());
+        assert!(server.stop().status.success());
     }
 }
 
@@ -286,8 +88,8 @@ fn a_request_body_that_goes_silent_is_408_and_the_connection_closes() {
 fn a_request_body_that_trickles_is_408_at_the_whole_body_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let limits = "  request_body_timeout_ms: 500\n  request_body_idle_timeout_ms: 5000\n";
-    let server = Server::start("replay", dir.path(), &config(closed_port(), limits), None);
-    let mut stream = server.connect();
+    let server = start("replay", dir.path(), &config(free_port(), limits), None);
+    let mut stream = connect(&server);
     stream
         .write_all(b"POST /upload HTTP/1.1\r\nHost: ouli\r\nContent-Length: 1000\r\n\r\n")
         .unwrap();
@@ -309,7 +111,7 @@ fn a_request_body_that_trickles_is_408_at_the_whole_body_deadline() {
     assert!(is_closed(&mut reader), "connection left open");
     drop(reader);
     trickle.join().unwrap();
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
 }
 
 /// Kernel clock ticks of CPU (user + system) the process has used so far.
@@ -344,15 +146,10 @@ fn at_the_descriptor_limit_accept_backs_off_and_health_still_answers() {
     let dir = tempfile::tempdir().unwrap();
     // The bodies must stay stalled for the whole test.
     let limits = "  request_body_timeout_ms: 600000\n  request_body_idle_timeout_ms: 600000\n";
-    let server = Server::start(
-        "replay",
-        dir.path(),
-        &config(closed_port(), limits),
-        Some(64),
-    );
+    let server = start("replay", dir.path(), &config(free_port(), limits), Some(64));
     let mut stalled = Vec::new();
     for _ in 0..80 {
-        let mut stream = server.connect();
+        let mut stream = connect(&server);
         stream
             .write_all(b"POST /upload HTTP/1.1\r\nHost: ouli\r\nContent-Length: 100\r\n\r\n")
             .unwrap();
@@ -370,7 +167,7 @@ fn at_the_descriptor_limit_accept_backs_off_and_health_still_answers() {
     );
     // Connections that say nothing wait in the backlog: each takes the
     // spare descriptor in turn, while the other accepts fail and back off.
-    let silent: Vec<TcpStream> = (0..3).map(|_| server.connect()).collect();
+    let silent: Vec<TcpStream> = (0..3).map(|_| connect(&server)).collect();
     let pid = server.child.id();
     let before = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(2));
@@ -384,7 +181,7 @@ fn at_the_descriptor_limit_accept_backs_off_and_health_still_answers() {
     let health = get(&server, "/__ouli/health", "");
     assert_eq!(health.status, 200, "{health:?}");
     assert_eq!(health.json()["status"], "ok");
-    let log_bytes = std::fs::metadata(&server.log).unwrap().len();
+    let log_bytes = std::fs::metadata(server.log_path().unwrap()).unwrap().len();
     assert!(log_bytes < 256 << 10, "log grew to {log_bytes} bytes");
     assert!(server.log().contains("accept failed"), "{}", server.log());
     drop(silent);
@@ -400,12 +197,12 @@ fn at_the_descriptor_limit_accept_backs_off_and_health_still_answers() {
         assert!(Instant::now() < until, "never served again: {answer:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
 }
 
 /// Keeps a connection open after one answer on it (so it is counted).
-fn open_kept_alive(server: &Server) -> BufReader<TcpStream> {
-    let mut stream = server.connect();
+fn open_kept_alive(server: &Ouli) -> BufReader<TcpStream> {
+    let mut stream = connect(server);
     stream
         .write_all(b"GET /kept HTTP/1.1\r\nHost: ouli\r\n\r\n")
         .unwrap();
@@ -422,7 +219,7 @@ fn open_kept_alive(server: &Server) -> BufReader<TcpStream> {
 async fn connections_over_the_limit_get_503_until_one_closes() {
     let upstream = hello_upstream().await;
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
+    let server = start(
         "passthrough",
         dir.path(),
         &config(upstream, "  connections_max: 10\n"),
@@ -430,7 +227,7 @@ async fn connections_over_the_limit_get_503_until_one_closes() {
     );
     tokio::task::spawn_blocking(move || {
         let mut open: Vec<_> = (0..10).map(|_| open_kept_alive(&server)).collect();
-        let mut stream = server.connect();
+        let mut stream = connect(&server);
         stream
             .write_all(b"GET /kept HTTP/1.1\r\nHost: ouli\r\n\r\n")
             .unwrap();
@@ -464,7 +261,7 @@ async fn connections_over_the_limit_get_503_until_one_closes() {
             assert!(Instant::now() < until, "the freed slot was never used");
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(server.stop().success());
+        assert!(server.stop().status.success());
     })
     .await
     .unwrap();
@@ -477,7 +274,7 @@ async fn connections_over_the_limit_get_503_until_one_closes() {
 async fn sessions_over_the_limit_get_503_and_are_not_recorded() {
     let upstream = hello_upstream().await;
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
+    let server = start(
         "record",
         dir.path(),
         &config(upstream, "  sessions_max: 5\n"),
@@ -503,7 +300,7 @@ async fn sessions_over_the_limit_get_503_and_are_not_recorded() {
             let answer = get(&server, "/again", &format!("Test-Name: s{i}\r\n"));
             assert_eq!(answer.status, 200, "s{i} again: {answer:?}");
         }
-        let mut stream = server.connect();
+        let mut stream = connect(&server);
         stream
             .write_all(
                 b"POST /__ouli/sessions/s1/end HTTP/1.1\r\nHost: ouli\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
@@ -512,7 +309,7 @@ async fn sessions_over_the_limit_get_503_and_are_not_recorded() {
         assert_eq!(read_answer(&mut BufReader::new(stream)).status, 200);
         let answer = get(&server, "/hi", "Test-Name: s7\r\n");
         assert_eq!(answer.status, 200, "s7 after s1 ended: {answer:?}");
-        assert!(server.stop().success());
+        assert!(server.stop().status.success());
     })
     .await
     .unwrap();
@@ -559,13 +356,13 @@ fn an_upstream_body_that_stalls_is_cut_and_not_recorded() {
     for mode in ["record", "passthrough"] {
         let upstream = stalling_upstream();
         let dir = tempfile::tempdir().unwrap();
-        let server = Server::start(
+        let server = start(
             mode,
             dir.path(),
             &config(upstream, "  upstream_body_idle_timeout_ms: 300\n"),
             None,
         );
-        let mut stream = server.connect();
+        let mut stream = connect(&server);
         stream
             .write_all(b"GET /slow HTTP/1.1\r\nHost: ouli\r\nTest-Name: cut\r\n\r\n")
             .unwrap();
@@ -592,7 +389,7 @@ fn an_upstream_body_that_stalls_is_cut_and_not_recorded() {
                 && log.contains("limits.upstream_body_idle_timeout_ms"),
             "{mode}: {log}"
         );
-        assert!(server.stop().success());
+        assert!(server.stop().status.success());
         let recorded: Vec<_> = std::fs::read_dir(dir.path().join("recordings"))
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -670,7 +467,7 @@ fn steady_upstream(chunks: usize, gap: Duration) -> u16 {
 fn an_upstream_body_slower_than_the_idle_limit_in_all_is_kept_whole() {
     let upstream = steady_upstream(12, Duration::from_millis(100));
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
+    let server = start(
         "record",
         dir.path(),
         &config(upstream, "  upstream_body_idle_timeout_ms: 1000\n"),
@@ -679,7 +476,7 @@ fn an_upstream_body_slower_than_the_idle_limit_in_all_is_kept_whole() {
     let answer = get(&server, "/steady", "Test-Name: steady\r\n");
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(answer.body, b"012345678901");
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
     let recorded: Vec<_> = std::fs::read_dir(dir.path().join("recordings"))
         .unwrap()
         .map(|e| e.unwrap().file_name())

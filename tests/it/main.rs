@@ -1,6 +1,6 @@
 //! The integration tests: one test binary, one module per subject, as
-//! ripgrep's are (one link instead of one per file, and helpers shared
-//! through `support`-style modules rather than copied).
+//! ripgrep's are (one link instead of one per file). What the modules
+//! share (the real binary, upstreams, clients) is in `support/`, not copied.
 
 mod bad_input;
 mod cli;
@@ -8,6 +8,7 @@ mod config;
 mod decoding;
 mod deep_json;
 mod fuzz_corpora;
+mod genai_flow;
 mod header_rewrite;
 mod identity;
 mod identity_rules;
@@ -20,6 +21,7 @@ mod sample;
 mod secrets;
 mod session_names;
 mod streaming;
+mod support;
 mod testserver;
 mod verify;
 mod websocket;

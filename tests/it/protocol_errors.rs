@@ -3,210 +3,46 @@
 //! every answer is ouli's JSON one (`x-ouli-error`, `error`/`fault`/
 //! `message`), and the process keeps serving afterwards.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use crate::support::config_with_limits;
+use crate::support::ouli::{Log, Ouli, Start};
+use crate::support::raw::{self, exchange};
+use crate::support::upstream::{self, Options, full};
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const OULI: &str = env!("CARGO_BIN_EXE_ouli");
-
-/// Safety net for every read: no answer in this long is a failure.
-const READ_TIMEOUT: Duration = Duration::from_secs(20);
-
-pub(crate) struct Ouli {
-    child: Child,
-    pub(crate) addr: String,
-}
-
-impl Ouli {
-    /// The real binary in `mode`, its endpoint's upstream at `upstream_port`,
-    /// `limits` (YAML lines under `limits:`) and `extra` top-level YAML.
-    pub(crate) fn start(dir: &Path, mode: &str, upstream_port: u16, limits: &str) -> Ouli {
-        let config = dir.join("ouli.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "endpoints:\n  - target_host: 127.0.0.1\n    target_type: http\n    target_port: {upstream_port}\n    source_port: 0\nlimits:\n  shutdown_timeout_ms: 2000\n{limits}"
-            ),
-        )
-        .unwrap();
-        let recordings = dir.join("recordings");
-        std::fs::create_dir_all(&recordings).unwrap();
-        let mut child = Command::new(OULI)
-            .args([mode, "--config"])
-            .arg(&config)
-            .arg("--recording-dir")
-            .arg(&recordings)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(
-            line.contains(&format!("mode={mode}")),
-            "ready line: {line:?}"
-        );
-        let addr = line
-            .split("addr=")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_owned();
-        Ouli { child, addr }
-    }
-
-    /// Still alive and answering.
-    pub(crate) fn assert_serving(&mut self) {
-        assert!(self.child.try_wait().unwrap().is_none(), "ouli exited");
-        let answer = exchange(
-            &self.addr,
-            b"GET /__ouli/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            false,
-        );
-        assert_eq!(answer.status, 200, "{answer:?}");
-    }
-}
-
-impl Drop for Ouli {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[derive(Debug)]
-pub(crate) struct Answer {
-    pub(crate) status: u16,
-    pub(crate) head: String,
-    pub(crate) body: Vec<u8>,
-}
-
-impl Answer {
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().skip(1).find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.eq_ignore_ascii_case(name).then(|| value.trim())
-        })
-    }
-
-    /// ouli's own error answer of `kind` with `status`.
-    pub(crate) fn assert_ouli_error(&self, status: u16, kind: &str) {
-        assert_eq!(self.status, status, "{self:?}");
-        assert_eq!(self.header("x-ouli-error"), Some(kind), "{self:?}");
-        let json: serde_json::Value = serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"));
-        assert_eq!(json["error"], kind, "{json}");
-        assert!(json["fault"].is_string(), "{json}");
-        assert!(
-            json["message"].as_str().is_some_and(|m| !m.is_empty()),
-            "{json}"
-        );
-    }
-}
-
-/// Sends `bytes` on a new connection (then shuts the sending side if
-/// `half_close`) and reads one answer: its head, then `content-length`
-/// bytes or up to the end of the stream. An empty answer is status 0.
-pub(crate) fn exchange(addr: &str, bytes: &[u8], half_close: bool) -> Answer {
-    let mut stream = TcpStream::connect(addr).unwrap();
-    stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-    // The server may answer (and close) before taking all of an oversized
-    // request: a failed write is not the test's failure, the answer is.
-    let _ = stream.write_all(bytes);
-    if half_close {
-        stream.shutdown(Shutdown::Write).unwrap();
-    }
-    read_answer(&mut stream)
-}
-
-fn read_answer(stream: &mut impl Read) -> Answer {
-    let mut received = Vec::new();
-    let mut chunk = [0u8; 16384];
-    let head_end = loop {
-        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) => {
-                break received.len();
-            }
-            Ok(n) => received.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break received.len(),
-            Err(e) => panic!(
-                "no answer: {e} (got {:?})",
-                String::from_utf8_lossy(&received)
-            ),
-        }
-    };
-    let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let mut answer = Answer {
-        status,
-        head,
-        body: received[head_end..].to_vec(),
-    };
-    let length = answer.header("content-length").and_then(|v| v.parse().ok());
-    loop {
-        if length.is_some_and(|length| answer.body.len() >= length) {
-            break;
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => answer.body.extend_from_slice(&chunk[..n]),
-        }
-    }
-    answer
+/// The real binary in `mode`, its endpoint's upstream at `upstream_port`,
+/// `limits` (YAML lines under `limits:`); its log is not kept.
+fn start(dir: &Path, mode: &str, upstream_port: u16, limits: &str) -> Ouli {
+    let yaml = config_with_limits(
+        upstream_port,
+        &format!("  shutdown_timeout_ms: 2000\n{limits}"),
+    );
+    Start::new(mode, dir, &yaml)
+        .create_recording_dir()
+        .log(Log::Null)
+        .spawn()
 }
 
 /// A real hyper upstream on its own thread: answers `200 upstream <path>`,
 /// or a bare 400 (no header, empty body) for `/bare-400`, after `delay`.
-pub(crate) fn upstream(delay: Duration) -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| async move {
-                        tokio::time::sleep(delay).await;
-                        let path = request.uri().path().to_owned();
-                        let mut response = http::Response::new(http_body_util::Full::new(
-                            bytes::Bytes::from(format!("upstream {path}")),
-                        ));
-                        if path == "/bare-400" {
-                            response =
-                                http::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
-                            *response.status_mut() = http::StatusCode::BAD_REQUEST;
-                        }
-                        Ok::<_, std::convert::Infallible>(response)
-                    });
-                    // No date: a bare 400 then has no header at all, and
-                    // its replay is byte for byte hyper's own error head.
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .auto_date_header(false)
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-    });
-    port
+fn upstream(delay: Duration) -> u16 {
+    // No date: a bare 400 then has no header at all, and its replay is byte
+    // for byte hyper's own error head.
+    let options = Options {
+        date_header: false,
+        ..Options::default()
+    };
+    upstream::start_on_thread(options, move |_, request: http::Request<_>| async move {
+        tokio::time::sleep(delay).await;
+        let path = request.uri().path().to_owned();
+        let mut response = http::Response::new(full(format!("upstream {path}")));
+        if path == "/bare-400" {
+            response = http::Response::new(full(bytes::Bytes::new()));
+            *response.status_mut() = http::StatusCode::BAD_REQUEST;
+        }
+        Ok::<_, std::convert::Infallible>(response)
+    })
 }
 
 /// Replay (nothing recorded) and record (a real upstream): each test runs
@@ -215,9 +51,9 @@ fn both_modes(limits: &str, mut cases: impl FnMut(&mut Ouli)) {
     let port = upstream(Duration::ZERO);
     for mode in ["replay", "record"] {
         let dir = tempfile::tempdir().unwrap();
-        let mut ouli = Ouli::start(dir.path(), mode, port, limits);
+        let mut ouli = start(dir.path(), mode, port, limits);
         cases(&mut ouli);
-        ouli.assert_serving();
+        ouli.assert_serving_raw();
     }
 }
 
@@ -261,7 +97,7 @@ fn a_malformed_head_gets_a_json_400_414_or_505() {
         ];
         for (request, status, kind) in cases {
             exchange(&ouli.addr, request, false).assert_ouli_error(status, kind);
-            ouli.assert_serving();
+            ouli.assert_serving_raw();
         }
         let mut long = b"GET /".to_vec();
         long.resize(70_000, b'a');
@@ -276,8 +112,7 @@ fn a_malformed_head_gets_a_json_400_414_or_505() {
 #[test]
 fn a_good_request_after_a_pipelined_one_is_still_served_and_a_bad_one_after_it_answered() {
     both_modes("", |ouli| {
-        let mut stream = TcpStream::connect(&ouli.addr).unwrap();
-        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        let mut stream = raw::connect(&ouli.addr, raw::READ_TIMEOUT);
         stream
             .write_all(b"GET /__ouli/health HTTP/1.1\r\nHost: x\r\n\r\nG@T / HTTP/1.1\r\n\r\n")
             .unwrap();
@@ -296,7 +131,7 @@ fn a_good_request_after_a_pipelined_one_is_still_served_and_a_bad_one_after_it_a
             .unwrap()
             + 1;
         let mut rest = std::io::Cursor::new(all[second..].to_vec());
-        read_answer(&mut rest).assert_ouli_error(400, "bad-request");
+        raw::read_to_close(&mut rest).assert_ouli_error(400, "bad-request");
     });
 }
 
@@ -374,7 +209,7 @@ fn a_client_that_half_closes_after_its_request_gets_the_answer() {
     let port = upstream(Duration::from_millis(300));
     for mode in ["record", "replay"] {
         let dir = tempfile::tempdir().unwrap();
-        let mut ouli = Ouli::start(dir.path(), mode, port, "");
+        let mut ouli = start(dir.path(), mode, port, "");
         let answer = exchange(&ouli.addr, b"GET /half HTTP/1.1\r\nHost: x\r\n\r\n", true);
         match mode {
             "record" => {
@@ -383,7 +218,7 @@ fn a_client_that_half_closes_after_its_request_gets_the_answer() {
             }
             _ => answer.assert_ouli_error(404, "replay-miss"),
         }
-        ouli.assert_serving();
+        ouli.assert_serving_raw();
     }
 }
 
@@ -427,7 +262,7 @@ fn a_control_path_refuses_a_session_name_that_is_not_utf8() {
 #[test]
 fn a_miss_report_echoes_a_bounded_part_of_the_request() {
     let dir = tempfile::tempdir().unwrap();
-    let mut ouli = Ouli::start(dir.path(), "replay", 9, "  header_bytes_max: 1048576\n");
+    let mut ouli = start(dir.path(), "replay", 9, "  header_bytes_max: 1048576\n");
     let big_header = format!(
         "GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\nx-big: {}\r\n\r\n",
         "b".repeat(100_000)
@@ -444,7 +279,7 @@ fn a_miss_report_echoes_a_bounded_part_of_the_request() {
         assert!(answer.body.len() <= 64 << 10, "{} bytes", answer.body.len());
         assert!(String::from_utf8_lossy(&answer.body).contains("cut"));
     }
-    ouli.assert_serving();
+    ouli.assert_serving_raw();
 }
 
 #[test]
@@ -453,16 +288,14 @@ fn a_recorded_answer_that_looks_like_hypers_own_passes_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let request = b"GET /bare-400 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
     {
-        let mut record = Ouli::start(dir.path(), "record", port, "");
+        let mut record = start(dir.path(), "record", port, "");
         let answer = exchange(&record.addr, request, false);
         assert_eq!((answer.status, answer.body.len()), (400, 0), "{answer:?}");
         assert_eq!(answer.header("x-ouli-error"), None, "{answer:?}");
-        record.assert_serving();
-        let pid = record.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(record.child.wait().unwrap().success());
+        record.assert_serving_raw();
+        record.stop().assert_success();
     }
-    let mut replay = Ouli::start(dir.path(), "replay", port, "");
+    let mut replay = start(dir.path(), "replay", port, "");
     let answer = exchange(&replay.addr, request, false);
     assert!(
         answer.head.starts_with(
@@ -472,5 +305,5 @@ fn a_recorded_answer_that_looks_like_hypers_own_passes_untouched() {
     );
     assert_eq!((answer.status, answer.body.len()), (400, 0), "{answer:?}");
     assert_eq!(answer.header("x-ouli-error"), None, "{answer:?}");
-    replay.assert_serving();
+    replay.assert_serving_raw();
 }

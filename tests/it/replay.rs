@@ -1,6 +1,10 @@
 //! End to end: the real `ouli replay` binary serving a recording written with
 //! the library, driven by a real HTTP client.
 
+use crate::support::client::send_text as send;
+use crate::support::gzip;
+use crate::support::ouli::{Log, Ouli, Start};
+use crate::support::upstream::{self, Options};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -10,11 +14,7 @@ use ouli::fingerprint::{MatchRules, Matcher, RequestParts, Target};
 use ouli::interaction::{BodyChunk, Exchange, Interaction, RecordedRequest, RecordedResponse};
 use ouli::recording::{Durability, RecordingWriter};
 use ouli::session_name::SessionName;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-
-const OULI: &str = env!("CARGO_BIN_EXE_ouli");
 
 fn target() -> Target {
     Target {
@@ -124,93 +124,17 @@ impl SessionWriter {
     }
 }
 
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(dir: &Path, extra_config: &str) -> Server {
-        let config = dir.join("ouli.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "endpoints:\n  - target_host: api.example.test\n    target_type: http\n    target_port: 80\n    source_port: 0\n    health: /health\nlimits:\n  request_body_bytes_max: 1024\n{extra_config}"
-            ),
-        )
-        .unwrap();
-        let mut child = Command::new(OULI)
-            .args(["replay", "--config"])
-            .arg(&config)
-            .arg("--recording-dir")
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(
-            line.starts_with("ouli listening endpoint=0 addr="),
-            "ready line: {line:?}"
-        );
-        let addr = line
-            .split("addr=")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_owned();
-        assert!(line.trim_end().ends_with("mode=replay"));
-        Server { child, addr }
-    }
-
-    fn stop(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        self.child.wait().unwrap()
-    }
-}
-
-/// A test that fails (or forgets `stop`) must not leave its server running.
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-async fn send(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, http::HeaderMap, String) {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let mut request = http::Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"));
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    let response = client
-        .request(
-            request
-                .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, String::from_utf8_lossy(&body).into_owned())
+/// `ouli replay` of the recordings in `dir` (its config written there too),
+/// one endpoint to `api.example.test` with a health path, `extra_config`
+/// appended; its log is not kept.
+fn start_replay(dir: &Path, extra_config: &str) -> Ouli {
+    let yaml = format!(
+        "endpoints:\n  - target_host: api.example.test\n    target_type: http\n    target_port: 80\n    source_port: 0\n    health: /health\nlimits:\n  request_body_bytes_max: 1024\n{extra_config}"
+    );
+    Start::new("replay", dir, &yaml)
+        .recording_dir(dir)
+        .log(Log::Null)
+        .spawn()
 }
 
 /// A miss on a recording larger than the part a miss compares one by one
@@ -237,7 +161,7 @@ async fn a_miss_on_a_large_recording_names_the_closest_wherever_it_was_recorded(
         );
     }
     writer.finish();
-    let server = Server::start(dir.path(), "");
+    let server = start_replay(dir.path(), "");
     let client = [("Test-Name", "big"), ("Accept", "application/json")];
 
     let (status, _, body) = send(&server.addr, "GET", "/items/1", &client, "").await;
@@ -306,7 +230,7 @@ async fn replays_in_order_despite_a_changed_client_and_explains_a_miss() {
     );
     writer.add("GET", "/items?a=1&b=2", &old_client, "", 200, r#"{"n":2}"#);
     writer.finish();
-    let server = Server::start(dir.path(), "");
+    let server = start_replay(dir.path(), "");
 
     let (status, _, _) = send(&server.addr, "GET", "/health", &[], "").await;
     assert_eq!(status, 200);
@@ -395,7 +319,7 @@ async fn replays_in_order_despite_a_changed_client_and_explains_a_miss() {
     let (status, _, body) = send(&server.addr, "GET", "/items?a=1&b=2", &resetting, "").await;
     assert_eq!((status, body.as_str()), (200, r#"{"n":1}"#));
 
-    assert!(server.stop().success(), "SIGTERM exits 0");
+    assert!(server.stop().status.success(), "SIGTERM exits 0");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,7 +328,7 @@ async fn bad_input_gets_its_status_and_the_server_keeps_serving() {
     let mut writer = SessionWriter::new(dir.path(), "default");
     writer.add("GET", "/ok", &[], "", 200, "fine");
     writer.finish();
-    let server = Server::start(dir.path(), "on_chain_exhausted: repeat-last\n");
+    let server = start_replay(dir.path(), "on_chain_exhausted: repeat-last\n");
 
     let (status, headers, _) = send(
         &server.addr,
@@ -424,7 +348,7 @@ async fn bad_input_gets_its_status_and_the_server_keeps_serving() {
     let (status, _, body) = send(&server.addr, "GET", "/ok", &[], "").await;
     assert_eq!((status, body.as_str()), (200, "fine"));
     assert!(!dir.path().join("..").join("escape.ouli").exists());
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
 }
 
 /// A real HTTP/1.1 upstream on `listener`: every request is answered by
@@ -436,51 +360,17 @@ where
     F: Fn(usize, http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = http::Response<Full<Bytes>>> + Send + 'static,
 {
-    tokio::spawn(async move {
-        let mut connection = 0;
-        while let Ok((stream, _)) = listener.accept().await {
-            connection += 1;
-            let answer = answer.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let reply = answer(connection, request);
-                    async move { Ok::<_, std::convert::Infallible>(reply.await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(keep_alive)
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+    let options = Options {
+        keep_alive,
+        ..Options::default()
+    };
+    upstream::serve(listener, options, move |connection, request| {
+        let reply = answer(connection, request);
+        async move { Ok::<_, std::convert::Infallible>(reply.await) }
     });
 }
 
-/// A real upstream whose answer changes from call to call: `call <n> <path>`.
-async fn counting_upstream() -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let calls = std::sync::Arc::new(AtomicUsize::new(0));
-    let counter = calls.clone();
-    serve_upstream(listener, true, move |_, request| {
-        let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-        async move {
-            let path = request.uri().to_string();
-            let body = request.into_body().collect().await.unwrap().to_bytes();
-            let text = format!("call {n} {path} {}", String::from_utf8_lossy(&body));
-            http::Response::builder()
-                .header("x-upstream", "yes")
-                .body(Full::new(Bytes::from(text)))
-                .unwrap()
-        }
-    });
-    (addr, calls)
-}
-
-fn start_mode(mode: &str, dir: &Path, upstream_port: u16, envs: &[(&str, &str)]) -> Server {
+fn start_mode(mode: &str, dir: &Path, upstream_port: u16, envs: &[(&str, &str)]) -> Ouli {
     start_mode_with(mode, dir, upstream_port, envs, "")
 }
 
@@ -491,7 +381,7 @@ fn start_mode_with(
     upstream_port: u16,
     envs: &[(&str, &str)],
     extra: &str,
-) -> Server {
+) -> Ouli {
     start_with_config(
         mode,
         dir,
@@ -502,48 +392,14 @@ fn start_mode_with(
     )
 }
 
-/// The real binary in `mode` with the config `yaml`.
-fn start_with_config(mode: &str, dir: &Path, yaml: &str, envs: &[(&str, &str)]) -> Server {
-    let config = dir.join("ouli.yaml");
-    std::fs::write(&config, yaml).unwrap();
-    let recordings = dir.join("recordings");
-    let mut command = Command::new(OULI);
-    command
-        .args([mode, "--config"])
-        .arg(&config)
-        .arg("--recording-dir")
-        .arg(&recordings);
-    for (k, v) in envs {
-        command.env(k, v);
+/// The real binary in `mode` with the config `yaml`; its log goes to
+/// `<dir>/ouli-<mode>.log`, beside the recording dir, not in it.
+fn start_with_config(mode: &str, dir: &Path, yaml: &str, envs: &[(&str, &str)]) -> Ouli {
+    let mut start = Start::new(mode, dir, yaml);
+    for (name, value) in envs {
+        start = start.env(name, value);
     }
-    // The log, for tests that read it: beside the recording dir, not in it.
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(format!("ouli-{mode}.log")))
-        .unwrap();
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(
-        line.contains(&format!("mode={mode}")),
-        "ready line: {line:?}"
-    );
-    let addr = line
-        .split("addr=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
-    Server { child, addr }
+    start.spawn()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -554,7 +410,7 @@ async fn secrets_from_every_environment_source_are_redacted_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let secrets_file = dir.path().join("secrets.txt");
     std::fs::write(&secrets_file, b"from-file-s3cret\r\n\n").unwrap();
-    let (upstream, _calls) = counting_upstream().await;
+    let (upstream, _calls) = upstream::counting().await;
     let env = [
         ("OULI_SECRETS", "ouli-s3cret-1, ouli-s3cret-2"),
         ("TEST_SERVER_SECRETS", "ts-s3cret"),
@@ -570,7 +426,7 @@ async fn secrets_from_every_environment_source_are_redacted_on_disk() {
     )
     .await;
     assert_eq!(status, 200);
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
 
     let file = std::fs::read(dir.path().join("recordings/env.ouli")).unwrap();
     for secret in [
@@ -591,7 +447,7 @@ async fn secrets_from_every_environment_source_are_redacted_on_disk() {
 async fn record_then_replay_offline_in_order_with_the_secret_nowhere_on_disk() {
     use std::sync::atomic::Ordering;
     let dir = tempfile::tempdir().unwrap();
-    let (upstream, calls) = counting_upstream().await;
+    let (upstream, calls) = upstream::counting().await;
     let secrets = [("TEST_SERVER_SECRETS", "s3cr3t-value")];
     let server = start_mode("record", dir.path(), upstream.port(), &secrets);
     let named = [
@@ -614,7 +470,7 @@ async fn record_then_replay_offline_in_order_with_the_secret_nowhere_on_disk() {
         recorded[0].starts_with("call 1 ") && recorded[2].starts_with("call 3 "),
         "{recorded:?}"
     );
-    assert!(server.stop().success(), "SIGTERM exits 0");
+    assert!(server.stop().status.success(), "SIGTERM exits 0");
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 
     // Every byte written: no secret.
@@ -666,13 +522,13 @@ async fn record_then_replay_offline_in_order_with_the_secret_nowhere_on_disk() {
         3,
         "replay touched the upstream"
     );
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passthrough_forwards_every_request_with_its_query_and_body_and_records_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (upstream, calls) = counting_upstream().await;
+    let (upstream, calls) = upstream::counting().await;
     let server = start_mode("passthrough", dir.path(), upstream.port(), &[]);
     let session = [("Test-Name", "pass")];
     for n in 1..=3 {
@@ -684,7 +540,7 @@ async fn passthrough_forwards_every_request_with_its_query_and_body_and_records_
         assert_eq!(body, format!("call {n} /p?q=1&r=%2F payload"));
     }
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
     let recordings = dir.path().join("recordings");
     assert!(
         !recordings.exists() || std::fs::read_dir(&recordings).unwrap().next().is_none(),
@@ -706,7 +562,7 @@ async fn unreachable_upstream_is_a_502_and_the_server_keeps_serving() {
     assert_eq!(headers.get("x-ouli-error").unwrap(), "upstream-unreachable");
     let (status, _, _) = send(&server.addr, "GET", "/__ouli/health", &[], "").await;
     assert_eq!(status, 200);
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
     assert!(
         !dir.path().join("recordings").exists()
             || std::fs::read_dir(dir.path().join("recordings"))
@@ -786,7 +642,7 @@ async fn hop_by_hop_headers_are_not_forwarded_either_way() {
             "{dropped} forwarded: {headers:?}"
         );
     }
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
 }
 
 /// One client connection to `addr`, kept alive: exactly one, where a pooled
@@ -858,7 +714,7 @@ async fn upstream_connections_are_reused_and_replaced_when_the_upstream_closes_t
         "upstream connections: {}",
         accepted.load(Ordering::SeqCst)
     );
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
 
     let (port, accepted) = connection_counting_upstream(false).await;
     let server = start_mode("passthrough", dir.path(), port, &[]);
@@ -868,7 +724,7 @@ async fn upstream_connections_are_reused_and_replaced_when_the_upstream_closes_t
         assert_eq!(body, format!("connection {n}"));
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 5);
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
 }
 
 /// An upstream connection closed by the upstream after its last answer,
@@ -1005,7 +861,7 @@ fn answer_then_hang_up_upstream() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<S
 async fn passthrough_to_a_hang_up_upstream(
     dir: &Path,
 ) -> (
-    Server,
+    Ouli,
     hyper::client::conn::http1::SendRequest<Full<Bytes>>,
     std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 ) {
@@ -1036,7 +892,7 @@ async fn a_request_the_upstream_hung_up_on_is_sent_again_only_if_idempotent() {
         *seen.lock().unwrap(),
         ["1 GET /first", "1 GET /read", "2 GET /read"]
     );
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
 
     let (server, mut client, seen) = passthrough_to_a_hang_up_upstream(dir.path()).await;
     client.ready().await.unwrap();
@@ -1064,7 +920,7 @@ async fn a_request_the_upstream_hung_up_on_is_sent_again_only_if_idempotent() {
         *seen.lock().unwrap(),
         ["1 GET /first", "1 POST /pay", "2 GET /after"]
     );
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
 }
 
 /// An IPv6 literal target is bracketed in the `Host` header sent upstream.
@@ -1091,13 +947,13 @@ async fn an_ipv6_upstream_gets_a_bracketed_host_header() {
     );
     let (status, _, body) = send(&server.addr, "GET", "/host", &[], "").await;
     assert_eq!((status, body), (200, format!("[::1]:{port}")));
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixteen_sessions_in_parallel_record_and_replay_without_cross_talk() {
     let dir = tempfile::tempdir().unwrap();
-    let (upstream, _calls) = counting_upstream().await;
+    let (upstream, _calls) = upstream::counting().await;
     let server = start_mode("record", dir.path(), upstream.port(), &[]);
     let addr = server.addr.clone();
     let record = (0..16).map(|s| {
@@ -1119,7 +975,7 @@ async fn sixteen_sessions_in_parallel_record_and_replay_without_cross_talk() {
     for task in record.collect::<Vec<_>>() {
         recorded.push(task.await.unwrap());
     }
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
 
     let server = start_mode("replay", dir.path(), upstream.port(), &[]);
     let addr = server.addr.clone();
@@ -1141,7 +997,7 @@ async fn sixteen_sessions_in_parallel_record_and_replay_without_cross_talk() {
     for (s, task) in replay.collect::<Vec<_>>().into_iter().enumerate() {
         assert_eq!(task.await.unwrap(), recorded[s], "session par/{s}");
     }
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
 }
 
 /// Records `per_client` GETs from each of `clients` concurrent clients (one
@@ -1155,8 +1011,8 @@ async fn kill_9_during_record_then_replay_everything(
     per_client: usize,
 ) {
     let dir = tempfile::tempdir().unwrap();
-    let (upstream, _calls) = counting_upstream().await;
-    let mut server = start_mode_with("record", dir.path(), upstream.port(), &[], extra);
+    let (upstream, _calls) = upstream::counting().await;
+    let server = start_mode_with("record", dir.path(), upstream.port(), &[], extra);
     let tasks = (0..clients).map(|c| {
         let addr = server.addr.clone();
         tokio::spawn(async move {
@@ -1175,8 +1031,7 @@ async fn kill_9_during_record_then_replay_everything(
     for task in tasks.collect::<Vec<_>>() {
         recorded.extend(task.await.unwrap());
     }
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
+    server.kill9();
 
     let server = start_mode("replay", dir.path(), upstream.port(), &[]);
     for (path, expected) in &recorded {
@@ -1184,7 +1039,7 @@ async fn kill_9_during_record_then_replay_everything(
             send(&server.addr, "GET", path, &[("Test-Name", "killed")], "").await;
         assert_eq!((status, &body), (200, expected), "{path}");
     }
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1203,14 +1058,14 @@ async fn every_interaction_durability_keeps_concurrent_interactions_through_kill
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_headers_is_a_431_and_the_server_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), "  header_count_max: 16\n");
+    let server = start_replay(dir.path(), "  header_count_max: 16\n");
     let many: Vec<(String, String)> = (0..40).map(|i| (format!("x-h{i}"), "v".into())).collect();
     let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let (status, _, _) = send(&server.addr, "GET", "/x", &many, "").await;
     assert_eq!(status, 431);
     let (status, _, _) = send(&server.addr, "GET", "/__ouli/health", &[], "").await;
     assert_eq!(status, 200);
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
 }
 
 /// A TLS upstream whose certificate is signed by a private CA (rcgen); returns
@@ -1278,38 +1133,18 @@ async fn records_over_tls_trusting_a_private_ca_from_ca_file() {
     .unwrap();
     let recordings = dir.path().join("recordings");
     let spawn = |mode: &str| {
-        let mut child = Command::new(OULI)
-            .args([mode, "--config"])
-            .arg(&config)
-            .arg("--recording-dir")
-            .arg(&recordings)
+        Start::with_config_file(mode, &config, &recordings)
             .env_remove("SSL_CERT_FILE")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
             .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let addr = line
-            .split("addr=")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_owned();
-        Server { child, addr }
     };
     let server = spawn("record");
     let (status, _, body) = send(&server.addr, "GET", "/secure", &[], "").await;
     assert_eq!((status, body.as_str()), (200, "over tls"));
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
     let server = spawn("replay");
     let (status, _, body) = send(&server.addr, "GET", "/secure", &[], "").await;
     assert_eq!((status, body.as_str()), (200, "over tls"));
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1367,7 +1202,7 @@ async fn a_slow_upstream_body_reaches_the_client_chunk_by_chunk() {
     seen_tx.send(()).unwrap();
     let rest = body.collect().await.unwrap().to_bytes();
     assert_eq!(rest, Bytes::from_static(b"second"));
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
 }
 
 /// An mpsc receiver as a `Stream`.
@@ -1381,11 +1216,11 @@ fn futures_stream<T: Send + 'static>(
 async fn record_missing_serves_what_exists_and_records_only_the_rest() {
     use std::sync::atomic::Ordering;
     let dir = tempfile::tempdir().unwrap();
-    let (upstream, calls) = counting_upstream().await;
+    let (upstream, calls) = upstream::counting().await;
     let session = [("Test-Name", "rm/one")];
     let server = start_mode("record", dir.path(), upstream.port(), &[]);
     let (_, _, a) = send(&server.addr, "GET", "/a", &session, "").await;
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
     let server = start_mode("record-missing", dir.path(), upstream.port(), &[]);
@@ -1411,7 +1246,7 @@ async fn record_missing_serves_what_exists_and_records_only_the_rest() {
     let (_, _, third) = send(&server.addr, "GET", "/a", &session, "").await;
     assert_eq!((first, second, third), (a.clone(), b.clone(), a2.clone()));
     assert_eq!(calls.load(Ordering::SeqCst), 3);
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
 
     // Replay, upstream untouched: all three, in order.
     let server = start_mode("replay", dir.path(), upstream.port(), &[]);
@@ -1420,7 +1255,7 @@ async fn record_missing_serves_what_exists_and_records_only_the_rest() {
     let (_, _, third) = send(&server.addr, "GET", "/a", &session, "").await;
     assert_eq!((first, second, third), (a, b, a2));
     assert_eq!(calls.load(Ordering::SeqCst), 3);
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
 }
 
 async fn send_bytes(
@@ -1445,17 +1280,10 @@ async fn send_bytes(
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
-fn gzip(bytes: &[u8], level: u32) -> Vec<u8> {
-    use std::io::Write;
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gzipped_request_body_is_matched_and_redacted_decoded() {
     let dir = tempfile::tempdir().unwrap();
-    let (upstream, _calls) = counting_upstream().await;
+    let (upstream, _calls) = upstream::counting().await;
     let secrets = [("OULI_SECRETS", "zipped-s3cret")];
     let headers = [
         ("Test-Name", "gz"),
@@ -1466,7 +1294,7 @@ async fn a_gzipped_request_body_is_matched_and_redacted_decoded() {
     let server = start_mode("record", dir.path(), upstream.port(), &secrets);
     let (status, recorded) = send_bytes(&server.addr, "/upload", &headers, gzip(json, 9)).await;
     assert_eq!(status, 200);
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
     let file = std::fs::read(dir.path().join("recordings/gz.ouli")).unwrap();
     assert!(
         !file.windows(13).any(|w| w == b"zipped-s3cret"),
@@ -1480,25 +1308,24 @@ async fn a_gzipped_request_body_is_matched_and_redacted_decoded() {
     let other = br#"{"n":1,"key":"zipped-s3cret"}"#;
     let (status, replayed) = send_bytes(&server.addr, "/upload", &headers, gzip(other, 1)).await;
     assert_eq!((status, replayed), (200, recorded));
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_rerecording_leaves_the_old_recording_in_force_and_says_how_to_adopt_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (upstream, _calls) = counting_upstream().await;
+    let (upstream, _calls) = upstream::counting().await;
     let session = [("Test-Name", "again")];
     let server = start_mode("record", dir.path(), upstream.port(), &[]);
     let (_, _, old) = send(&server.addr, "GET", "/x", &session, "").await;
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
 
     // Record the session again, and crash before it is complete.
-    let mut server = start_mode("record", dir.path(), upstream.port(), &[]);
+    let server = start_mode("record", dir.path(), upstream.port(), &[]);
     let (_, _, new) = send(&server.addr, "GET", "/x", &session, "").await;
     assert_ne!(old, new);
     let partial = dir.path().join("recordings/again.ouli.partial");
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
+    server.kill9();
     assert!(partial.is_file(), "the interrupted recording is kept");
 
     let server = start_mode("replay", dir.path(), upstream.port(), &[]);
@@ -1508,7 +1335,7 @@ async fn an_interrupted_rerecording_leaves_the_old_recording_in_force_and_says_h
         (200, old),
         "the complete recording stays in force"
     );
-    assert!(server.stop().success());
+    assert!(server.stop().status.success());
     let log = std::fs::read_to_string(dir.path().join("ouli-replay.log")).unwrap();
     assert!(
         log.contains("again.ouli.partial") && log.contains("to adopt it: mv"),
@@ -1523,7 +1350,7 @@ async fn an_interrupted_rerecording_leaves_the_old_recording_in_force_and_says_h
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cpu_profile_of_the_running_server_is_served_to_loopback() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), "");
+    let server = start_replay(dir.path(), "");
     let (status, headers, _) = send(
         &server.addr,
         "GET",

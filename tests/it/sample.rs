@@ -2,12 +2,10 @@
 //! `ouli replay --config recordings/ouli.yaml --recording-dir recordings`
 //! serves the shipped sample, and the README's `curl` gets its answer.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use crate::support::ouli::{Log, Start};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
-
-const OULI: &str = env!("CARGO_BIN_EXE_ouli");
 
 /// One HTTP/1.1 request the way `curl http://127.0.0.1:8080/<path>` sends it.
 fn curl(addr: &str, path: &str) -> (u16, String) {
@@ -35,45 +33,32 @@ fn curl(addr: &str, path: &str) -> (u16, String) {
 fn the_readme_command_serves_the_shipped_sample() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let before = std::fs::read(root.join("recordings/default.ouli")).unwrap();
-    let mut child = Command::new(OULI)
-        .args([
-            "replay",
-            "--config",
-            "recordings/ouli.yaml",
-            "--recording-dir",
-            "recordings",
-        ])
-        .current_dir(root)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    if line.is_empty() {
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        // Port 8080 taken by something else on this machine is the only
-        // acceptable reason, and it must be said clearly.
-        assert!(
-            err.contains("8080") && err.to_lowercase().contains("in use"),
-            "ouli did not start: {err}"
-        );
-        eprintln!("port 8080 in use here; the sample was not served: {err}");
-        assert!(!child.wait().unwrap().success());
-        return;
-    }
-    assert_eq!(
-        line.trim(),
-        "ouli listening endpoint=0 addr=127.0.0.1:8080 mode=replay"
-    );
+    let started = Start::with_config_file(
+        "replay",
+        Path::new("recordings/ouli.yaml"),
+        Path::new("recordings"),
+    )
+    .current_dir(root)
+    .log(Log::Collect)
+    .try_spawn();
+    let server = match started {
+        Ok(server) => server,
+        Err(failed) => {
+            // Port 8080 taken by something else on this machine is the only
+            // acceptable reason, and it must be said clearly.
+            let err = failed.log;
+            assert!(
+                failed.line.is_empty()
+                    && err.contains("8080")
+                    && err.to_lowercase().contains("in use"),
+                "ouli did not start: {err}"
+            );
+            eprintln!("port 8080 in use here; the sample was not served: {err}");
+            assert!(!failed.status.success());
+            return;
+        }
+    };
+    assert_eq!(server.addr, "127.0.0.1:8080", "the ready line's address");
     let (status, body) = curl("127.0.0.1:8080", "/get");
     assert_eq!(status, 200, "{body}");
     assert!(
@@ -92,15 +77,7 @@ fn the_readme_command_serves_the_shipped_sample() {
     assert_eq!(status, 404);
     assert!(body.contains("\"error\": \"replay-miss\""), "{body}");
     // SIGTERM: graceful exit, and replay changed nothing on disk.
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(child.wait().unwrap().success());
+    server.stop().assert_success();
     assert_eq!(
         std::fs::read(root.join("recordings/default.ouli")).unwrap(),
         before

@@ -8,13 +8,16 @@
 //! (written directly, or in a form the redactor does not read) keeps the
 //! recording from being completed and fails the run.
 
+use crate::support::config;
+use crate::support::files::{self, files_under};
+use crate::support::ouli::OULI;
+use crate::support::ouli::{Log, Ouli, Start};
+use crate::support::raw;
+use crate::support::upstream::{self, Options};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-
-const OULI: &str = env!("CARGO_BIN_EXE_ouli");
+use std::path::Path;
+use std::process::{Command, ExitStatus};
 const SECRET: &str = "s3cr3t-AbC";
 
 /// The forms of [`SECRET`] the tests send; none may be anywhere.
@@ -29,78 +32,22 @@ const FORMS: &[&str] = &[
     "YWxpY2U6czNjcjN0LUFiQw==",
 ];
 
-struct Ouli {
-    child: Child,
-    addr: String,
-    stdout: std::thread::JoinHandle<String>,
-    stderr: PathBuf,
+/// The real binary in `mode`, config `yaml`, recordings in
+/// `dir/recordings`, the secret named by `TEST_SERVER_SECRETS`, logging at
+/// debug to `dir/<mode>.stderr`.
+fn start(mode: &str, dir: &Path, yaml: &str) -> Ouli {
+    Start::new(mode, dir, yaml)
+        .env("TEST_SERVER_SECRETS", SECRET)
+        .env("RUST_LOG", "debug")
+        .log(Log::Create(dir.join(format!("{mode}.stderr"))))
+        .spawn()
 }
 
-impl Ouli {
-    /// The real binary in `mode`, config `yaml`, recordings in `dir/recordings`.
-    fn start(mode: &str, dir: &Path, yaml: &str) -> Ouli {
-        let config = dir.join("ouli.yaml");
-        std::fs::write(&config, yaml).unwrap();
-        let stderr = dir.join(format!("{mode}.stderr"));
-        let mut child = Command::new(OULI)
-            .args([mode, "--config"])
-            .arg(&config)
-            .arg("--recording-dir")
-            .arg(dir.join("recordings"))
-            .env("TEST_SERVER_SECRETS", SECRET)
-            .env("RUST_LOG", "debug")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(std::fs::File::create(&stderr).unwrap()))
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        assert!(
-            line.contains(&format!("mode={mode}")),
-            "ready line: {line:?}"
-        );
-        let addr = line.split("addr=").nth(1).unwrap();
-        let addr = addr.split_whitespace().next().unwrap().to_owned();
-        let stdout = std::thread::spawn(move || {
-            let mut rest = line;
-            let _ = out.read_to_string(&mut rest);
-            rest
-        });
-        Ouli {
-            child,
-            addr,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// SIGTERM; the exit status and everything the process logged.
-    fn stop(mut self) -> (ExitStatus, String) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let status = self.child.wait().unwrap();
-        let mut log = std::mem::replace(&mut self.stdout, std::thread::spawn(String::new))
-            .join()
-            .unwrap();
-        log.push_str(&std::fs::read_to_string(&self.stderr).unwrap());
-        (status, log)
-    }
-}
-
-impl Drop for Ouli {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn config(upstream_port: u16, extra_endpoint: &str) -> String {
-    format!(
-        "endpoints:\n  - target_host: 127.0.0.1\n    target_type: http\n    target_port: {upstream_port}\n    source_port: 0\n{extra_endpoint}"
-    )
+/// SIGTERM; the exit status and everything the process wrote (stdout,
+/// then its log).
+fn stop(ouli: Ouli) -> (ExitStatus, String) {
+    let stopped = ouli.stop();
+    (stopped.status, stopped.stdout + &stopped.log)
 }
 
 /// One request on its own connection, the target sent byte for byte: the
@@ -112,100 +59,37 @@ fn request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
-    let (status, answer) = request_raw(addr, method, target, headers, body);
+    let (status, answer) = raw::request(addr, method, target, headers, body);
     let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
     (status, body.to_owned())
-}
-
-/// [`request`], the whole answer (head and body) as it came.
-fn request_raw(
-    addr: &str,
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
-        .unwrap();
-    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(head.as_bytes()).unwrap();
-    let mut answer = Vec::new();
-    let _ = stream.read_to_end(&mut answer);
-    let answer = String::from_utf8_lossy(&answer).into_owned();
-    let status = answer
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, answer)
 }
 
 /// A real upstream answering every request with its method, target,
 /// headers (sorted) and body, as an echo service does; `extra` is appended.
 async fn echo_upstream(extra: &'static str) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(
-                    |request: http::Request<hyper::body::Incoming>| async move {
-                        let mut text = format!("{} {}\n", request.method(), request.uri());
-                        let mut headers: Vec<String> = request
-                            .headers()
-                            .iter()
-                            .filter(|(name, _)| *name != "host")
-                            .map(|(n, v)| format!("{n}: {}", String::from_utf8_lossy(v.as_bytes())))
-                            .collect();
-                        headers.sort();
-                        text.push_str(&headers.join("\n"));
-                        let body = request.into_body().collect().await.unwrap().to_bytes();
-                        text.push_str(&format!("\n\n{}{extra}", String::from_utf8_lossy(&body)));
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                            Bytes::from(text),
-                        )))
-                    },
-                );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    port
-}
-
-/// Every file under `dir`, with its path.
-fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(at) = todo.pop() {
-        let Ok(entries) = std::fs::read_dir(&at) else {
-            continue;
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                todo.push(path);
-            } else {
-                let bytes = std::fs::read(&path).unwrap();
-                files.push((path, bytes));
-            }
-        }
-    }
-    files
+    let upstream = upstream::start(
+        Options::default(),
+        move |_, request: http::Request<hyper::body::Incoming>| async move {
+            let mut text = format!("{} {}\n", request.method(), request.uri());
+            let mut headers: Vec<String> = request
+                .headers()
+                .iter()
+                .filter(|(name, _)| *name != "host")
+                .map(|(n, v)| format!("{n}: {}", String::from_utf8_lossy(v.as_bytes())))
+                .collect();
+            headers.sort();
+            text.push_str(&headers.join("\n"));
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            text.push_str(&format!("\n\n{}{extra}", String::from_utf8_lossy(&body)));
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(text))))
+        },
+    )
+    .await;
+    upstream.port
 }
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
+    files::contains(haystack, needle.as_bytes())
 }
 
 /// No form of the secret (nor `others`) in any answer, the logs or any
@@ -243,14 +127,14 @@ async fn a_percent_encoded_or_json_escaped_secret_is_redacted_where_it_is_decode
         ("GET", "/q/%73%33%63%72%33%74%2d%41%62%43?n=2", ""),
         ("POST", "/j", r#"{"k":"s3cr3t\u002dAbC","n":3}"#),
     ];
-    let ouli = Ouli::start("record", dir.path(), &yaml);
+    let ouli = start("record", dir.path(), &yaml);
     let mut recorded = Vec::new();
     for (method, target, body) in requests {
         let (status, answer) = request(&ouli.addr, method, target, &session, body);
         assert_eq!(status, 200, "{answer}");
         recorded.push(answer);
     }
-    let (exit, log) = ouli.stop();
+    let (exit, log) = stop(ouli);
     assert!(exit.success(), "record exits 0: {log}");
     assert!(
         dir.path().join("recordings/decoded.ouli").is_file(),
@@ -258,7 +142,7 @@ async fn a_percent_encoded_or_json_escaped_secret_is_redacted_where_it_is_decode
     );
     assert_nowhere(&dir.path().join("recordings"), &[], &log, &[]);
 
-    let ouli = Ouli::start("replay", dir.path(), &yaml);
+    let ouli = start("replay", dir.path(), &yaml);
     let mut answers = Vec::new();
     for ((method, target, body), live) in requests.iter().zip(&recorded) {
         let (status, answer) = request(&ouli.addr, method, target, &session, body);
@@ -286,7 +170,7 @@ async fn a_percent_encoded_or_json_escaped_secret_is_redacted_where_it_is_decode
         r#"{"k":"s3cr3t\u002dAbC","n":9}"#,
     );
     assert_eq!(status, 404, "{miss_json}");
-    let (_, log) = ouli.stop();
+    let (_, log) = stop(ouli);
     answers.push(miss);
     answers.push(miss_json);
     let answers: Vec<&str> = answers.iter().map(String::as_str).collect();
@@ -301,7 +185,7 @@ async fn a_failing_upstream_is_reported_without_the_secret_in_its_url() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = closed.local_addr().unwrap().port();
     drop(closed);
-    let ouli = Ouli::start("record", dir.path(), &config(port, ""));
+    let ouli = start("record", dir.path(), &config(port, ""));
     let mut answers = Vec::new();
     for target in ["/x?k=s3cr3t-AbC", "/x?k=s3cr3t%2DAbC", "/s3cr3t%2dAbC/y"] {
         let (status, answer) = request(&ouli.addr, "GET", target, &[("Test-Name", "down")], "");
@@ -312,7 +196,7 @@ async fn a_failing_upstream_is_reported_without_the_secret_in_its_url() {
         );
         answers.push(answer);
     }
-    let (_, log) = ouli.stop();
+    let (_, log) = stop(ouli);
     assert!(
         log.contains("upstream http://127.0.0.1"),
         "the 502 is logged: {log}"
@@ -338,7 +222,7 @@ async fn a_silent_upstream_is_reported_without_the_secret_in_its_url() {
         "{}limits:\n  upstream_response_timeout_ms: 200\n",
         config(port, "")
     );
-    let ouli = Ouli::start("record", dir.path(), &yaml);
+    let ouli = start("record", dir.path(), &yaml);
     let (status, answer) = request(
         &ouli.addr,
         "GET",
@@ -351,7 +235,7 @@ async fn a_silent_upstream_is_reported_without_the_secret_in_its_url() {
         answer.contains("upstream-timeout") && answer.contains("REDACTED"),
         "{answer}"
     );
-    let (_, log) = ouli.stop();
+    let (_, log) = stop(ouli);
     assert_nowhere(&dir.path().join("recordings"), &[&answer], &log, &[]);
 }
 
@@ -366,20 +250,20 @@ async fn a_basic_credential_holding_the_secret_is_not_stored() {
         ("Test-Name", "basic"),
         ("Authorization", "Basic YWxpY2U6czNjcjN0LUFiQw=="),
     ];
-    let ouli = Ouli::start("record", dir.path(), &yaml);
+    let ouli = start("record", dir.path(), &yaml);
     let (status, live) = request(&ouli.addr, "GET", "/me", &headers, "");
     assert_eq!(status, 200);
     assert!(
         live.contains("YWxpY2U6czNjcjN0LUFiQw=="),
         "the client gets the true answer"
     );
-    let (exit, log) = ouli.stop();
+    let (exit, log) = stop(ouli);
     assert!(exit.success(), "{log}");
     let file = std::fs::read(dir.path().join("recordings/basic.ouli")).unwrap();
     assert!(contains(&file, "Basic REDACTED"));
     assert_nowhere(&dir.path().join("recordings"), &[], &log, &[]);
 
-    let ouli = Ouli::start("replay", dir.path(), &yaml);
+    let ouli = start("replay", dir.path(), &yaml);
     let (status, replayed) = request(&ouli.addr, "GET", "/me", &headers, "");
     assert_eq!(status, 200, "{replayed}");
     // The echoed header was the credential as sent: a secret of the answer.
@@ -387,7 +271,7 @@ async fn a_basic_credential_holding_the_secret_is_not_stored() {
         replayed,
         live.replace("Basic YWxpY2U6czNjcjN0LUFiQw==", "REDACTED")
     );
-    let (_, log) = ouli.stop();
+    let (_, log) = stop(ouli);
     assert_nowhere(&dir.path().join("recordings"), &[&replayed], &log, &[]);
 }
 
@@ -408,14 +292,14 @@ async fn a_dropped_header_echoed_by_the_upstream_does_not_reach_the_disk() {
         ("X-Api-Key", KEY),
         ("Authorization", "Bearer tok-0123456789"),
     ];
-    let ouli = Ouli::start("record", dir.path(), &yaml);
+    let ouli = start("record", dir.path(), &yaml);
     let (status, live) = request(&ouli.addr, "POST", "/echo", &headers, "body");
     assert_eq!(status, 200);
     assert!(
         live.contains(KEY) && live.contains("tok-0123456789"),
         "{live}"
     );
-    let (exit, log) = ouli.stop();
+    let (exit, log) = stop(ouli);
     assert!(exit.success(), "{log}");
     assert_nowhere(
         &dir.path().join("recordings"),
@@ -424,7 +308,7 @@ async fn a_dropped_header_echoed_by_the_upstream_does_not_reach_the_disk() {
         &[KEY, "tok-0123456789"],
     );
 
-    let ouli = Ouli::start("replay", dir.path(), &yaml);
+    let ouli = start("replay", dir.path(), &yaml);
     let (status, replayed) = request(&ouli.addr, "POST", "/echo", &headers, "body");
     assert_eq!(status, 200, "{replayed}");
     assert!(replayed.contains("x-api-key: REDACTED"), "{replayed}");
@@ -433,7 +317,7 @@ async fn a_dropped_header_echoed_by_the_upstream_does_not_reach_the_disk() {
             || replayed.contains("authorization: REDACTED"),
         "{replayed}"
     );
-    let (_, log) = ouli.stop();
+    let (_, log) = stop(ouli);
     assert_nowhere(
         &dir.path().join("recordings"),
         &[],
@@ -497,13 +381,13 @@ async fn import_redacts_responses_and_websocket_frames() {
     assert!(dst.join("imported.ouli").is_file(), "{log}");
     assert_nowhere(&dst, &[], &log, &[]);
 
-    let ouli = Ouli::start("replay", dir.path(), &yaml);
+    let ouli = start("replay", dir.path(), &yaml);
     let (status, answer) =
-        request_raw(&ouli.addr, "GET", "/info", &[("Test-Name", "imported")], "");
+        raw::request(&ouli.addr, "GET", "/info", &[("Test-Name", "imported")], "");
     assert_eq!(status, 200, "{answer}");
     assert!(answer.contains("x-token: REDACTED"), "{answer}");
     assert!(answer.contains(r#""token":"REDACTED""#), "{answer}");
-    let (_, log) = ouli.stop();
+    let (_, log) = stop(ouli);
     assert_nowhere(&dst, &[&answer], &log, &[]);
 }
 
@@ -518,10 +402,10 @@ const BASE64_OF_SECRET: &str = "eHlzM2NyM3QtQWJD";
 async fn the_post_write_scan_refuses_a_recording_holding_the_secret_in_record_mode() {
     let dir = tempfile::tempdir().unwrap();
     let port = echo_upstream(concat!("{\"blob\":\"", "eHlzM2NyM3QtQWJD", "\"}")).await;
-    let ouli = Ouli::start("record", dir.path(), &config(port, ""));
+    let ouli = start("record", dir.path(), &config(port, ""));
     let (status, _) = request(&ouli.addr, "GET", "/blob", &[("Test-Name", "leaky")], "");
     assert_eq!(status, 200);
-    let (exit, log) = ouli.stop();
+    let (exit, log) = stop(ouli);
     assert_eq!(
         exit.code(),
         Some(1),
@@ -560,10 +444,10 @@ async fn the_post_write_scan_refuses_a_recording_holding_the_secret_in_record_mi
     assert!(contains(&std::fs::read(&path).unwrap(), SECRET));
 
     let port = echo_upstream("").await;
-    let ouli = Ouli::start("record-missing", dir.path(), &config(port, ""));
+    let ouli = start("record-missing", dir.path(), &config(port, ""));
     let (status, _) = request(&ouli.addr, "GET", "/new", &[("Test-Name", "injected")], "");
     assert_eq!(status, 200);
-    let (exit, log) = ouli.stop();
+    let (exit, log) = stop(ouli);
     assert_eq!(exit.code(), Some(1), "{log}");
     assert!(
         log.contains("secret #1 (as is)") && log.contains("response header x-leak"),

@@ -6,150 +6,65 @@
 //! before its end and a logged, counted failure that makes the run exit
 //! non-zero.
 
+use crate::support::config;
+use crate::support::ouli::{Log, Ouli, Start};
+use crate::support::upstream::{self, Options};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-
-const OULI: &str = env!("CARGO_BIN_EXE_ouli");
 
 /// Longest last segment a name may have: 255 (a file name) minus
 /// `.ouli.partial`.
 const LAST_SEGMENT_MAX: usize = 242;
 
-/// The real binary, its stderr collected by a thread (so that a file size
-/// limit on the process never applies to its log).
-struct Ouli {
-    child: Child,
-    addr: String,
-    log: Option<std::thread::JoinHandle<String>>,
+/// `ouli <mode>` recording into `dir/recordings`, forwarding to
+/// `upstream_port`, its log collected by a thread (so that a file size limit
+/// on the process never applies to it); `file_blocks_max` runs it under
+/// `ulimit -f` (512-byte blocks) with SIGXFSZ ignored, so that a write past
+/// it fails (`EFBIG`).
+fn start(mode: &str, dir: &Path, upstream_port: u16, file_blocks_max: Option<u64>) -> Ouli {
+    let mut start = Start::new(mode, dir, &config(upstream_port, "")).log(Log::Collect);
+    if let Some(blocks) = file_blocks_max {
+        start = start.shell_prefix(&format!("ulimit -f {blocks}; trap '' XFSZ;"));
+    }
+    start.spawn()
 }
 
-impl Ouli {
-    /// `ouli <mode>` recording into `dir/recordings`, forwarding to
-    /// `upstream_port`; `file_blocks_max` runs it under `ulimit -f` (512-byte
-    /// blocks) with SIGXFSZ ignored, so that a write past it fails (`EFBIG`).
-    fn start(mode: &str, dir: &Path, upstream_port: u16, file_blocks_max: Option<u64>) -> Ouli {
-        let config = dir.join("ouli.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "endpoints:\n  - target_host: 127.0.0.1\n    target_type: http\n    target_port: {upstream_port}\n    source_port: 0\n"
-            ),
-        )
-        .unwrap();
-        let mut command = match file_blocks_max {
-            Some(blocks) => {
-                let mut sh = Command::new("/bin/sh");
-                sh.arg("-c")
-                    .arg(format!(
-                        "ulimit -f {blocks}; trap '' XFSZ; exec \"$0\" \"$@\""
-                    ))
-                    .arg(OULI);
-                sh
-            }
-            None => Command::new(OULI),
-        };
-        command
-            .args([mode, "--config"])
-            .arg(&config)
-            .arg("--recording-dir")
-            .arg(dir.join("recordings"));
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = child.stderr.take().unwrap();
-        let log = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text);
-            text
-        });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(
-            line.contains(&format!("mode={mode}")),
-            "ready line: {line:?}"
-        );
-        let addr = line
-            .split("addr=")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_owned();
-        Ouli {
-            child,
-            addr,
-            log: Some(log),
-        }
-    }
-
-    /// SIGTERM, then the exit status and everything it logged.
-    fn stop(mut self) -> (ExitStatus, String) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let status = self.child.wait().unwrap();
-        let log = self.log.take().unwrap().join().unwrap();
-        (status, log)
-    }
-}
-
-impl Drop for Ouli {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// SIGTERM, then the exit status and everything it logged.
+fn stop(ouli: Ouli) -> (ExitStatus, String) {
+    let stopped = ouli.stop();
+    (stopped.status, stopped.log)
 }
 
 /// A real upstream answering every request with `body-of <path>` padded to
 /// the length the `size` query asks for (default: as is); counts the
 /// requests it got.
 async fn upstream() -> (u16, Arc<AtomicUsize>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
     let calls = Arc::new(AtomicUsize::new(0));
     let counter = calls.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let counter = counter.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: http::Request<_>| {
-                    counter.fetch_add(1, Ordering::SeqCst);
-                    async move {
-                        let path = request.uri().path().to_owned();
-                        let size = request
-                            .uri()
-                            .query()
-                            .and_then(|q| q.strip_prefix("size="))
-                            .and_then(|n| n.parse::<usize>().ok());
-                        let mut body = format!("body-of {path}").into_bytes();
-                        if let Some(size) = size {
-                            body.resize(size, b'.');
-                        }
-                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
-                            Bytes::from(body),
-                        )))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
+    let upstream = upstream::start(Options::default(), move |_, request: http::Request<_>| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let path = request.uri().path().to_owned();
+            let size = request
+                .uri()
+                .query()
+                .and_then(|q| q.strip_prefix("size="))
+                .and_then(|n| n.parse::<usize>().ok());
+            let mut body = format!("body-of {path}").into_bytes();
+            if let Some(size) = size {
+                body.resize(size, b'.');
+            }
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(body))))
         }
-    });
-    (port, calls)
+    })
+    .await;
+    (upstream.port, calls)
 }
 
 /// GET `path` with `Test-Name: name`: status, `x-ouli-error`, body.
@@ -215,7 +130,7 @@ async fn the_longest_storable_names_are_recorded_and_replayed_and_one_byte_more_
         "y".repeat(LAST_SEGMENT_MAX)
     );
     assert_eq!(nested.len(), 255);
-    let ouli = Ouli::start("record", dir.path(), port, None);
+    let ouli = start("record", dir.path(), port, None);
     for name in [&longest, &nested] {
         let (status, kind, body) = get(&ouli.addr, name, "/stored").await;
         assert_eq!((status, kind.as_str()), (200, ""), "{name}: {body}");
@@ -248,7 +163,7 @@ async fn the_longest_storable_names_are_recorded_and_replayed_and_one_byte_more_
     for name in ["coll", "x"] {
         assert_eq!(get(&ouli.addr, name, "/sibling").await.0, 200);
     }
-    let (status, log) = ouli.stop();
+    let (status, log) = stop(ouli);
     assert!(status.success(), "record run failed: {log}");
     for name in [longest.as_str(), nested.as_str(), "coll", "x"] {
         assert!(
@@ -262,12 +177,12 @@ async fn the_longest_storable_names_are_recorded_and_replayed_and_one_byte_more_
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
-    let ouli = Ouli::start("replay", dir.path(), port, None);
+    let ouli = start("replay", dir.path(), port, None);
     for name in [longest.as_str(), nested.as_str()] {
         let (status, _, body) = get(&ouli.addr, name, "/stored").await;
         assert_eq!((status, body.as_str()), (200, "body-of /stored"), "{name}");
     }
-    let (status, log) = ouli.stop();
+    let (status, log) = stop(ouli);
     assert!(status.success(), "{log}");
 }
 
@@ -291,7 +206,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 async fn a_recording_that_cannot_start_is_a_500_recording_failed_and_nothing_is_forwarded() {
     let dir = tempfile::tempdir().unwrap();
     let (port, calls) = upstream().await;
-    let ouli = Ouli::start("record", dir.path(), port, None);
+    let ouli = start("record", dir.path(), port, None);
     // After the start: a file where session `blocked/case` needs a folder.
     std::fs::write(dir.path().join("recordings/blocked"), b"not a folder").unwrap();
     let (status, kind, body) = get(&ouli.addr, "blocked/case", "/lost").await;
@@ -310,7 +225,7 @@ async fn a_recording_that_cannot_start_is_a_500_recording_failed_and_nothing_is_
     );
     // Other sessions are recorded as ever.
     assert_eq!(get(&ouli.addr, "fine", "/kept").await.0, 200);
-    let (status, log) = ouli.stop();
+    let (status, log) = stop(ouli);
     assert!(status.success(), "{log}");
     assert!(
         log.contains("session blocked/case: recording failed"),
@@ -325,7 +240,7 @@ async fn an_append_that_fails_after_the_head_was_sent_breaks_the_body_off_and_fa
     let (port, _) = upstream().await;
     // 8 blocks of 512 bytes: room for the file header, one small record and
     // the index written at the end, not for a 16 KB body.
-    let ouli = Ouli::start("record", dir.path(), port, Some(8));
+    let ouli = start("record", dir.path(), port, Some(8));
     assert_eq!(get(&ouli.addr, "limited", "/small").await.0, 200);
     let (status, _, body) = get_body(&ouli.addr, "limited", "/big?size=16000").await;
     // The head was sent before the record could be written; the body is
@@ -337,7 +252,7 @@ async fn an_append_that_fails_after_the_head_was_sent_breaks_the_body_off_and_fa
     );
     // The server goes on serving, and recording what fits.
     assert_eq!(get(&ouli.addr, "limited", "/after").await.0, 200);
-    let (status, log) = ouli.stop();
+    let (status, log) = stop(ouli);
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(
         log.contains("session limited: recording failed: interaction not recorded"),

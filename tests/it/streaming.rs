@@ -4,7 +4,9 @@
 //! replayed with the upstream gone, read by a raw-socket client that sees
 //! each chunk of the chunked framing and when it arrived.
 
-use crate::deep_json::{Server, config};
+use crate::support::config;
+use crate::support::ouli::Ouli;
+use crate::support::upstream::{self, Options};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use ouli::recording::{ReadBackend, Recording};
@@ -98,23 +100,15 @@ fn answer(path: &str) -> http::Response<UpstreamBody> {
 
 /// A real hyper upstream answering [`answer`]; aborted to stop it.
 async fn streaming_upstream() -> (u16, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(|request: http::Request<hyper::body::Incoming>| {
-                        let reply = answer(request.uri().path());
-                        async move { Ok::<_, Infallible>(reply) }
-                    });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (port, task)
+    let upstream = upstream::start(
+        Options::default(),
+        |_, request: http::Request<hyper::body::Incoming>| {
+            let reply = answer(request.uri().path());
+            async move { Ok::<_, Infallible>(reply) }
+        },
+    )
+    .await;
+    (upstream.port, upstream.into_task())
 }
 
 /// What a raw client received: the head (names lower-cased) and, for a
@@ -247,7 +241,7 @@ async fn read_chunks(stream: &mut tokio::net::TcpStream, buf: &mut Vec<u8>, out:
 async fn record_all() -> (tempfile::TempDir, u16) {
     let (port, upstream) = streaming_upstream().await;
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start("record", dir.path(), &config(port, ""));
+    let server = Ouli::start("record", dir.path(), &config(port, ""));
     for (method, path) in [
         ("GET", "/events"),
         ("GET", "/json-stream"),
@@ -257,7 +251,7 @@ async fn record_all() -> (tempfile::TempDir, u16) {
         let live = exchange(&server.addr, method, path, &[]).await;
         assert_eq!(live.status, 200, "{method} {path} recorded");
     }
-    assert!(server.stop());
+    assert!(server.stop().status.success());
     upstream.abort();
     assert_recorded_in_chunks(dir.path());
     (dir, port)
@@ -280,10 +274,10 @@ fn assert_recorded_in_chunks(dir: &Path) {
 /// Replay of the recording in `dir` made from the upstream on `port`, with
 /// `endpoint` lines added to the endpoint; a repeated request gets the last
 /// recorded answer again.
-fn replay(dir: &Path, port: u16, endpoint: &str) -> Server {
+fn replay(dir: &Path, port: u16, endpoint: &str) -> Ouli {
     let yaml = config(port, "on_chain_exhausted: repeat-last\n")
         .replace("source_port: 0\n", &format!("source_port: 0\n{endpoint}"));
-    Server::start("replay", dir, &yaml)
+    Ouli::start("replay", dir, &yaml)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,7 +289,7 @@ async fn sse_replays_one_chunk_per_event_in_order_by_default() {
     assert_eq!(fast.header("content-type"), Some("text/event-stream"));
     assert_eq!(fast.header("content-length"), None);
     assert_eq!(fast.chunk_texts(), EVENTS, "event boundaries kept");
-    assert!(server.stop());
+    assert!(server.stop().status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -339,7 +333,7 @@ async fn recorded_timing_keeps_the_gaps_and_a_header_factor_scales_them() {
     )
     .await;
     assert_eq!(none.chunk_texts(), EVENTS);
-    assert!(server.stop());
+    assert!(server.stop().status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -360,7 +354,7 @@ async fn a_bad_replay_timing_header_is_a_400_before_anything_is_served() {
         assert_eq!(json["error"], "bad-replay-timing", "{json}");
         assert_eq!(json["fault"], "client", "{json}");
     }
-    assert!(server.stop());
+    assert!(server.stop().status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,7 +365,7 @@ async fn a_chunked_answer_replays_chunked_without_a_length() {
     assert_eq!(json.header("transfer-encoding"), Some("chunked"));
     assert_eq!(json.header("content-length"), None);
     assert_eq!(json.chunk_texts(), ["[{\"a\":1},", "{\"b\":2}]"]);
-    assert!(server.stop());
+    assert!(server.stop().status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -393,7 +387,7 @@ async fn a_multi_chunk_body_with_a_length_replays_byte_exact_with_its_length() {
         assert_eq!(answer.header("transfer-encoding"), None);
         assert!(answer.body == expected, "{timing}: byte-exact body");
     }
-    assert!(server.stop());
+    assert!(server.stop().status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,7 +397,7 @@ async fn a_head_answer_keeps_its_recorded_length() {
     let head = exchange(&server.addr, "HEAD", "/file", &[]).await;
     assert_eq!(head.status, 200);
     assert_eq!(head.header("content-length"), Some(HEAD_LENGTH));
-    assert!(server.stop());
+    assert!(server.stop().status.success());
 }
 
 #[test]

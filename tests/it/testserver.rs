@@ -14,11 +14,10 @@ use ouli::recording::{ReadBackend, Recording};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-const OULI: &str = env!("CARGO_BIN_EXE_ouli");
+use crate::support::ouli::{Log, OULI, Ouli, Start};
 
 /// test-server's chain head (internal/store).
 const HEAD_SHA: &str = "b4d6e60a9b97e7b98c63df9308728c5c88c0b40c398046772c63447b94608b4d";
@@ -323,22 +322,6 @@ fn standard_recordings(dir: &Path) -> String {
 // ---------------------------------------------------------------------------
 // The real binary and a real client.
 
-struct Server {
-    child: Child,
-    addrs: Vec<String>,
-    log: PathBuf,
-}
-
-/// A test that fails (or forgets `stop`) must not leave its server running.
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 fn write_config(dir: &Path) -> PathBuf {
     let config = dir.join("test-server.yml");
     std::fs::write(
@@ -353,58 +336,30 @@ fn write_config(dir: &Path) -> PathBuf {
     config
 }
 
-impl Server {
-    /// `replay --config C --recording-dir D` exactly as test-server's SDKs run it.
-    fn start(program: &Path, config: &Path, recordings: &Path, secrets: &str) -> Server {
-        let log = tempfile::NamedTempFile::new().unwrap().into_temp_path();
-        let log = log.keep().unwrap();
-        let mut child = Command::new(program)
-            .args(["replay", "--config"])
-            .arg(config)
-            .arg("--recording-dir")
-            .arg(recordings)
-            .env("TEST_SERVER_SECRETS", secrets)
-            .env_remove("OULI_SECRETS")
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut addrs = Vec::new();
-        for _ in 0..2 {
-            let mut line = String::new();
-            stdout.read_line(&mut line).unwrap();
-            assert!(
-                line.starts_with("ouli listening endpoint="),
-                "ready line: {line:?}"
-            );
-            addrs.push(
-                line.split("addr=")
-                    .nth(1)
-                    .unwrap()
-                    .split_whitespace()
-                    .next()
-                    .unwrap()
-                    .to_owned(),
-            );
-        }
-        Server { child, addrs, log }
-    }
+/// `replay --config C --recording-dir D` exactly as test-server's SDKs run
+/// it, both endpoints ready; its log in a temporary file.
+fn start(program: &Path, config: &Path, recordings: &Path, secrets: &str) -> Ouli {
+    let log = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+    let log = log.keep().unwrap();
+    Start::with_config_file("replay", config, recordings)
+        .program(program)
+        .env("TEST_SERVER_SECRETS", secrets)
+        .env_remove("OULI_SECRETS")
+        .env_remove("RUST_LOG")
+        .log(Log::Create(log))
+        .endpoints(2)
+        .spawn()
+}
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+/// SIGTERM; it exits 0. Its log (the file is removed).
+fn stop(server: Ouli) -> String {
+    let path = server.log_path().map(Path::to_owned);
+    let stopped = server.stop();
+    stopped.assert_success();
+    if let Some(path) = path {
+        let _ = std::fs::remove_file(path);
     }
-
-    fn stop(mut self) -> String {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(status.success(), "exit: {status:?}");
-        let log = self.log();
-        let _ = std::fs::remove_file(&self.log);
-        log
-    }
+    stopped.log
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -498,7 +453,7 @@ fn hash_tree(dir: &Path) -> BTreeMap<PathBuf, String> {
 
 /// The requests of [`standard_recordings`], each with what test-server
 /// answers, played by a newer client and interleaved differently.
-async fn play_standard_tests(server: &Server) -> Vec<Answer> {
+async fn play_standard_tests(server: &Ouli) -> Vec<Answer> {
     let api = &server.addrs[0];
     let other = &server.addrs[1];
     let first = Some(NESTED);
@@ -644,7 +599,7 @@ async fn serves_a_test_server_directory_as_it_is_and_never_touches_it() {
     let config = write_config(dir.path());
     let before = hash_tree(&recordings);
 
-    let server = Server::start(Path::new(OULI), &config, &recordings, "sekrit-key-123");
+    let server = start(Path::new(OULI), &config, &recordings, "sekrit-key-123");
     let broken = send(
         &server.addrs[0],
         Some("broken"),
@@ -670,7 +625,7 @@ async fn serves_a_test_server_directory_as_it_is_and_never_touches_it() {
     )
     .await;
     assert_eq!(again.status, 404, "chain exhausted: {}", again.body);
-    let log = server.stop();
+    let log = stop(server);
     assert!(log.contains("broken.json"), "log: {log}");
 
     assert_eq!(
@@ -716,7 +671,7 @@ async fn bad_files_are_named_with_the_place_and_other_tests_keep_being_served() 
     let config = write_config(dir.path());
     let before = hash_tree(&recordings);
 
-    let server = Server::start(Path::new(OULI), &config, &recordings, "");
+    let server = start(Path::new(OULI), &config, &recordings, "");
     let api = &server.addrs[0];
     let a = send(api, Some("no response"), "GET", "/a", NEW_CLIENT, "").await;
     assert_eq!(a.status, 502, "{}", a.body);
@@ -728,7 +683,7 @@ async fn bad_files_are_named_with_the_place_and_other_tests_keep_being_served() 
     // The test with the damaged log still has its HTTP requests served.
     let a = send(api, Some("ws"), "GET", "/ws-http", NEW_CLIENT, "").await;
     assert_eq!((a.status, a.body.as_str()), (200, r#"{"ws":0}"#));
-    let log = server.stop();
+    let log = stop(server);
     assert!(log.contains("ws.websocket.log"), "log: {log}");
     assert!(log.contains("entry 1 at byte 6"), "log: {log}");
     assert!(log.contains("past the end"), "log: {log}");
@@ -784,9 +739,9 @@ async fn import_then_replay_answers_as_the_source_does() {
     let config = write_config(dir.path());
     let src_before = hash_tree(&src);
 
-    let server = Server::start(Path::new(OULI), &config, &src, "sekrit-key-123");
+    let server = start(Path::new(OULI), &config, &src, "sekrit-key-123");
     let from_src = play_standard_tests(&server).await;
-    server.stop();
+    stop(server);
 
     let (code, stdout, stderr) = import(&src, &dst, &config);
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
@@ -866,7 +821,7 @@ async fn import_then_replay_answers_as_the_source_does() {
     );
     extra.write(&dst);
 
-    let server = Server::start(Path::new(OULI), &config, &dst, "sekrit-key-123");
+    let server = start(Path::new(OULI), &config, &dst, "sekrit-key-123");
     let from_dst = play_standard_tests(&server).await;
     let a = send(
         &server.addrs[0],
@@ -878,7 +833,7 @@ async fn import_then_replay_answers_as_the_source_does() {
     )
     .await;
     assert_eq!((a.status, a.body.as_str()), (200, r#"{"extra":true}"#));
-    server.stop();
+    stop(server);
     // Same answers; a miss report names the recording dir, which differs.
     let (from_src_answers, src_miss) = from_src.split_at(from_src.len() - 1);
     let (from_dst_answers, dst_miss) = from_dst.split_at(from_dst.len() - 1);
@@ -904,10 +859,10 @@ async fn serves_through_a_link_named_test_server() {
     std::fs::create_dir(&recordings).unwrap();
     standard_recordings(&recordings);
     let config = write_config(dir.path());
-    let server = Server::start(&link, &config, &recordings, "sekrit-key-123");
+    let server = start(&link, &config, &recordings, "sekrit-key-123");
     // The SDKs poll the health path before the first request.
     let health = send(&server.addrs[0], None, "GET", "/health", &[], "").await;
     assert_eq!(health.status, 200);
     play_standard_tests(&server).await;
-    server.stop();
+    stop(server);
 }

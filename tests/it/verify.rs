@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
-const OULI: &str = env!("CARGO_BIN_EXE_ouli");
+use crate::support::ouli::OULI;
 const FILE_HEADER_LEN: usize = 64;
 const FOOTER_LEN: usize = 32;
 

@@ -3,14 +3,11 @@
 //! is played in order, a client frame is compared after redaction, and a
 //! frame that differs closes the connection with 1011, as test-server does.
 
+use crate::support::ouli::Start;
 use futures_util::{SinkExt, StreamExt};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-
-const OULI: &str = env!("CARGO_BIN_EXE_ouli");
 
 async fn connect(
     addr: &str,
@@ -40,28 +37,10 @@ async fn a_test_server_websocket_log_replays_as_a_strict_script() {
         "endpoints:\n  - target_host: api.example.test\n    target_type: https\n    target_port: 443\n    source_port: 0\n    health: /health\n",
     )
     .unwrap();
-    let mut child = Command::new(OULI)
-        .args(["replay", "--config"])
-        .arg(&config)
-        .arg("--recording-dir")
-        .arg(dir.path())
+    let server = Start::with_config_file("replay", &config, dir.path())
         .env("TEST_SERVER_SECRETS", "s3cret")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split("addr=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+        .spawn();
+    let addr = server.addr.clone();
 
     // The recorded exchange, the secret redacted before comparison.
     let mut socket = connect(&addr, "chat").await;
@@ -100,15 +79,7 @@ async fn a_test_server_websocket_log_replays_as_a_strict_script() {
         other => panic!("expected a 404, got {:?}", other.map(|_| ())),
     }
 
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    assert!(child.wait().unwrap().success());
+    server.stop().assert_success();
     assert_eq!(
         std::fs::read(dir.path().join("chat.websocket.log")).unwrap(),
         before

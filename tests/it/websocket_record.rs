@@ -4,18 +4,17 @@
 //! client, the real binary in between, recorded and then replayed with the
 //! upstream gone.
 
-use super::deep_json::assert_nowhere_under;
+use crate::support::config;
+use crate::support::files::assert_nowhere_under;
+use crate::support::ouli::{Log, Ouli, Start};
 use futures_util::{SinkExt, StreamExt};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-const OULI: &str = env!("CARGO_BIN_EXE_ouli");
 const SECRET: &str = "sk-ws-s3cr3t-0042";
 
 type Client =
@@ -106,63 +105,23 @@ where
     }
 }
 
-/// The real binary; its log (stderr) goes to `<dir>/ouli-<mode>.log`.
-struct Ouli {
-    child: Child,
-    addr: String,
+/// `ouli <mode>` to the upstream on `upstream_port`, `limits` appended to
+/// its config; its log (stderr) goes to `<dir>/ouli-<mode>.log`.
+fn start(mode: &str, dir: &Path, upstream_port: u16, limits: &str) -> Ouli {
+    start_with(mode, dir, &config(upstream_port, limits))
 }
 
-impl Ouli {
-    fn start(mode: &str, dir: &Path, upstream_port: u16, limits: &str) -> Ouli {
-        Ouli::start_with(
-            mode,
-            dir,
-            &format!(
-                "endpoints:\n  - target_host: 127.0.0.1\n    target_type: http\n    target_port: {upstream_port}\n    source_port: 0\n{limits}"
-            ),
-        )
-    }
-
-    fn start_with(mode: &str, dir: &Path, yaml: &str) -> Ouli {
-        let config = dir.join("ouli.yaml");
-        std::fs::write(&config, yaml).unwrap();
-        let log = std::fs::File::create(dir.join(format!("ouli-{mode}.log"))).unwrap();
-        let mut child = Command::new(OULI)
-            .args([mode, "--config"])
-            .arg(&config)
-            .arg("--recording-dir")
-            .arg(dir.join("recordings"))
-            .env("TEST_SERVER_SECRETS", SECRET)
-            .env_remove("SSL_CERT_FILE")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.contains(&format!("mode={mode}")), "{line:?}");
-        let addr = line.split("addr=").nth(1).unwrap();
-        let addr = addr.split_whitespace().next().unwrap().to_owned();
-        Ouli { child, addr }
-    }
-
-    /// SIGTERM: recordings are completed.
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(self.child.wait().unwrap().success());
-    }
+fn start_with(mode: &str, dir: &Path, yaml: &str) -> Ouli {
+    Start::new(mode, dir, yaml)
+        .env("TEST_SERVER_SECRETS", SECRET)
+        .env_remove("SSL_CERT_FILE")
+        .log(Log::Create(dir.join(format!("ouli-{mode}.log"))))
+        .spawn()
 }
 
-impl Drop for Ouli {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// SIGTERM: recordings are completed, and it exits 0.
+fn stop(ouli: Ouli) {
+    ouli.stop().assert_success();
 }
 
 async fn connect(addr: &str) -> Client {
@@ -246,10 +205,10 @@ fn json(message: &Message) -> serde_json::Value {
 /// what the clients got.
 async fn record(dir: &Path) -> (u16, Vec<Message>, Message) {
     let (port, upstream) = upstream().await;
-    let ouli = Ouli::start("record", dir, port, "");
+    let ouli = start("record", dir, port, "");
     let first = first_conversation(&ouli.addr, false).await;
     let second = second_conversation(&ouli.addr).await;
-    ouli.stop();
+    stop(ouli);
     upstream.abort();
     (port, first, second)
 }
@@ -305,17 +264,17 @@ async fn a_conversation_records_through_the_upstream_and_replays_offline() {
 
     // Replay with the upstream gone, JSON keys reordered: the same answers,
     // and the second connection gets the second conversation.
-    let ouli = Ouli::start("replay", dir.path(), port, "");
+    let ouli = start("replay", dir.path(), port, "");
     assert_eq!(first_conversation(&ouli.addr, true).await, first);
     assert_eq!(second_conversation(&ouli.addr).await, second);
-    ouli.stop();
+    stop(ouli);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_frame_that_differs_is_closed_with_1011_and_named_in_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let (port, _, _) = record(dir.path()).await;
-    let ouli = Ouli::start("replay", dir.path(), port, "");
+    let ouli = start("replay", dir.path(), port, "");
     let mut socket = connect(&ouli.addr).await;
     socket
         .send(Message::text(format!(
@@ -330,7 +289,7 @@ async fn a_client_frame_that_differs_is_closed_with_1011_and_named_in_the_log() 
         }
         other => panic!("expected a close 1011, got {other:?}"),
     }
-    ouli.stop();
+    stop(ouli);
     let log = std::fs::read_to_string(dir.path().join("ouli-replay.log")).unwrap();
     assert!(
         log.contains("WebSocket frame 0") && log.contains("JSON differs at $.n"),
@@ -346,7 +305,7 @@ async fn frames_recorded_over_the_limit(sizes: &[usize]) -> usize {
     let dir = tempfile::tempdir().unwrap();
     let (port, upstream) = upstream().await;
     let limits = "limits:\n  response_body_bytes_max: 4096\n";
-    let ouli = Ouli::start("record", dir.path(), port, limits);
+    let ouli = start("record", dir.path(), port, limits);
     let mut socket = connect(&ouli.addr).await;
     socket
         .send(Message::text(r#"{"op":"small"}"#))
@@ -367,7 +326,7 @@ async fn frames_recorded_over_the_limit(sizes: &[usize]) -> usize {
         }
     }
     assert!(closed, "no close 1009");
-    ouli.stop();
+    stop(ouli);
     upstream.abort();
     let log = std::fs::read_to_string(dir.path().join("ouli-record.log")).unwrap();
     assert!(log.contains("closed with 1009"), "{log}");
@@ -423,7 +382,7 @@ async fn an_upstream_that_refuses_the_upgrade_is_answered_and_recorded_as_is() {
             let _ = stream.write_all(answer.as_bytes()).await;
         }
     });
-    let ouli = Ouli::start("record", dir.path(), port, "");
+    let ouli = start("record", dir.path(), port, "");
     let mut request = format!("ws://{}/v1/live", ouli.addr)
         .into_client_request()
         .unwrap();
@@ -437,7 +396,7 @@ async fn an_upstream_that_refuses_the_upgrade_is_answered_and_recorded_as_is() {
         }
         other => panic!("expected the upstream's 403, got {other:?}"),
     }
-    ouli.stop();
+    stop(ouli);
     let path = dir.path().join("recordings/refused.ouli");
     let recording =
         ouli::recording::Recording::open(&path, ouli::recording::ReadBackend::Mmap).unwrap();
@@ -484,18 +443,18 @@ async fn a_wss_upstream_records_over_tls_and_replays_offline() {
         "ca_file: {}\nendpoints:\n  - target_host: localhost\n    target_type: https\n    target_port: {port}\n    source_port: 0\n",
         ca_file.display()
     );
-    let ouli = Ouli::start_with("record", dir.path(), &yaml);
+    let ouli = start_with("record", dir.path(), &yaml);
     let first = first_conversation(&ouli.addr, false).await;
-    ouli.stop();
+    stop(ouli);
     upstream.abort();
     assert_eq!(
         json(&first[0]),
         serde_json::json!({"conn": 1, "seq": 1, "got": "hello"})
     );
     assert_eq!(first[1], Message::binary(vec![5u8, 4, 3, 2, 1]));
-    let ouli = Ouli::start_with("replay", dir.path(), &yaml);
+    let ouli = start_with("replay", dir.path(), &yaml);
     assert_eq!(first_conversation(&ouli.addr, true).await, first);
-    ouli.stop();
+    stop(ouli);
 }
 
 /// A record-missing session, recorded with the upstream up and played with
@@ -527,18 +486,18 @@ async fn record_missing_records_a_miss_then_replays_it_with_its_subprotocol() {
         while let Some(Ok(_)) = safety_net(socket.next()).await {}
         (protocol, got)
     };
-    let ouli = Ouli::start("record-missing", dir.path(), port, "");
+    let ouli = start("record-missing", dir.path(), port, "");
     let live = talk(ouli.addr.clone()).await;
-    ouli.stop();
+    stop(ouli);
     upstream.abort();
     assert_eq!(
         live.0.as_ref().map(|v| v.to_str().unwrap()),
         Some("chat.v1")
     );
     assert_eq!(json(&live.1)["got"], "once");
-    let ouli = Ouli::start("record-missing", dir.path(), port, "");
+    let ouli = start("record-missing", dir.path(), port, "");
     assert_eq!(talk(ouli.addr.clone()).await, live);
-    ouli.stop();
+    stop(ouli);
 }
 
 /// A test that stops ouli with its WebSocket still open: the conversation
@@ -547,7 +506,7 @@ async fn record_missing_records_a_miss_then_replays_it_with_its_subprotocol() {
 async fn shutdown_closes_an_open_conversation_with_1001_and_records_it() {
     let dir = tempfile::tempdir().unwrap();
     let (port, upstream) = upstream().await;
-    let ouli = Ouli::start("record", dir.path(), port, "");
+    let ouli = start("record", dir.path(), port, "");
     let mut socket = connect(&ouli.addr).await;
     socket
         .send(Message::text(r#"{"op":"left-open"}"#))
@@ -555,7 +514,7 @@ async fn shutdown_closes_an_open_conversation_with_1001_and_records_it() {
         .unwrap();
     assert_eq!(json(&next(&mut socket).await)["got"], "left-open");
     let closed = tokio::spawn(async move { next(&mut socket).await });
-    tokio::task::spawn_blocking(move || ouli.stop())
+    tokio::task::spawn_blocking(move || stop(ouli))
         .await
         .unwrap();
     match closed.await.unwrap() {
@@ -581,7 +540,7 @@ async fn an_ignored_json_path_takes_no_part_in_matching_a_frame() {
     let dir = tempfile::tempdir().unwrap();
     let (port, first, _) = record(dir.path()).await;
     let matching = "matching:\n  ignore_json_paths: [\"$.n\"]\n";
-    let ouli = Ouli::start("replay", dir.path(), port, matching);
+    let ouli = start("replay", dir.path(), port, matching);
     let mut socket = connect(&ouli.addr).await;
     socket
         .send(Message::text(format!(
@@ -590,5 +549,5 @@ async fn an_ignored_json_path_takes_no_part_in_matching_a_frame() {
         .await
         .unwrap();
     assert_eq!(next(&mut socket).await, first[0]);
-    ouli.stop();
+    stop(ouli);
 }

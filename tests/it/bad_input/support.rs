@@ -3,16 +3,16 @@
 //! writes bytes exactly and reads answers as they come, and the checks run
 //! after every case (files, secrets, liveness).
 
+pub use crate::support::ouli::Ouli;
+use crate::support::ouli::{Log, Start};
+use crate::support::upstream::{self, Options};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-const OULI: &str = env!("CARGO_BIN_EXE_ouli");
 
 /// The secret given to the server (`TEST_SERVER_SECRETS`) and put into bad
 /// inputs: it must never be in an answer, a log line or a file.
@@ -65,113 +65,41 @@ pub mod base64_lite {
     }
 }
 
-/// The real `ouli` binary: stdout after the ready line and stderr go to
-/// files beside (not in) the recording dir, so the catalog can read them.
-pub struct Ouli {
-    pub child: Child,
-    pub addr: String,
-    pub recording_dir: PathBuf,
-    stdout_copy: Option<std::thread::JoinHandle<()>>,
+/// Starts `ouli <mode>` with `yaml` as its config, in `parent`, named
+/// `label` (its config and log files carry the label): stdout and stderr go
+/// to files beside (not in) the recording dir, so the catalog can read them.
+pub fn start_server(mode: &str, parent: &Path, label: &str, yaml: &str) -> Ouli {
+    Start::new(mode, parent, yaml)
+        .config_at(&parent.join(format!("{label}.yaml")))
+        .recording_dir(&parent.join(format!("{label}-recordings")))
+        .create_recording_dir()
+        .global_arg("--log-level")
+        .global_arg("info,ouli=debug")
+        .env("TEST_SERVER_SECRETS", SECRET)
+        .env_remove("OULI_SECRETS")
+        .env_remove("OULI_SECRETS_FILE")
+        .env_remove("RUST_LOG")
+        .env_remove("SSL_CERT_FILE")
+        .log(Log::Create(parent.join(format!("{label}.stderr.log"))))
+        .stdout_to(&parent.join(format!("{label}.stdout.log")))
+        .spawn()
 }
 
-impl Ouli {
-    /// Starts `ouli <mode>` with `yaml` as its config, in `parent`, named
-    /// `label` (its config and log files carry the label).
-    pub fn start(mode: &'static str, parent: &Path, label: &str, yaml: &str) -> Ouli {
-        let config = parent.join(format!("{label}.yaml"));
-        std::fs::write(&config, yaml).unwrap();
-        let recording_dir = parent.join(format!("{label}-recordings"));
-        std::fs::create_dir_all(&recording_dir).unwrap();
-        let stderr_path = parent.join(format!("{label}.stderr.log"));
-        let stdout_path = parent.join(format!("{label}.stdout.log"));
-        let stderr = std::fs::File::create(&stderr_path).unwrap();
-        let mut child = Command::new(OULI)
-            .args(["--log-level", "info,ouli=debug", mode, "--config"])
-            .arg(&config)
-            .arg("--recording-dir")
-            .arg(&recording_dir)
-            .env("TEST_SERVER_SECRETS", SECRET)
-            .env_remove("OULI_SECRETS")
-            .env_remove("OULI_SECRETS_FILE")
-            .env_remove("RUST_LOG")
-            .env_remove("SSL_CERT_FILE")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
-            .spawn()
-            .unwrap();
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        assert!(
-            line.starts_with("ouli listening endpoint=0 addr=") && line.contains(mode),
-            "{label}: ready line {line:?}; stderr: {}",
-            std::fs::read_to_string(&stderr_path).unwrap_or_default()
-        );
-        let addr = line
-            .split("addr=")
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_owned();
-        let mut stdout_file = std::fs::File::create(&stdout_path).unwrap();
-        stdout_file.write_all(line.as_bytes()).unwrap();
-        let stdout_copy = std::thread::spawn(move || {
-            let _ = std::io::copy(&mut stdout, &mut stdout_file);
-        });
-        Ouli {
-            child,
-            addr,
-            recording_dir,
-            stdout_copy: Some(stdout_copy),
-        }
-    }
-
-    pub fn alive(&mut self) -> Result<(), String> {
-        match self.child.try_wait() {
-            Ok(None) => Ok(()),
-            Ok(Some(status)) => Err(format!("the server exited: {status}")),
-            Err(error) => Err(format!("the server cannot be waited on: {error}")),
-        }
-    }
-
-    /// Peak resident memory of the server so far (`VmHWM`), in bytes.
-    pub fn peak_rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|rest| {
-                rest.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
-            .map_or(0, |kib| kib * 1024)
-    }
-
-    /// SIGTERM, and the exit status: recordings are closed on the way out.
-    pub fn stop(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let status = self.child.wait().unwrap();
-        if let Some(copy) = self.stdout_copy.take() {
-            let _ = copy.join();
-        }
-        status
-    }
-}
-
-impl Drop for Ouli {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// Peak resident memory of the server so far (`VmHWM`), in bytes.
+pub fn peak_rss(server: &Ouli) -> u64 {
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kib| kib * 1024)
 }
 
 /// One request as the upstream received it.
@@ -209,25 +137,16 @@ impl Upstream {
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .unwrap();
-        let addr = listener.local_addr().unwrap();
         let kept = seen.clone();
-        runtime.spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
+        let addr = {
+            // `serve` spawns on the runtime it is called in.
+            let _inside = runtime.enter();
+            upstream::serve(listener, Options::default(), move |_, request| {
                 let kept = kept.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |request| {
-                        let kept = kept.clone();
-                        async move { Ok::<_, std::convert::Infallible>(answer(request, &kept).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
+                async move { Ok::<_, std::convert::Infallible>(answer(request, &kept).await) }
+            })
+            .addr
+        };
         Upstream {
             addr,
             seen,
