@@ -192,7 +192,7 @@ fn chunks(redactor: &Redactor, pieces: &[Vec<u8>], secrets: &[Vec<u8>], tokens: 
     let body = joined(&response.chunks);
     no_secret(&body, tokens, "redact_response body");
     no_secret(&response.headers[1].1, secrets, "redact_response header");
-    if !holds_secret(whole.len(), secrets) {
+    if !holds_secret(whole.len(), secrets) && !holds_secret(body.len(), secrets) {
         assert_eq!(
             response.headers[0].1,
             body.len().to_string().as_bytes(),
@@ -203,7 +203,8 @@ fn chunks(redactor: &Redactor, pieces: &[Vec<u8>], secrets: &[Vec<u8>], tokens: 
 
 /// Whether the decimal `length` holds a secret (`1`, `12`): then the
 /// redactor rightly writes `REDACTED` over the `content-length` it was
-/// given, and the length cannot be both kept and hidden.
+/// given or would write (the redacted body's length), and the length
+/// cannot be both kept and hidden.
 fn holds_secret(length: usize, secrets: &[Vec<u8>]) -> bool {
     let digits = length.to_string();
     secrets
@@ -269,7 +270,7 @@ fn request(
         );
     }
     no_secret(&request.body, tokens, "redact_request body");
-    if !holds_secret(body.len(), secrets) {
+    if !holds_secret(body.len(), secrets) && !holds_secret(request.body.len(), secrets) {
         assert_eq!(
             request.headers[0].1,
             request.body.len().to_string().as_bytes(),

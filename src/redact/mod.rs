@@ -501,6 +501,19 @@ impl Redactor {
         }
     }
 
+    /// Rewrites an existing `content-length` (none is added) to the
+    /// redacted body's length. The new digits go through the header
+    /// redaction too: a secret that is a run of digits (`1`) may be spelled
+    /// by the new length, and nothing written may hold a secret.
+    fn set_content_length(&self, headers: &mut [(Bytes, Bytes)], len: usize) {
+        for (name, value) in headers.iter_mut() {
+            if name.eq_ignore_ascii_case(b"content-length") {
+                let digits = len.to_string();
+                *value = Bytes::from(self.redact_header_value(digits.as_bytes()).into_owned());
+            }
+        }
+    }
+
     /// Target (URL), headers, body (secrets, then sensitive JSON keys);
     /// `content-length` kept consistent.
     pub fn redact_request(&self, request: &mut RecordedRequest) {
@@ -517,7 +530,7 @@ impl Redactor {
         }
         if let Cow::Owned(body) = self.redact_body(&request.body) {
             request.body = Bytes::from(body);
-            set_content_length(&mut request.headers, request.body.len());
+            self.set_content_length(&mut request.headers, request.body.len());
         }
     }
 
@@ -594,7 +607,7 @@ impl Redactor {
         let json = self.redact_chunked_json(&mut response.chunks);
         if json || response.body_len() != before {
             let len = response.body_len();
-            set_content_length(&mut response.headers, len);
+            self.set_content_length(&mut response.headers, len);
         }
     }
 
@@ -1034,15 +1047,6 @@ fn replace_ranges(bytes: &[u8], ranges: &[std::ops::Range<usize>]) -> Vec<u8> {
     }
     out.extend_from_slice(&bytes[at..]);
     out
-}
-
-/// Rewrites an existing `content-length` (none is added).
-fn set_content_length(headers: &mut [(Bytes, Bytes)], len: usize) {
-    for (name, value) in headers.iter_mut() {
-        if name.eq_ignore_ascii_case(b"content-length") {
-            *value = Bytes::from(len.to_string());
-        }
-    }
 }
 
 #[cfg(test)]
