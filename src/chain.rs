@@ -5,7 +5,6 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::fingerprint::canonical_and_fingerprint;
 use crate::interaction::Fingerprint;
 
 /// How a request's chain link is chosen.
@@ -29,6 +28,42 @@ pub struct ChainStep {
     pub fingerprint: Fingerprint,
     /// 0 for the first occurrence (request mode) / first request (session mode).
     pub position: u32,
+}
+
+/// A canonical form's SHA-256, with the hash state after its bytes kept:
+/// SHA-256(canonical ‖ link) for any link then costs the link's block only
+/// (`crate::fingerprint::canonical_and_fingerprint`, in two steps).
+#[derive(Clone)]
+pub struct HashedCanonical {
+    after_canonical: Sha256,
+    hash: [u8; 32],
+}
+
+impl HashedCanonical {
+    pub fn new(canonical: &[u8]) -> HashedCanonical {
+        let after_canonical = Sha256::new().chain_update(canonical);
+        let hash = after_canonical.clone().finalize().into();
+        HashedCanonical {
+            after_canonical,
+            hash,
+        }
+    }
+
+    /// SHA-256 of the canonical form alone.
+    pub fn hash(&self) -> &[u8; 32] {
+        &self.hash
+    }
+
+    /// SHA-256(canonical ‖ link): the fingerprint at that link.
+    pub fn fingerprint(&self, link: &Fingerprint) -> Fingerprint {
+        Fingerprint(
+            self.after_canonical
+                .clone()
+                .chain_update(link.0)
+                .finalize()
+                .into(),
+        )
+    }
 }
 
 /// One session's chain state. Not synchronized: the session holds it under
@@ -59,36 +94,25 @@ impl ChainState {
     /// Computes the step for a request with this canonical form, without
     /// advancing the chain.
     pub fn peek(&self, canonical: &[u8]) -> ChainStep {
-        match self.mode {
-            ChainMode::Request => {
-                // One pass over the canonical bytes: the hash state after
-                // them yields the canonical hash (to find the link) and,
-                // continued with the link, the fingerprint.
-                let after_canonical = Sha256::new().chain_update(canonical);
-                let canonical_hash: [u8; 32] = after_canonical.clone().finalize().into();
-                let (link, position) = self
-                    .by_request
-                    .get(&canonical_hash)
-                    .map_or((Fingerprint::CHAIN_HEAD, 0), |&(fp, n)| (fp, n));
-                ChainStep {
-                    canonical_hash,
-                    link,
-                    fingerprint: Fingerprint(
-                        after_canonical.chain_update(link.0).finalize().into(),
-                    ),
-                    position,
-                }
-            }
-            ChainMode::Session => {
-                let link = self.last.unwrap_or(Fingerprint::CHAIN_HEAD);
-                let (canonical_hash, fingerprint) = canonical_and_fingerprint(canonical, &link);
-                ChainStep {
-                    canonical_hash,
-                    link,
-                    fingerprint,
-                    position: self.count,
-                }
-            }
+        self.peek_hashed(&HashedCanonical::new(canonical))
+    }
+
+    /// [`Self::peek`] for a canonical form hashed beforehand: the caller
+    /// hashes outside the session's lock, so that under it only the link is
+    /// looked up and one SHA-256 block (the link) is added.
+    pub fn peek_hashed(&self, hashed: &HashedCanonical) -> ChainStep {
+        let (link, position) = match self.mode {
+            ChainMode::Request => self
+                .by_request
+                .get(&hashed.hash)
+                .map_or((Fingerprint::CHAIN_HEAD, 0), |&(fp, n)| (fp, n)),
+            ChainMode::Session => (self.last.unwrap_or(Fingerprint::CHAIN_HEAD), self.count),
+        };
+        ChainStep {
+            canonical_hash: hashed.hash,
+            link,
+            fingerprint: hashed.fingerprint(&link),
+            position,
         }
     }
 
@@ -168,6 +192,22 @@ mod tests {
         assert_eq!(b.position, 1);
         assert_eq!(b.canonical_hash, canonical_hash(b"b"));
         assert_eq!(b.fingerprint, fingerprint(b"b", &a.fingerprint));
+    }
+
+    #[test]
+    fn a_canonical_hashed_beforehand_gives_the_same_steps() {
+        for mode in [ChainMode::Request, ChainMode::Session] {
+            let mut chain = ChainState::new(mode);
+            let first = chain.peek(b"a");
+            chain.commit(&first);
+            let hashed = HashedCanonical::new(b"a");
+            assert_eq!(chain.peek_hashed(&hashed), chain.peek(b"a"));
+            assert_eq!(hashed.hash(), &canonical_hash(b"a"));
+            assert_eq!(
+                hashed.fingerprint(&first.fingerprint),
+                fingerprint(b"a", &first.fingerprint)
+            );
+        }
     }
 
     #[test]
