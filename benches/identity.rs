@@ -1,27 +1,33 @@
 //! Request identity costs per request (rfcs/0002):
 //!
-//! * `identity/canonical+fingerprint` — canonical form and SHA-256 of a
-//!   typical API call: `POST` with a query, five headers (two volatile), a
-//!   small JSON body.
-//! * `identity/chain_peek` — [`ChainState::peek`] on that canonical form in a
-//!   session that has seen it and 100 other requests (`chain: request`).
+//! * `identity/canonical+fingerprint` — [`EndpointIdentity::identify`] (the
+//!   live path's and the importer's: redaction, canonical form) and SHA-256
+//!   of a typical API call: `POST` with a query, five headers (two
+//!   volatile), a small JSON body.
+//! * `identity/chain_peek` — [`ChainState::peek_hashed`], what the lookup
+//!   stage does under the session's lock, on that canonical form hashed
+//!   beforehand in a session that has seen it and 100 other requests
+//!   (`chain: request`).
 //! * `identity/redact_bytes_64k_10_secrets` — [`Redactor::redact_bytes`] on a
 //!   64 KiB body holding each of 10 secrets once.
 //!
-//! * `identity/fingerprint/{get,post-1k-json,post-1m-raw}` — canonical form
-//!   and fingerprint of a GET, a 1 KiB JSON POST and a 1 MiB opaque body.
+//! * `identity/fingerprint/{get,post-1k-json,post-1m-raw}` — `identify` and
+//!   the fingerprint of a GET, a 1 KiB JSON POST and a 1 MiB opaque body.
 //! * `identity/redact-1m/{1,32}-secrets` — [`Redactor::redact_bytes`] over
 //!   1 MiB of text holding no secret (the common case: a pure scan).
 //!
 //! `cargo bench --bench identity -- --test` runs each once.
 
+use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use ouli::chain::{ChainMode, ChainState};
-use ouli::fingerprint::{MatchRules, Matcher, RequestParts, Target, fingerprint};
+use ouli::chain::{ChainMode, ChainState, HashedCanonical};
+use ouli::fingerprint::{MatchRules, Target, fingerprint};
+use ouli::identity::{EndpointIdentity, RequestHead};
 use ouli::interaction::Fingerprint;
 use ouli::redact::{RedactionRules, Redactor};
 use std::hint::black_box;
+use std::sync::Arc;
 
 /// Size of the body the redaction benchmark scans.
 const REDACT_BODY_BYTES: usize = 64 * 1024;
@@ -47,40 +53,38 @@ fn typical_headers() -> HeaderMap {
     headers
 }
 
-fn canonical(matcher: &Matcher, target: &Target, headers: &HeaderMap) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512);
-    matcher.canonical_form(
-        target,
-        &RequestParts {
-            method: b"POST",
-            path_and_query:
-                b"/v1beta/models/gemini-2.0-flash:generateContent?alt=json&key=REDACTED",
-            headers,
-            body: BODY,
-        },
-        &mut out,
-    );
-    out
+/// An endpoint's identity with default matching and nothing to redact.
+fn identity(target: Target) -> EndpointIdentity {
+    let redactor = Redactor::new(&RedactionRules::default()).expect("default rules compile");
+    EndpointIdentity::new(target, &MatchRules::default(), Arc::new(redactor))
+}
+
+fn canonical(identity: &EndpointIdentity, headers: &HeaderMap) -> Vec<u8> {
+    let head = RequestHead {
+        method: b"POST",
+        path_and_query: b"/v1beta/models/gemini-2.0-flash:generateContent?alt=json&key=REDACTED",
+        headers,
+    };
+    identity.identify(head, Bytes::from_static(BODY)).canonical
 }
 
 fn bench_identity(c: &mut Criterion) {
-    let target = Target {
+    let identity = identity(Target {
         scheme: "https".into(),
         host: "generativelanguage.googleapis.com".into(),
         port: 443,
-    };
-    let matcher = Matcher::new(&MatchRules::default());
+    });
     let headers = typical_headers();
     let mut group = c.benchmark_group("identity");
 
     group.bench_function("canonical+fingerprint", |b| {
         b.iter(|| {
-            let canonical = canonical(&matcher, &target, black_box(&headers));
+            let canonical = canonical(&identity, black_box(&headers));
             fingerprint(&canonical, &Fingerprint::CHAIN_HEAD)
         })
     });
 
-    let request = canonical(&matcher, &target, &headers);
+    let request = canonical(&identity, &headers);
     let mut chain = ChainState::new(ChainMode::Request);
     for i in 0..100u32 {
         let other = format!("other request {i}");
@@ -89,7 +93,10 @@ fn bench_identity(c: &mut Criterion) {
     }
     let step = chain.peek(&request);
     chain.commit(&step);
-    group.bench_function("chain_peek", |b| b.iter(|| chain.peek(black_box(&request))));
+    let hashed = HashedCanonical::new(&request);
+    group.bench_function("chain_peek", |b| {
+        b.iter(|| chain.peek_hashed(black_box(&hashed)))
+    });
 
     let secrets: Vec<Vec<u8>> = (0..REDACT_SECRETS)
         .map(|i| format!("sk-live-{i:02}-9f8e7d6c5b4a").into_bytes())
@@ -123,12 +130,11 @@ fn bench_identity(c: &mut Criterion) {
 }
 
 fn bench_sizes(c: &mut Criterion) {
-    let target = Target {
+    let identity = identity(Target {
         scheme: "https".into(),
         host: "api.example.com".into(),
         port: 443,
-    };
-    let matcher = Matcher::new(&MatchRules::default());
+    });
     let mut json_headers = HeaderMap::new();
     json_headers.insert(
         HeaderName::from_static("content-type"),
@@ -148,27 +154,22 @@ fn bench_sizes(c: &mut Criterion) {
     json.push_str("{\"id\":-1}]}");
     let large: Vec<u8> = (0..1 << 20).map(|i| (i * 31 % 251) as u8).collect();
     let empty = HeaderMap::new();
-    let cases: [(&str, &[u8], &HeaderMap, &[u8]); 3] = [
-        ("get", b"GET", &empty, b""),
-        ("post-1k-json", b"POST", &json_headers, json.as_bytes()),
-        ("post-1m-raw", b"POST", &raw_headers, &large),
+    let cases: [(&str, &[u8], &HeaderMap, Bytes); 3] = [
+        ("get", b"GET", &empty, Bytes::new()),
+        ("post-1k-json", b"POST", &json_headers, Bytes::from(json)),
+        ("post-1m-raw", b"POST", &raw_headers, Bytes::from(large)),
     ];
     let mut group = c.benchmark_group("identity/fingerprint");
     for (name, method, headers, body) in cases {
         group.bench_function(name, |b| {
             b.iter(|| {
-                let mut out = Vec::with_capacity(body.len() + 256);
-                matcher.canonical_form(
-                    &target,
-                    &RequestParts {
-                        method,
-                        path_and_query: b"/v1/items?page=2&size=50",
-                        headers,
-                        body: black_box(body),
-                    },
-                    &mut out,
-                );
-                fingerprint(&out, &Fingerprint::CHAIN_HEAD)
+                let head = RequestHead {
+                    method,
+                    path_and_query: b"/v1/items?page=2&size=50",
+                    headers,
+                };
+                let identified = identity.identify(head, black_box(body.clone()));
+                fingerprint(&identified.canonical, &Fingerprint::CHAIN_HEAD)
             })
         });
     }

@@ -2,13 +2,15 @@
 //! request between hyper handing it a parsed request and hyper writing the
 //! response (rfcs/0003-performance.md, "criterion figures").
 //!
-//! * `replay/canonical+chain` — canonical form of a wrk-like `GET`, chain peek
-//!   and commit (two SHA-256).
+//! * `replay/canonical+chain` — identity of a wrk-like `GET`
+//!   ([`EndpointIdentity::identify`]), its canonical form hashed and the
+//!   chain step taken ([`ouli::server::take_step`]): the live path's stages.
 //! * `replay/lookup+read/<n>` — index probe and record view in a recording of
 //!   n interactions, random keys (the 100k-interaction case's memory pattern).
 //! * `replay/response/<size>` — an `http::Response` built from a record view:
 //!   headers copied from the map, body `Bytes` pointing into it.
-//! * `replay/whole/<size>` — all of the above for one request.
+//! * `replay/whole/<size>` — all of the above for one request, the lookup by
+//!   the server's lookup stage ([`ouli::server::lookup`]).
 //!
 //! `cargo test --all-targets` runs each once (criterion's test mode), so the
 //! setup stays small: recordings of at most 10k interactions.
@@ -16,23 +18,39 @@
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderName, HeaderValue};
-use ouli::chain::{ChainMode, ChainState};
-use ouli::fingerprint::{MatchRules, Matcher, RequestParts, Target};
+use ouli::chain::{ChainMode, HashedCanonical};
+use ouli::fingerprint::{MatchRules, Target};
+use ouli::identity::{EndpointIdentity, RequestHead};
 use ouli::interaction::{
     BodyChunk, Exchange, Fingerprint, Interaction, RecordedRequest, RecordedResponse,
 };
 use ouli::recording::{Durability, ReadBackend, RecordView, Recording, RecordingWriter};
+use ouli::redact::{RedactionRules, Redactor};
+use ouli::server::{Lookup, Policy, Session, lookup, take_step};
 use std::hint::black_box;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Interactions in the lookup benchmark's largest recording.
 const LOOKUP_RECORDING_INTERACTIONS: u32 = 10_000;
 
-fn target() -> Target {
-    Target {
+/// The endpoint's identity: default matching, nothing to redact.
+fn identity() -> EndpointIdentity {
+    let target = Target {
         scheme: "http".to_owned(),
         host: "127.0.0.1".to_owned(),
         port: 9,
+    };
+    let redactor = Redactor::new(&RedactionRules::default()).expect("default rules compile");
+    EndpointIdentity::new(target, &MatchRules::default(), Arc::new(redactor))
+}
+
+/// A body-less `GET` of `path_and_query`, as the live path identifies it.
+fn get<'a>(path_and_query: &'a [u8], headers: &'a HeaderMap) -> RequestHead<'a> {
+    RequestHead {
+        method: b"GET",
+        path_and_query,
+        headers,
     }
 }
 
@@ -54,36 +72,27 @@ fn json_body(len: usize) -> Bytes {
 }
 
 /// Writes `count` interactions `GET /items/<i>` with `body_len`-byte bodies and
-/// returns their fingerprints, as the server would compute them.
+/// returns their fingerprints, computed by the record path's stages
+/// (identity, then the chain step of record mode).
 fn write_recording(path: &Path, count: u32, body_len: usize) -> Vec<Fingerprint> {
-    let matcher = Matcher::new(&MatchRules::default());
+    let identity = identity();
     let headers = wrk_headers();
     let body = json_body(body_len);
-    let mut chain = ChainState::new(ChainMode::Request);
+    let session = Session::new(None, ChainMode::Request);
     let mut writer = RecordingWriter::create(path, Durability::None).expect("create recording");
     let mut fingerprints = Vec::with_capacity(count as usize);
-    let mut canonical = Vec::new();
     for i in 0..count {
         let target_path = format!("/items/{i}");
-        canonical.clear();
-        matcher.canonical_form(
-            &target(),
-            &RequestParts {
-                method: b"GET",
-                path_and_query: target_path.as_bytes(),
-                headers: &headers,
-                body: b"",
-            },
-            &mut canonical,
-        );
-        let step = chain.peek(&canonical);
-        chain.commit(&step);
+        let canonical = identity
+            .identify(get(target_path.as_bytes(), &headers), Bytes::new())
+            .canonical;
+        let step = take_step(&session, &HashedCanonical::new(&canonical), false);
         fingerprints.push(step.fingerprint);
         writer
             .append(&Interaction {
                 fingerprint: step.fingerprint,
                 chain_link: step.link,
-                canonical: Bytes::copy_from_slice(&canonical),
+                canonical: Bytes::from(canonical),
                 endpoint: 0,
                 recorded_at_unix_us: 0,
                 request: RecordedRequest {
@@ -148,27 +157,15 @@ fn build_response(view: &RecordView) -> http::Response<Bytes> {
 }
 
 fn bench_canonical_and_chain(c: &mut Criterion) {
-    let matcher = Matcher::new(&MatchRules::default());
+    let identity = identity();
     let headers = wrk_headers();
-    let target = target();
-    let mut canonical = Vec::with_capacity(512);
-    let mut chain = ChainState::new(ChainMode::Request);
+    let session = Session::new(None, ChainMode::Request);
     c.bench_function("replay/canonical+chain", |b| {
         b.iter(|| {
-            canonical.clear();
-            matcher.canonical_form(
-                &target,
-                &RequestParts {
-                    method: b"GET",
-                    path_and_query: black_box(b"/v1/items/42"),
-                    headers: &headers,
-                    body: b"",
-                },
-                &mut canonical,
-            );
-            let step = chain.peek(&canonical);
-            chain.commit(&step);
-            black_box(step.fingerprint)
+            let identified =
+                identity.identify(get(black_box(b"/v1/items/42"), &headers), Bytes::new());
+            let hashed = HashedCanonical::new(&identified.canonical);
+            black_box(take_step(&session, &hashed, false).fingerprint)
         })
     });
 }
@@ -201,9 +198,8 @@ fn bench_lookup_and_read(c: &mut Criterion) {
 
 fn bench_response_and_whole(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let matcher = Matcher::new(&MatchRules::default());
+    let identity = identity();
     let headers = wrk_headers();
-    let target = target();
     let mut response_group = c.benchmark_group("replay/response");
     let mut prepared = Vec::new();
     for size in [1024usize, 65536, 1 << 20] {
@@ -218,35 +214,29 @@ fn bench_response_and_whole(c: &mut Criterion) {
         response_group.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, _| {
             b.iter(|| black_box(build_response(black_box(&view))))
         });
-        prepared.push((size, recording));
+        // The lookup stage's own copy of the recording, in a session.
+        let served = Recording::open(&path, ReadBackend::Mmap).expect("open recording");
+        prepared.push((size, Session::new(Some(served), ChainMode::Request)));
     }
     response_group.finish();
 
     let mut whole_group = c.benchmark_group("replay/whole");
-    let mut canonical = Vec::with_capacity(512);
-    let mut chain = ChainState::new(ChainMode::Request);
-    for (size, recording) in &prepared {
+    for (size, session) in &prepared {
         whole_group.bench_with_input(BenchmarkId::from_parameter(size), size, |b, _| {
             b.iter(|| {
-                // Back to the head: the recording holds position 0 only.
-                chain.reset();
-                canonical.clear();
-                matcher.canonical_form(
-                    &target,
-                    &RequestParts {
-                        method: b"GET",
-                        path_and_query: black_box(b"/items/0"),
-                        headers: &headers,
-                        body: b"",
-                    },
-                    &mut canonical,
-                );
-                let step = chain.peek(&canonical);
-                let view = recording
-                    .get(&step.fingerprint)
-                    .expect("read")
-                    .expect("found");
-                chain.commit(&step);
+                let identified =
+                    identity.identify(get(black_box(b"/items/0"), &headers), Bytes::new());
+                let hashed = HashedCanonical::new(&identified.canonical);
+                // Reset to the head: the recording holds position 0 only.
+                let Lookup::Hit {
+                    recording,
+                    location,
+                    ..
+                } = lookup(session, &hashed, true, Policy::Replay)
+                else {
+                    panic!("recorded request is found");
+                };
+                let view = recording.read(location).expect("read");
                 black_box(build_response(&view))
             })
         });

@@ -1,17 +1,21 @@
 //! ouli — a record/replay HTTP proxy for tests.
 //!
-//! **Replay path**: `server::listener` accepts the connection →
+//! **Replay path** (its stages: the `server` module doc): `server::listener`
+//! accepts the connection → the body is collected → `identity` decodes and
+//! redacts the request and writes its canonical form (`fingerprint`) →
 //! `server::session` names the test (`Test-Name`) and holds its recording and
-//! chain → `fingerprint` computes the canonical form and `chain` its link →
-//! `recording::Recording::lookup` probes the index → `server::replay` answers
-//! with status, headers and body as `Bytes` slices of the mapped file →
-//! socket. A miss is `server::miss`'s JSON report.
+//! chain → `server::lookup` takes the chain step (`chain`) and probes the
+//! index (`recording::Recording::lookup`) → `server::replay` answers with
+//! status, headers and body as `Bytes` slices of the mapped file → socket. A
+//! miss is `server::miss`'s JSON report.
 //!
-//! **Record path**: `server::listener` → `server::proxy` → `upstream` (the
-//! client connection's own upstream connection); the answer streams to the
-//! client while `record::CaptureBody` keeps a copy → `decode` → `redact` →
-//! `record::Recorder::append` (`recording::RecordingWriter`), before the
-//! client sees the end of the response.
+//! **Record path**: the same stages up to the chain step, then
+//! `server::proxy` → `upstream` (the client connection's own upstream
+//! connection); the answer streams to the client while `record::CaptureBody`
+//! keeps a copy → `decode` → `redact` → `record::Recorder::append`
+//! (`recording::RecordingWriter`), before the client sees the end of the
+//! response. The test-server importer (`testserver`) identifies a recorded
+//! request with the same `identity` function as a live one.
 //!
 //! The file format is rfcs/0001, request identity rfcs/0002.
 
@@ -21,6 +25,7 @@ pub mod config;
 pub mod decode;
 pub mod fingerprint;
 pub mod go_regexp;
+pub mod identity;
 pub mod interaction;
 #[cfg(feature = "profiler")]
 pub mod profile;

@@ -17,6 +17,27 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
+/// The collect stage: a body declared longer than
+/// `limits.request_body_bytes_max` is refused at once (the client may wait
+/// for the answer before sending it); else the head, and the body collected
+/// by [`collect_request_body`].
+pub(super) async fn collect<B>(
+    request: http::Request<B>,
+    limits: &Limits,
+) -> Result<(http::request::Parts, Bytes), Response<ResponseBody>>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let limit = limits.request_body_bytes_max;
+    if request.body().size_hint().lower() > limit as u64 {
+        return Err(super::body_too_large(limit));
+    }
+    let (parts, body) = request.into_parts();
+    let body = collect_request_body(body, limits).await?;
+    Ok((parts, body))
+}
+
 /// The request body, collected under `limits.request_body_bytes_max` and
 /// both time limits; the refusal, ready to send, when it breaks one.
 pub(super) async fn collect_request_body<B>(

@@ -46,7 +46,7 @@ impl Server {
                 }
             };
             self.forget_session(&name);
-            let finished = match &self.writer {
+            let finished = match self.recorder() {
                 // One rename and fsync: short enough to block this request's task.
                 Some(writer) => tokio::task::block_in_place(|| writer.finish(&name))
                     .map_err(|error| error.to_string()),

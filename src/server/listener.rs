@@ -120,9 +120,7 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                 let _ = stream.set_nodelay(true);
                 // Proxy modes: the upstream connection this client connection
                 // keeps between its requests (replay has none to keep).
-                let held = server
-                    .upstream
-                    .is_some()
+                let held = matches!(server.side, super::Side::Proxy(_))
                     .then(|| Arc::new(crate::upstream::HeldConnection::default()));
                 let protocol = Arc::new(ConnectionState::default());
                 #[cfg(feature = "profiler")]
@@ -195,8 +193,8 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                     if let Err(error) = ended {
                         tracing::debug!("connection ended: {error}");
                     }
-                    if let (Some(upstream), Some(held)) = (&server.upstream, &held) {
-                        upstream.release(index, held);
+                    if let (super::Side::Proxy(proxy), Some(held)) = (&server.side, &held) {
+                        proxy.upstream.release(index, held);
                     }
                 });
             }
@@ -219,7 +217,7 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     if tokio::time::timeout(timeout, all_closed).await.is_err() {
         tracing::warn!("shutdown: connections still open after {timeout:?}; closing them");
     }
-    if let Some(writer) = server.writer.clone() {
+    if let Some(writer) = server.recorder().cloned() {
         let errors = tokio::task::spawn_blocking(move || writer.finish_all())
             .await
             .unwrap_or_default();

@@ -9,20 +9,24 @@
 //! cost 145 ms per miss on a recording of 100k interactions (rfcs/0003), time
 //! a shared fixture server's other clients waited for.
 
+use super::lookup::Lookup;
+use super::replay::ReplayAnswer;
 use super::response::{ResponseBody, json_response};
-use super::session::Session;
+use super::websocket::{self, Conversation};
 use super::{
     Endpoint, MISS_CANDIDATES_MAX, MISS_INDEX_PATHS_MAX, MISS_SAME_PATH_MAX,
     MISS_SCAN_REQUESTS_MAX, Server,
 };
-use crate::chain::ChainStep;
+use crate::config::ExhaustedPolicy;
 use crate::fingerprint::{CANONICAL_VERSION, CanonicalRequest};
 use crate::record::off_executor;
 use crate::recording::{RecordLocation, RecordView, Recording};
 use crate::session_name::SessionName;
-use http::{Response, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
+use hyper::upgrade::OnUpgrade;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
+use std::sync::OnceLock;
 
 /// Candidates (best by the quick line score) compared field by field.
 const MISS_SHORTLIST_MAX: usize = 16;
@@ -180,28 +184,79 @@ fn closest(
         .collect()
 }
 
+/// What a miss is answered from, as plain values: the lookup (its step and
+/// the session's recording), the session's miss index, the request.
+pub(super) struct Missed<'a> {
+    pub session: &'a SessionName,
+    /// A miss or an exhausted chain (a hit is `replay::answer_hit`'s).
+    pub lookup: &'a Lookup<'a>,
+    /// Built at the session's first miss (`MissIndex`).
+    pub miss_index: &'a OnceLock<MissIndex>,
+    pub canonical: &'a [u8],
+}
+
 impl Server {
-    pub(super) fn miss(
+    /// Replay's answer to a request its recording does not answer at its
+    /// chain position: test-server's conversation for an upgrade, the last
+    /// recorded answer again if so configured, else the miss report.
+    pub(super) fn answer_miss(
         &self,
         endpoint: &Endpoint,
-        session: &SessionName,
-        state: &Session,
-        step: &ChainStep,
-        canonical: &[u8],
-        exhausted: bool,
+        missed: Missed<'_>,
+        upgrade: Option<OnUpgrade>,
+        headers: &HeaderMap,
+        answer: ReplayAnswer,
     ) -> Response<ResponseBody> {
-        let recording = state.recording();
+        // test-server logs no upgrade request: its conversation is
+        // played to an upgrade ouli's own recording has none for.
+        let upgrading = upgrade.is_some();
+        if let Some(upgrade) = upgrade
+            && let Some(frames) = missed
+                .lookup
+                .recording()
+                .and_then(websocket::test_server_conversation)
+        {
+            return self.play_websocket(
+                endpoint,
+                missed.session.clone(),
+                headers,
+                upgrade,
+                frames,
+                Conversation::TestServer,
+            );
+        }
+        // A conversation is not repeated: its frames are a script.
+        if let Lookup::Exhausted {
+            recording, last, ..
+        } = *missed.lookup
+            && !upgrading
+            && self.options.config.on_chain_exhausted == ExhaustedPolicy::RepeatLast
+        {
+            return self.serve_record(recording.read(last), answer);
+        }
+        self.miss(endpoint, &missed)
+    }
+
+    /// The miss report (module doc).
+    fn miss(&self, endpoint: &Endpoint, missed: &Missed<'_>) -> Response<ResponseBody> {
+        let Missed {
+            session,
+            lookup,
+            miss_index,
+            canonical,
+        } = *missed;
+        let step = lookup.step();
+        let exhausted = matches!(lookup, Lookup::Exhausted { .. });
+        let recording = lookup.recording();
         let got = CanonicalRequest::parse(canonical).unwrap_or_default();
         let mut closest: Vec<serde_json::Value> = match recording {
             Some(recording) => {
                 // Building reads the whole recording (once per session):
                 // the runtime moves this thread's other work meanwhile, and
                 // a concurrent miss waits for it the same way.
-                let index = match state.miss_index.get() {
+                let index = match miss_index.get() {
                     Some(index) => index,
-                    None => off_executor(|| {
-                        state.miss_index.get_or_init(|| MissIndex::build(recording))
-                    }),
+                    None => off_executor(|| miss_index.get_or_init(|| MissIndex::build(recording))),
                 };
                 closest(recording, index, canonical, &got)
                     .into_iter()

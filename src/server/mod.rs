@@ -1,26 +1,41 @@
 //! The server: one request's path, as a contract.
 //!
-//! `listener` accepts a connection and hyper parses the request; `handle`
-//! (here) routes it: health and `/__ouli/` control paths (`control`), the
-//! session it belongs to (`session`), the request body collected under its
-//! size and time limits (`body_timeout`) and decoded, the live request redacted as the recorded one was, its
-//! canonical form and chain step (`crate::fingerprint`, `crate::chain`).
-//! Then, by mode:
-//! - **replay**: one index probe (`crate::recording`), and the answer read
-//!   from the mapped record (`replay`); a miss is a JSON report (`miss`).
-//! - **record**, **record-missing** (on a miss), **passthrough**: forward
-//!   (`proxy`), stream the answer back while capturing it, and (record)
-//!   append it at its end (`crate::record`).
+//! A request goes through named stages. Each is a function (or type) in a
+//! file of its own, takes what the stage before it returns, and can be
+//! called and tested without a socket, but for the ones that are one
+//! (accept, forward). A stage that refuses answers at once, saying whose
+//! fault it is (`response`): the client's, the upstream's or the
+//! recording's.
+//!
+//! | stage | where | takes | returns | refusals (fault) |
+//! |---|---|---|---|---|
+//! | accept | `listener` | a connection | hyper's parsed request | 400, 408, 431 (client, `protocol_errors`); 503 over `limits.connections_max` (`shed`) |
+//! | admit | [`Server::admit`] | the request head | [`Admitted`]: session name, WebSocket upgrade, replay timing; or the health and `/__ouli/` answers (`control`) | 400 test name, upgrade, replay timing, request form; 405 CONNECT (client) |
+//! | collect | `body_timeout::collect` | the request | head and body | 413 declared or sent, 408 (client) |
+//! | identify | [`crate::identity`] | head and body | `Identified`: canonical form, body as stored | 413 once decoded (client) |
+//! | session | `session` | the session name | its [`Session`]: recording, chain | 502 unreadable (recording); 503 `limits.sessions_max` (client) |
+//! | lookup | [`lookup`] | session, canonical form hashed, chain reset asked | [`Lookup`]: hit, miss, exhausted; record mode: the chain step | none |
+//! | answer | `replay::answer_hit`, `miss::answer_miss`, `websocket` | a lookup | the recorded answer, from the map; a miss report | 404 miss, 502 damaged record (recording) |
+//! | forward, capture, store | `proxy`, `websocket_record`, `crate::record` | head, body as sent, identity and chain step | the upstream's answer, streamed back while captured; appended at its end | 502, 504 (upstream); 500 recording not started (recording) |
+//!
+//! Which stages run is chosen once, from the mode, as the server's [`Side`]:
+//! - **replay**: admit → collect → identify → session → lookup →
+//!   `answer_hit` | `answer_miss`. `Side::Replay` holds no upstream client:
+//!   this mode cannot reach the network by construction.
+//! - **record**: admit → collect → identify → session → chain step →
+//!   forward → capture → store.
+//! - **record-missing**: as replay up to the lookup; a hit is answered from
+//!   the recording, anything else forwarded, captured and stored.
+//! - **passthrough**: admit → collect → forward; nothing is identified.
 //!
 //! A WebSocket upgrade takes the same path to its identity; then it is
 //! proxied and its conversation recorded (`websocket_record`), or played
 //! from the recording (`websocket`).
-//!
-//! Every answer ouli makes itself says whose fault it is (`response`).
 
 mod body_timeout;
 mod control;
 mod listener;
+mod lookup;
 mod miss;
 mod protocol_errors;
 mod proxy;
@@ -32,19 +47,22 @@ mod websocket;
 mod websocket_record;
 
 pub use listener::run;
+pub use lookup::{Lookup, Policy, lookup, take_step};
+pub use session::Session;
 
 use self::response::{RemoveErrorHeader, ResponseBody, error_response, json_response};
-use self::session::Session;
 use self::websocket::is_websocket_upgrade;
-use crate::config::{Config, ExhaustedPolicy, Scheme};
-use crate::fingerprint::{Matcher, RequestParts, Target};
+use crate::chain::{ChainStep, HashedCanonical};
+use crate::config::{Config, ReplayTiming, Scheme};
+use crate::identity::{EndpointIdentity, Identified, RequestHead};
 use crate::recording::ReadBackend;
-use crate::redact::{RedactionRules, Redactor};
+use crate::redact::Redactor;
 use crate::session_name::SessionName;
 use bytes::Bytes;
 use dashmap::DashMap;
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,22 +141,111 @@ pub const MISS_INDEX_PATHS_MAX: usize = 65_536;
 /// One endpoint's compiled settings.
 struct Endpoint {
     index: usize,
-    target: Target,
-    matcher: Matcher,
-    /// Shared with the record path's end-of-body callback: cloning the rules
-    /// per request would allocate every list in them.
+    /// Its identity rules, compiled once (`crate::identity`).
+    identity: EndpointIdentity,
+    /// The identity's redactor (the same `Arc`): every message ouli writes
+    /// about this endpoint's requests goes through it.
     redactor: Arc<Redactor>,
+    health: Option<String>,
+    /// How its replayed answers are paced unless a request asks otherwise.
+    replay_timing: ReplayTiming,
+}
+
+/// Where one endpoint's requests go upstream (proxy modes).
+struct Route {
     /// The `Host` header sent upstream (port left out when it is the
     /// scheme's default), built once.
-    upstream_host: HeaderValue,
+    host: HeaderValue,
     /// The upstream's scheme and authority, parsed once: a request's URI
     /// upstream is these and its own path and query (no `format!` and parse
     /// per request).
-    upstream_scheme: http::uri::Scheme,
-    upstream_authority: http::uri::Authority,
-    health: Option<String>,
-    /// How its replayed answers are paced unless a request asks otherwise.
-    replay_timing: crate::config::ReplayTiming,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+}
+
+impl Route {
+    /// `endpoints[index]`'s upstream address. Checked in every mode, so that
+    /// a config replay accepts is one record accepts.
+    fn new(index: usize, endpoint: &crate::config::EndpointConfig) -> Result<Route, ServeError> {
+        let authority: http::uri::Authority = {
+            let host = &endpoint.target_host;
+            // An IPv6 literal is bracketed, as in a URI.
+            let authority = if host.contains(':') && !host.starts_with('[') {
+                format!("[{host}]:{}", endpoint.target_port)
+            } else {
+                format!("{host}:{}", endpoint.target_port)
+            };
+            authority.parse().map_err(|error| {
+                ServeError::Setup(format!(
+                    "endpoints[{index}]: target {authority:?} is not a host and port: {error}"
+                ))
+            })?
+        };
+        // Host is the authority, without the port when it is the scheme's
+        // default (`Authority::host` keeps an IPv6 literal's brackets).
+        let default_port = match endpoint.target_type {
+            Scheme::Https => 443,
+            Scheme::Http => 80,
+        };
+        let host = if endpoint.target_port == default_port {
+            authority.host()
+        } else {
+            authority.as_str()
+        };
+        let host = HeaderValue::from_str(host).map_err(|error| {
+            ServeError::Setup(format!(
+                "endpoints[{index}]: {host:?} is not a Host header value: {error}"
+            ))
+        })?;
+        Ok(Route {
+            host,
+            scheme: match endpoint.target_type {
+                Scheme::Http => http::uri::Scheme::HTTP,
+                Scheme::Https => http::uri::Scheme::HTTPS,
+            },
+            authority,
+        })
+    }
+}
+
+/// What the server does past a request's identity, chosen once from the
+/// mode.
+enum Side {
+    /// Answers from recordings only. There is no upstream client to reach.
+    Replay,
+    /// record, record-missing, passthrough.
+    Proxy(Proxy),
+}
+
+/// The proxy modes' upstream side: the only holder of the upstream client.
+struct Proxy {
+    upstream: crate::upstream::Upstream,
+    /// One per endpoint, by index.
+    routes: Vec<Route>,
+    store: Store,
+}
+
+/// What a proxy mode keeps of what it forwards.
+enum Store {
+    /// passthrough: nothing, and nothing is identified.
+    Nothing,
+    /// record: every request, each taking its chain step.
+    All(Arc<crate::record::Recorder>),
+    /// record-missing: what the recording does not answer.
+    Missing(Arc<crate::record::Recorder>),
+}
+
+impl Proxy {
+    fn recorder(&self) -> Option<&Arc<crate::record::Recorder>> {
+        match &self.store {
+            Store::Nothing => None,
+            Store::All(recorder) | Store::Missing(recorder) => Some(recorder),
+        }
+    }
+
+    fn route(&self, endpoint: &Endpoint) -> &Route {
+        &self.routes[endpoint.index]
+    }
 }
 
 struct Server {
@@ -150,127 +257,102 @@ struct Server {
     sessions_known: std::sync::atomic::AtomicUsize,
     sessions_refused_log: shed::LogEvery,
     backend: ReadBackend,
-    /// Record and passthrough modes only.
-    upstream: Option<crate::upstream::Upstream>,
-    /// Record mode only.
-    writer: Option<Arc<crate::record::Recorder>>,
+    side: Side,
     /// WebSocket conversations being proxied (waited for at shutdown).
     conversations: websocket_record::Conversations,
 }
 
 impl Server {
-    /// Compiles every endpoint's settings (matching rules, redaction,
-    /// upstream address) and starts what the mode needs: the upstream client
-    /// (proxy modes), the recorder (record modes).
+    /// Compiles every endpoint's settings (identity, upstream address) and
+    /// starts what the mode needs: the upstream client (proxy modes), the
+    /// recorder (record modes).
     fn new(options: &ServeOptions) -> Result<Server, ServeError> {
         let config = &options.config;
-        let mut env_secrets = crate::redact::secrets_from_env()
-            .map_err(|e| ServeError::Setup(format!("secrets: {e}")))?;
-        env_secrets.extend(config.secrets.iter().map(|s| s.as_bytes().to_vec()));
+        let secrets = crate::identity::configured_secrets(config)
+            .map_err(|e| ServeError::Setup(e.to_string()))?;
         let mut endpoints = Vec::with_capacity(config.endpoints.len());
+        let mut routes = Vec::with_capacity(config.endpoints.len());
         for (index, endpoint) in config.endpoints.iter().enumerate() {
-            let rules = RedactionRules {
-                drop_request_headers: endpoint.redact_request_headers.clone(),
-                secrets: env_secrets.clone(),
-                sensitive_json_keys: config.sensitive_json_keys.clone(),
-                response_header_replacements: endpoint.response_header_replacements.clone(),
-            };
-            let redactor = Redactor::new(&rules)
-                .map_err(|e| ServeError::Setup(format!("endpoint {index}: {e}")))?;
-            let upstream_authority: http::uri::Authority = {
-                let host = &endpoint.target_host;
-                // An IPv6 literal is bracketed, as in a URI.
-                let authority = if host.contains(':') && !host.starts_with('[') {
-                    format!("[{host}]:{}", endpoint.target_port)
-                } else {
-                    format!("{host}:{}", endpoint.target_port)
-                };
-                authority.parse().map_err(|error| {
-                    ServeError::Setup(format!(
-                        "endpoints[{index}]: target {authority:?} is not a host and port: {error}"
-                    ))
-                })?
-            };
-            // Host is the authority, without the port when it is the scheme's
-            // default (`Authority::host` keeps an IPv6 literal's brackets).
-            let default_port = match endpoint.target_type {
-                Scheme::Https => 443,
-                Scheme::Http => 80,
-            };
-            let upstream_host = if endpoint.target_port == default_port {
-                upstream_authority.host()
-            } else {
-                upstream_authority.as_str()
-            };
-            let upstream_host = HeaderValue::from_str(upstream_host).map_err(|error| {
-                ServeError::Setup(format!(
-                    "endpoints[{index}]: {upstream_host:?} is not a Host header value: {error}"
-                ))
-            })?;
+            let identity = EndpointIdentity::compile(config, index, &secrets)
+                .map_err(|e| ServeError::Setup(e.to_string()))?;
+            routes.push(Route::new(index, endpoint)?);
             endpoints.push(Endpoint {
                 index,
-                target: Target {
-                    scheme: match endpoint.target_type {
-                        Scheme::Http => "http".into(),
-                        Scheme::Https => "https".into(),
-                    },
-                    host: endpoint.target_host.clone(),
-                    port: endpoint.target_port,
-                },
-                matcher: Matcher::new(&{
-                    // The session header names the test; it never identifies a request.
-                    let mut rules = endpoint.matching.clone();
-                    rules
-                        .ignore_headers
-                        .extend(config.session_header.iter().cloned());
-                    rules
-                }),
-                redactor: Arc::new(redactor),
-                upstream_host,
-                upstream_scheme: match endpoint.target_type {
-                    Scheme::Http => http::uri::Scheme::HTTP,
-                    Scheme::Https => http::uri::Scheme::HTTPS,
-                },
-                upstream_authority,
+                redactor: identity.redactor().clone(),
+                identity,
                 health: endpoint.health.clone(),
                 replay_timing: endpoint.replay_timing,
             });
         }
-        let backend = config.read_backend.resolve();
-        let proxying = options.mode != Mode::Replay;
-        let upstream = if proxying {
-            let ca_files = crate::upstream::ca_files(config.ca_file.as_deref());
-            let connect_timeout = Duration::from_millis(config.limits.upstream_connect_timeout_ms);
-            Some(
-                crate::upstream::build_client(&ca_files, connect_timeout, endpoints.len())
-                    .map_err(|e| ServeError::Setup(e.to_string()))?,
-            )
-        } else {
-            None
+        let side = match options.mode {
+            Mode::Replay => Side::Replay,
+            Mode::Record | Mode::RecordMissing | Mode::Passthrough => {
+                Side::Proxy(Self::proxy_side(options, routes, &secrets)?)
+            }
         };
-        let writer = matches!(options.mode, Mode::Record | Mode::RecordMissing).then(|| {
-            Arc::new(crate::record::Recorder::new(
-                options.recording_dir.clone(),
-                config.durability,
-                options.mode == Mode::RecordMissing,
-                &env_secrets,
-            ))
-        });
         Ok(Server {
             options: options.clone(),
             endpoints,
             sessions: DashMap::new(),
             sessions_known: std::sync::atomic::AtomicUsize::new(0),
             sessions_refused_log: shed::LogEvery::new(),
-            backend,
-            upstream,
-            writer,
+            backend: config.read_backend.resolve(),
+            side,
             conversations: websocket_record::Conversations::new(),
         })
     }
+
+    /// The upstream client and, in the record modes, the recorder.
+    fn proxy_side(
+        options: &ServeOptions,
+        routes: Vec<Route>,
+        secrets: &[Vec<u8>],
+    ) -> Result<Proxy, ServeError> {
+        let config = &options.config;
+        let ca_files = crate::upstream::ca_files(config.ca_file.as_deref());
+        let connect_timeout = Duration::from_millis(config.limits.upstream_connect_timeout_ms);
+        let upstream = crate::upstream::build_client(&ca_files, connect_timeout, routes.len())
+            .map_err(|e| ServeError::Setup(e.to_string()))?;
+        let recorder = || {
+            Arc::new(crate::record::Recorder::new(
+                options.recording_dir.clone(),
+                config.durability,
+                options.mode == Mode::RecordMissing,
+                secrets,
+            ))
+        };
+        let store = match options.mode {
+            Mode::Record => Store::All(recorder()),
+            Mode::RecordMissing => Store::Missing(recorder()),
+            Mode::Passthrough | Mode::Replay => Store::Nothing,
+        };
+        Ok(Proxy {
+            upstream,
+            routes,
+            store,
+        })
+    }
+
+    /// Where recordings are appended (record modes only).
+    fn recorder(&self) -> Option<&Arc<crate::record::Recorder>> {
+        match &self.side {
+            Side::Replay => None,
+            Side::Proxy(proxy) => proxy.recorder(),
+        }
+    }
+}
+
+/// What admission found out about a request before its body is read.
+struct Admitted {
+    session: SessionName,
+    /// A WebSocket upgrade's IO, taken before the request is split.
+    upgrade: Option<OnUpgrade>,
+    /// How a replayed answer is paced (replay modes; none otherwise).
+    timing: ReplayTiming,
 }
 
 impl Server {
+    /// The request path (module doc): admit, collect, then the side's stages.
     pub(super) async fn handle(
         self: Arc<Self>,
         endpoint_index: usize,
@@ -278,255 +360,247 @@ impl Server {
         held: Option<&crate::upstream::HeldConnection>,
     ) -> Response<ResponseBody> {
         let endpoint = &self.endpoints[endpoint_index];
+        let admitted = match self.admit(endpoint, &mut request) {
+            Ok(admitted) => admitted,
+            Err(answer) => return answer,
+        };
+        let (parts, body) = match body_timeout::collect(request, &self.options.config.limits).await
+        {
+            Ok(collected) => collected,
+            Err(refused) => return refused,
+        };
+        match &self.side {
+            Side::Replay => self.replay_request(endpoint, admitted, parts, body),
+            // Boxed: the proxy's future is large, and hyper keeps the
+            // service's future inline in every connection's idle state.
+            Side::Proxy(proxy) => {
+                Box::pin(self.proxy_request(proxy, endpoint, held, admitted, parts, body)).await
+            }
+        }
+    }
+
+    /// Health and `/__ouli/` control paths answered, requests ouli does not
+    /// serve refused; else the session named, the upgrade taken, the replay
+    /// timing read. All before the body: a bad value is answered at once.
+    fn admit(
+        &self,
+        endpoint: &Endpoint,
+        request: &mut Request<Incoming>,
+    ) -> Result<Admitted, Response<ResponseBody>> {
         let path = request.uri().path();
         if path == "/__ouli/health" || endpoint.health.as_deref() == Some(path) {
-            return json_response(
+            return Err(json_response(
                 StatusCode::OK,
                 "none",
                 serde_json::json!({ "status": "ok" }),
             )
-            .tap_remove_error_header();
+            .tap_remove_error_header());
         }
         if let Some(control) = path.strip_prefix(CONTROL_PREFIX) {
-            return self.control(endpoint, control, request.method());
+            return Err(self.control(endpoint, control, request.method()));
         }
-        if let Some(refused) = refuse_request_form(&request) {
-            return refused;
+        if let Some(refused) = refuse_request_form(request) {
+            return Err(refused);
         }
-        let session = match self.session_name(request.headers()) {
-            Ok(name) => name,
-            Err(error) => {
-                return error_response(
-                    StatusCode::BAD_REQUEST,
-                    "client",
-                    "bad-test-name",
-                    endpoint
-                        .redactor
-                        .redact_str(&error.to_string())
-                        .into_owned(),
-                );
-            }
-        };
+        let session = self.session_name(request.headers()).map_err(|error| {
+            error_response(
+                StatusCode::BAD_REQUEST,
+                "client",
+                "bad-test-name",
+                endpoint
+                    .redactor
+                    .redact_str(&error.to_string())
+                    .into_owned(),
+            )
+        })?;
         // A WebSocket upgrade is identified like any request; its IO is
         // taken here, before the request is split.
         let mut upgrade = None;
         if is_websocket_upgrade(request.headers()) {
             if let Err(message) = websocket::check_handshake(request.headers()) {
-                return error_response(
+                return Err(error_response(
                     StatusCode::BAD_REQUEST,
                     "client",
                     "bad-websocket-upgrade",
                     message,
-                );
+                ));
             }
-            upgrade = Some(hyper::upgrade::on(&mut request));
+            upgrade = Some(hyper::upgrade::on(&mut *request));
         }
-        // Read before the body, so that a bad value is answered at once; only
-        // the modes that replay use it.
+        // Only the modes that replay use it.
         let timing = match self.options.mode {
             Mode::Replay | Mode::RecordMissing => {
-                match replay::replay_timing(endpoint, request.headers()) {
-                    Ok(timing) => timing,
-                    Err(why) => return replay::bad_replay_timing(why),
-                }
+                replay::replay_timing(endpoint, request.headers())
+                    .map_err(replay::bad_replay_timing)?
             }
-            Mode::Record | Mode::Passthrough => crate::config::ReplayTiming::None,
+            Mode::Record | Mode::Passthrough => ReplayTiming::None,
         };
-        let limit = self.options.config.limits.request_body_bytes_max;
-        // A declared length over the limit is answered at once: the client
-        // may wait for the answer before sending the body.
-        if hyper::body::Body::size_hint(request.body()).lower() > limit as u64 {
-            return body_too_large(limit);
-        }
-        let (parts, body) = request.into_parts();
-        let raw_body_for_upstream;
-        let limits = &self.options.config.limits;
-        let body = match body_timeout::collect_request_body(body, limits).await {
-            Ok(body) => body,
+        Ok(Admitted {
+            session,
+            upgrade,
+            timing,
+        })
+    }
+
+    /// replay: identify → session → lookup → `answer_hit` | `answer_miss`.
+    fn replay_request(
+        &self,
+        endpoint: &Endpoint,
+        admitted: Admitted,
+        parts: http::request::Parts,
+        body: Bytes,
+    ) -> Response<ResponseBody> {
+        let identified = match self.identify(endpoint, &parts, body) {
+            Ok(identified) => identified,
             Err(refused) => return refused,
         };
-        if self.options.mode == Mode::Passthrough {
-            // Nothing is recorded or looked up: no identity to compute.
-            if let Some(upgrade) = upgrade {
-                return Box::pin(self.proxy_websocket(endpoint, session, parts, upgrade, None))
-                    .await;
-            }
-            // Boxed here and below: the proxy's future is large, and hyper keeps
-            // the service's future inline in every connection's idle state.
-            return Box::pin(self.proxy(endpoint, held, session, parts, body, None)).await;
-        }
-        raw_body_for_upstream = body.clone();
-        // A compressed request body is identified (and stored) decoded: its
-        // compression level must not change its identity, and a secret in it
-        // must be found.
-        let body = match stored_request_body(&parts.headers, body, limits) {
-            Ok(body) => body,
-            Err(message) => {
-                return error_response(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "client",
-                    "body-too-large",
-                    message,
-                );
-            }
-        };
-        let state = match self.session(&session) {
+        let state = match self.session(&admitted.session) {
             Ok(state) => state,
             Err(error) => return error.into_response(),
         };
-        // Secrets never take part in identity: redact the live request first,
-        // as the recorded one was.
-        // Most requests carry nothing to redact: borrow their headers then.
-        let redacted_headers;
-        let headers = if header_map_needs_redaction(&endpoint.redactor, &parts.headers) {
-            let mut copy = parts.headers.clone();
-            endpoint.redactor.redact_header_map(&mut copy);
-            redacted_headers = copy;
-            &redacted_headers
-        } else {
-            &parts.headers
-        };
-        let target = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        let target = endpoint.redactor.redact_bytes(target.as_bytes());
-        let stored_body = body.clone();
-        let body = endpoint.redactor.redact_body(&body);
-        let mut canonical = Vec::with_capacity(256);
-        endpoint.matcher.canonical_form(
-            &endpoint.target,
-            &RequestParts {
-                method: parts.method.as_str().as_bytes(),
-                path_and_query: &target,
-                headers,
-                body: &body,
-            },
-            &mut canonical,
-        );
-        // The chain lock is held from peek to commit (so that concurrent
-        // identical requests take successive positions) and never across an
-        // await.
-        let (step, hit, exhausted, recording) = {
-            let mut chain = state.chain.lock().unwrap_or_else(|p| p.into_inner());
-            if parts.headers.contains_key(CHAIN_RESET_HEADER) {
-                chain.reset();
-            }
-            let step = chain.peek(&canonical);
-            if self.options.mode == Mode::Record {
-                // Record answers nothing from the recording.
-                chain.commit(&step);
-                (step, None, false, None)
-            } else {
-                let record_missing = self.options.mode == Mode::RecordMissing;
-                let mut recording = state.recording();
-                if record_missing && recording.is_none_or(|r| r.lookup(&step.fingerprint).is_none())
-                {
-                    // Records appended since the session was opened (by this
-                    // process or another) must be found too.
-                    recording = state.reload(
-                        session.recording_path(&self.options.recording_dir),
-                        self.backend,
-                    );
-                }
-                let hit = recording.and_then(|r| r.lookup(&step.fingerprint));
-                // record-missing records a miss: that takes the chain step too.
-                if hit.is_some() || record_missing {
-                    chain.commit(&step);
-                }
-                let exhausted =
-                    step.position > 0 && recording.is_some_and(|r| r.lookup(&step.link).is_some());
-                (step, hit, exhausted, recording)
-            }
-        };
+        // Hashed before the session's lock is taken (`lookup`).
+        let hashed = HashedCanonical::new(&identified.canonical);
+        let reset = parts.headers.contains_key(CHAIN_RESET_HEADER);
+        let found = lookup(&state, &hashed, reset, Policy::Replay);
+        if let Lookup::Hit {
+            recording,
+            location,
+            ..
+        } = found
+        {
+            return self.answer_hit(endpoint, admitted, &parts, recording, location);
+        }
         let answer = replay::ReplayAnswer {
             head: parts.method == http::Method::HEAD,
-            timing,
+            timing: admitted.timing,
         };
-        if let (Some(location), Some(recording)) = (hit, recording) {
-            let view = recording.read(location);
-            if let (Some(upgrade), Ok(view)) = (upgrade, &view)
-                && view.is_websocket()
-            {
-                let Some(frames) = websocket::frames_of(view) else {
-                    return self.serve_record(
-                        Err(crate::recording::RecordingError::CorruptRecord {
-                            path: session.recording_path(&self.options.recording_dir),
-                            offset: location.offset,
-                            what: "malformed WebSocket payload".into(),
-                        }),
-                        answer,
-                    );
-                };
-                // The subprotocol the upstream chose, which the client checks.
-                let protocol = view
-                    .response_headers()
-                    .find(|(name, _)| name.eq_ignore_ascii_case(b"sec-websocket-protocol"))
-                    .and_then(|(_, value)| HeaderValue::from_bytes(value).ok());
-                return self.play_websocket(
-                    endpoint,
-                    session,
-                    &parts.headers,
-                    upgrade,
-                    frames,
-                    websocket::Conversation::Ouli(protocol),
-                );
-            }
-            // An upgrade the upstream refused is answered as recorded.
-            return self.serve_record(view, answer);
-        }
-        if self.options.mode == Mode::Replay {
-            // test-server logs no upgrade request: its conversation is
-            // played to an upgrade ouli's own recording has none for.
-            let upgrading = upgrade.is_some();
-            if let Some(upgrade) = upgrade
-                && let Some(frames) = recording.and_then(websocket::test_server_conversation)
-            {
-                return self.play_websocket(
-                    endpoint,
-                    session,
-                    &parts.headers,
-                    upgrade,
-                    frames,
-                    websocket::Conversation::TestServer,
-                );
-            }
-            // A conversation is not repeated: its frames are a script.
-            if exhausted
-                && !upgrading
-                && self.options.config.on_chain_exhausted == ExhaustedPolicy::RepeatLast
-            {
-                let recording = recording.expect("exhausted implies a recording");
-                if let Some(location) = recording.lookup(&step.link) {
-                    return self.serve_record(recording.read(location), answer);
-                }
-            }
-            return self.miss(endpoint, &session, &state, &step, &canonical, exhausted);
-        }
-        // Record, and record-missing's misses (not recorded yet): upstream,
-        // and recorded.
-        // Boxed, as above.
-        if let Some(upgrade) = upgrade {
-            return Box::pin(self.proxy_websocket(
-                endpoint,
-                session,
-                parts,
-                upgrade,
-                Some((canonical, step, stored_body)),
-            ))
-            .await;
-        }
-        Box::pin(self.proxy(
-            endpoint,
-            held,
-            session,
-            parts,
-            raw_body_for_upstream,
-            Some((canonical, step, stored_body)),
-        ))
-        .await
+        let missed = miss::Missed {
+            session: &admitted.session,
+            lookup: &found,
+            miss_index: &state.miss_index,
+            canonical: &identified.canonical,
+        };
+        self.answer_miss(endpoint, missed, admitted.upgrade, &parts.headers, answer)
     }
+
+    /// record, record-missing, passthrough: identify → session → chain step
+    /// (record-missing: lookup, a hit answered as replay answers it) →
+    /// forward → capture → store. Passthrough only forwards.
+    async fn proxy_request(
+        &self,
+        proxy: &Proxy,
+        endpoint: &Endpoint,
+        held: Option<&crate::upstream::HeldConnection>,
+        admitted: Admitted,
+        parts: http::request::Parts,
+        body: Bytes,
+    ) -> Response<ResponseBody> {
+        let missing_only = match &proxy.store {
+            // Nothing is recorded or looked up: no identity to compute.
+            Store::Nothing => {
+                let outgoing = Outgoing {
+                    session: admitted.session,
+                    parts,
+                    body,
+                    identity: None,
+                };
+                return self
+                    .forward(proxy, endpoint, held, outgoing, admitted.upgrade)
+                    .await;
+            }
+            Store::All(_) => false,
+            Store::Missing(_) => true,
+        };
+        let raw_body_for_upstream = body.clone();
+        let identified = match self.identify(endpoint, &parts, body) {
+            Ok(identified) => identified,
+            Err(refused) => return refused,
+        };
+        let state = match self.session(&admitted.session) {
+            Ok(state) => state,
+            Err(error) => return error.into_response(),
+        };
+        let hashed = HashedCanonical::new(&identified.canonical);
+        let reset = parts.headers.contains_key(CHAIN_RESET_HEADER);
+        let step = if missing_only {
+            let policy = Policy::RecordMissing {
+                recording_dir: &self.options.recording_dir,
+                session: &admitted.session,
+                backend: self.backend,
+            };
+            match lookup(&state, &hashed, reset, policy) {
+                Lookup::Hit {
+                    recording,
+                    location,
+                    ..
+                } => return self.answer_hit(endpoint, admitted, &parts, recording, location),
+                // Not recorded yet: upstream, and recorded.
+                other => *other.step(),
+            }
+        } else {
+            // Record answers nothing from the recording.
+            take_step(&state, &hashed, reset)
+        };
+        let outgoing = Outgoing {
+            session: admitted.session,
+            parts,
+            body: raw_body_for_upstream,
+            identity: Some((identified, step)),
+        };
+        self.forward(proxy, endpoint, held, outgoing, admitted.upgrade)
+            .await
+    }
+
+    /// The identify stage on a live request; its refusal (413, the
+    /// client's) ready to send.
+    fn identify(
+        &self,
+        endpoint: &Endpoint,
+        parts: &http::request::Parts,
+        body: Bytes,
+    ) -> Result<Identified, Response<ResponseBody>> {
+        let limits = &self.options.config.limits;
+        endpoint
+            .identity
+            .identify_live(RequestHead::of(parts), body, limits)
+            .map_err(|error| {
+                error_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "client",
+                    "body-too-large",
+                    error.to_string(),
+                )
+            })
+    }
+
+    /// Forward, to `proxy` or `proxy_websocket` (inline: `handle` boxed
+    /// this whole side).
+    async fn forward(
+        &self,
+        proxy: &Proxy,
+        endpoint: &Endpoint,
+        held: Option<&crate::upstream::HeldConnection>,
+        outgoing: Outgoing,
+        upgrade: Option<OnUpgrade>,
+    ) -> Response<ResponseBody> {
+        if let Some(upgrade) = upgrade {
+            return self
+                .proxy_websocket(proxy, endpoint, outgoing, upgrade)
+                .await;
+        }
+        self.proxy(proxy, endpoint, held, outgoing).await
+    }
+}
+
+/// A request to forward: what the forward, capture and store stages take.
+struct Outgoing {
+    session: SessionName,
+    parts: http::request::Parts,
+    /// The body as the client sent it (not decoded).
+    body: Bytes,
+    /// A request to record: its identity and chain step (`None` in
+    /// passthrough).
+    identity: Option<(Identified, ChainStep)>,
 }
 
 /// A CPU profile of the next N seconds (`--features profiler` builds only;
@@ -600,55 +674,4 @@ fn path_and_query_of(parts: &http::request::Parts) -> &str {
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/")
-}
-
-/// Whether redaction would change `headers` (a dropped name, or a secret in
-/// a value): only then is the map copied.
-fn header_map_needs_redaction(redactor: &Redactor, headers: &HeaderMap) -> bool {
-    headers.iter().any(|(name, value)| {
-        redactor.drops_request_header(name.as_str().as_bytes())
-            || matches!(
-                redactor.redact_header_value(value.as_bytes()),
-                std::borrow::Cow::Owned(_)
-            )
-    })
-}
-
-/// The request body as it is fingerprinted and stored, by the request
-/// direction's policy (`decode::for_storage`): decoded when the client sent
-/// it with a `content-encoding` ouli can undo; as sent when it cannot (logged);
-/// `Err(why)`, to be refused with 413 as a body sent that large is, when it
-/// decodes to more than `limits.request_body_bytes_max`.
-fn stored_request_body(
-    headers: &HeaderMap,
-    body: Bytes,
-    limits: &crate::config::Limits,
-) -> Result<Bytes, String> {
-    use crate::decode::{Direction, Stored};
-    let Some(encoding) = headers.get(http::header::CONTENT_ENCODING) else {
-        return Ok(body);
-    };
-    // Decoding up to the limit may take long: not on this executor thread.
-    let stored = crate::record::off_executor(|| {
-        crate::decode::for_storage(Direction::Request, limits, encoding.as_bytes(), &body)
-    });
-    match stored {
-        Stored::AsSent => Ok(body),
-        Stored::Decoded(decoded) => Ok(Bytes::from(decoded)),
-        Stored::Undecodable(error) => {
-            tracing::warn!("request body kept as sent: {error}");
-            Ok(body)
-        }
-        Stored::TooLarge { limit } => {
-            let encoding = String::from_utf8_lossy(encoding.as_bytes());
-            let key = Direction::Request.limit_key();
-            tracing::warn!(
-                "request body refused: over {key} = {limit} bytes once decoded ({encoding}, {} bytes sent)",
-                body.len()
-            );
-            Err(format!(
-                "request body exceeds {key} = {limit} bytes once decoded (content-encoding {encoding})"
-            ))
-        }
-    }
 }

@@ -5,9 +5,9 @@
 
 use super::body_timeout::IdleTimeout;
 use super::response::{ResponseBody, error_response};
-use super::{Endpoint, Server, path_and_query_of};
-use crate::chain::ChainStep;
-use crate::session_name::SessionName;
+use super::{Endpoint, Outgoing, Proxy, Server};
+use crate::identity::RequestHead;
+pub(super) use crate::identity::owned_headers;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -18,24 +18,27 @@ impl Server {
     /// capturing it; at its end (record) decode, redact and append.
     pub(super) async fn proxy(
         &self,
+        proxy: &Proxy,
         endpoint: &Endpoint,
         held: Option<&crate::upstream::HeldConnection>,
-        session: SessionName,
-        parts: http::request::Parts,
-        body: Bytes,
-        // The canonical form, the chain step and the request body as it is
-        // stored (decoded, not yet redacted) of a request to record.
-        identity: Option<(Vec<u8>, ChainStep, Bytes)>,
+        outgoing: Outgoing,
     ) -> Response<ResponseBody> {
+        let Outgoing {
+            session,
+            parts,
+            body,
+            identity,
+        } = outgoing;
         let config = &self.options.config;
+        let route = proxy.route(endpoint);
         let path_and_query = parts
             .uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(endpoint.upstream_scheme.clone());
-        uri.authority = Some(endpoint.upstream_authority.clone());
+        uri.scheme = Some(route.scheme.clone());
+        uri.authority = Some(route.authority.clone());
         uri.path_and_query = Some(path_and_query.clone());
         let uri = match http::Uri::from_parts(uri) {
             Ok(uri) => uri,
@@ -61,14 +64,17 @@ impl Server {
                     headers.append(name.clone(), value.clone());
                 }
             }
-            headers.insert(http::header::HOST, endpoint.upstream_host.clone());
+            headers.insert(http::header::HOST, route.host.clone());
             request
         };
-        let (Some(upstream), Some(held)) = (self.upstream.as_ref(), held) else {
-            unreachable!("proxy modes have an upstream client and hold its connections");
+        let upstream = &proxy.upstream;
+        let Some(held) = held else {
+            unreachable!(
+                "the listener holds an upstream connection per client connection in proxy modes"
+            );
         };
         let timeout = Duration::from_millis(config.limits.upstream_response_timeout_ms);
-        let recording = match (self.writer.clone(), identity) {
+        let recording = match (proxy.recorder().cloned(), identity) {
             (Some(writer), Some(identity)) => Some((writer, identity)),
             _ => None,
         };
@@ -134,9 +140,9 @@ impl Server {
         let upstream_body = IdleTimeout::new(
             upstream_body,
             Duration::from_millis(config.limits.upstream_body_idle_timeout_ms),
-            endpoint.upstream_authority.clone(),
+            route.authority.clone(),
         );
-        let Some(((writer, (canonical, step, stored_body)), response_parts)) = recording else {
+        let Some(((writer, (identified, step)), response_parts)) = recording else {
             return Response::from_parts(client_parts, upstream_body.boxed_unsync());
         };
         let client_response = Response::from_parts(client_parts, ());
@@ -144,13 +150,7 @@ impl Server {
         let endpoint_index = endpoint.index as u16;
         let limits = config.limits.clone();
         let on_end: crate::record::OnBodyEnd = Box::new(move |chunks| {
-            let mut request = crate::interaction::RecordedRequest {
-                method: Bytes::copy_from_slice(parts.method.as_str().as_bytes()),
-                target: Bytes::copy_from_slice(path_and_query_of(&parts).as_bytes()),
-                headers: owned_headers(&parts.headers),
-                body: stored_body,
-            };
-            redactor.redact_request(&mut request);
+            let request = identified.stored_request(RequestHead::of(&parts));
             let encoding = response_parts
                 .headers
                 .get(http::header::CONTENT_ENCODING)
@@ -184,7 +184,7 @@ impl Server {
                 &crate::interaction::Interaction {
                     fingerprint: step.fingerprint,
                     chain_link: step.link,
-                    canonical: Bytes::from(canonical),
+                    canonical: Bytes::from(identified.canonical),
                     endpoint: endpoint_index,
                     recorded_at_unix_us: started_unix_us,
                     request,
@@ -199,25 +199,6 @@ impl Server {
         );
         client_response.map(|()| captured.boxed_unsync())
     }
-}
-
-/// A header map as the recording stores it, in order: every name and value
-/// copied into one buffer and sliced from it (one allocation, not two per
-/// header).
-pub(super) fn owned_headers(headers: &HeaderMap) -> Vec<(Bytes, Bytes)> {
-    let total: usize = headers
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len())
-        .sum();
-    let mut buffer = bytes::BytesMut::with_capacity(total);
-    let mut owned = Vec::with_capacity(headers.len());
-    for (name, value) in headers {
-        buffer.extend_from_slice(name.as_str().as_bytes());
-        let name = buffer.split().freeze();
-        buffer.extend_from_slice(value.as_bytes());
-        owned.push((name, buffer.split().freeze()));
-    }
-    owned
 }
 
 /// An error and its causes, outermost first, as one line ("cannot connect:

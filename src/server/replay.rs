@@ -12,9 +12,10 @@
 //! timer.
 
 use super::response::{ResponseBody, error_response, full};
-use super::{Endpoint, Server};
+use super::websocket;
+use super::{Admitted, Endpoint, Server};
 use crate::config::ReplayTiming;
-use crate::recording::RecordView;
+use crate::recording::{RecordLocation, RecordView, Recording};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -303,6 +304,59 @@ impl http_body::Body for ChunkedReplay {
         } else {
             http_body::SizeHint::new()
         }
+    }
+}
+
+impl Server {
+    /// The answer stage of a hit: the recorded answer read from the map, or
+    /// (an upgrade recorded as a conversation) the conversation played. An
+    /// upgrade the upstream refused is answered as recorded.
+    pub(super) fn answer_hit(
+        &self,
+        endpoint: &Endpoint,
+        admitted: Admitted,
+        parts: &http::request::Parts,
+        recording: &Recording,
+        location: RecordLocation,
+    ) -> Response<ResponseBody> {
+        let Admitted {
+            session,
+            upgrade,
+            timing,
+        } = admitted;
+        let answer = ReplayAnswer {
+            head: parts.method == http::Method::HEAD,
+            timing,
+        };
+        let view = recording.read(location);
+        if let (Some(upgrade), Ok(view)) = (upgrade, &view)
+            && view.is_websocket()
+        {
+            let Some(frames) = websocket::frames_of(view) else {
+                return self.serve_record(
+                    Err(crate::recording::RecordingError::CorruptRecord {
+                        path: session.recording_path(&self.options.recording_dir),
+                        offset: location.offset,
+                        what: "malformed WebSocket payload".into(),
+                    }),
+                    answer,
+                );
+            };
+            // The subprotocol the upstream chose, which the client checks.
+            let protocol = view
+                .response_headers()
+                .find(|(name, _)| name.eq_ignore_ascii_case(b"sec-websocket-protocol"))
+                .and_then(|(_, value)| HeaderValue::from_bytes(value).ok());
+            return self.play_websocket(
+                endpoint,
+                session,
+                &parts.headers,
+                upgrade,
+                frames,
+                websocket::Conversation::Ouli(protocol),
+            );
+        }
+        self.serve_record(view, answer)
     }
 }
 

@@ -5,7 +5,7 @@
 
 use super::response::{ResponseBody, error_response};
 use super::{Mode, Server};
-use crate::chain::ChainState;
+use crate::chain::{ChainMode, ChainState};
 use crate::recording::{ReadBackend, Recording};
 use crate::session_name::SessionName;
 use http::{HeaderMap, Response, StatusCode};
@@ -13,8 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-/// One session's replay state; its lock is never shared with another session.
-pub(super) struct Session {
+/// One session's state: its recording and its chain; its lock is never
+/// shared with another session.
+pub struct Session {
     pub(super) recording: Option<Recording>,
     /// record-missing only: the recording this process started for a session
     /// that had none, opened once its first record is on disk.
@@ -26,6 +27,17 @@ pub(super) struct Session {
 }
 
 impl Session {
+    /// A session serving `recording` (none: every request misses), its
+    /// chain at the head.
+    pub fn new(recording: Option<Recording>, chain: ChainMode) -> Session {
+        Session {
+            recording,
+            late_recording: std::sync::OnceLock::new(),
+            chain: Mutex::new(ChainState::new(chain)),
+            miss_index: std::sync::OnceLock::new(),
+        }
+    }
+
     pub(super) fn recording(&self) -> Option<&Recording> {
         self.recording
             .as_ref()
@@ -152,12 +164,7 @@ impl Server {
             })
             .map_err(|e| e.to_string())?
         };
-        Ok(Arc::new(Session {
-            recording,
-            late_recording: std::sync::OnceLock::new(),
-            chain: Mutex::new(ChainState::new(self.options.config.chain)),
-            miss_index: std::sync::OnceLock::new(),
-        }))
+        Ok(Arc::new(Session::new(recording, self.options.config.chain)))
     }
 }
 

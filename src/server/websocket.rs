@@ -63,7 +63,7 @@ impl Server {
         let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
         let rules = FrameRules {
             redactor: endpoint.redactor.clone(),
-            matcher: endpoint.matcher.clone(),
+            matcher: endpoint.identity.matcher().clone(),
             strict_opcode: matches!(source, Conversation::Ouli(_)),
         };
         tokio::spawn(async move {

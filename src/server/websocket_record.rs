@@ -12,10 +12,10 @@
 
 use super::proxy::{decode_chunks, error_chain, hop_by_hop_headers, owned_headers};
 use super::response::{ResponseBody, error_response, full};
-use super::{Endpoint, Server, path_and_query_of};
-use crate::chain::ChainStep;
+use super::{Endpoint, Outgoing, Proxy, Route, Server, path_and_query_of};
+use crate::identity::RequestHead;
 use crate::interaction::{
-    BodyChunk, Exchange, Interaction, RecordedRequest, RecordedResponse, WsDirection, WsFrame,
+    BodyChunk, Exchange, Interaction, RecordedResponse, WsDirection, WsFrame,
 };
 use crate::session_name::SessionName;
 use bytes::Bytes;
@@ -124,18 +124,25 @@ impl Server {
     /// identity, recorded when it ends.
     pub(super) async fn proxy_websocket(
         &self,
+        proxy: &Proxy,
         endpoint: &Endpoint,
-        session: SessionName,
-        parts: http::request::Parts,
+        outgoing: Outgoing,
         client_upgrade: OnUpgrade,
-        identity: Option<(Vec<u8>, ChainStep, Bytes)>,
     ) -> Response<ResponseBody> {
+        // An upgrade has no body to forward.
+        let Outgoing {
+            session,
+            parts,
+            identity,
+            ..
+        } = outgoing;
         let config = &self.options.config;
+        let route = proxy.route(endpoint);
         let path_and_query = http::uri::PathAndQuery::try_from(path_and_query_of(&parts))
             .unwrap_or_else(|_| http::uri::PathAndQuery::from_static("/"));
         let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(endpoint.upstream_scheme.clone());
-        uri.authority = Some(endpoint.upstream_authority.clone());
+        uri.scheme = Some(route.scheme.clone());
+        uri.authority = Some(route.authority.clone());
         uri.path_and_query = Some(path_and_query.clone());
         let Ok(uri) = http::Uri::from_parts(uri) else {
             return error_response(
@@ -145,7 +152,7 @@ impl Server {
                 "the request target is not a path and query".into(),
             );
         };
-        let recording = match (self.writer.clone(), identity) {
+        let recording = match (proxy.recorder().cloned(), identity) {
             (Some(writer), Some(identity)) => Some((writer, identity)),
             _ => None,
         };
@@ -163,11 +170,9 @@ impl Server {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
-        let Some(upstream) = self.upstream.as_ref() else {
-            unreachable!("proxy modes have an upstream client");
-        };
+        let upstream = &proxy.upstream;
         let timeout = Duration::from_millis(config.limits.upstream_response_timeout_ms);
-        let sent = upstream.upgrade(&uri, upgrade_request(endpoint, &parts, path_and_query));
+        let sent = upstream.upgrade(&uri, upgrade_request(route, &parts, path_and_query));
         let mut response = match tokio::time::timeout(timeout, sent).await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
@@ -194,21 +199,15 @@ impl Server {
             }
         };
         let to_record = |response: RecordedResponse, frames: Option<Vec<WsFrame>>| {
-            recording.map(|(writer, (canonical, step, stored_body))| {
-                let mut request = RecordedRequest {
-                    method: Bytes::copy_from_slice(parts.method.as_str().as_bytes()),
-                    target: Bytes::copy_from_slice(path_and_query_of(&parts).as_bytes()),
-                    headers: owned_headers(&parts.headers),
-                    body: stored_body,
-                };
-                endpoint.redactor.redact_request(&mut request);
+            recording.map(|(writer, (identified, step))| {
+                let request = identified.stored_request(RequestHead::of(&parts));
                 ToRecord {
                     writer,
                     derived: endpoint.redactor.derived_secrets(&parts.headers),
                     interaction: Interaction {
                         fingerprint: step.fingerprint,
                         chain_link: step.link,
-                        canonical: Bytes::from(canonical),
+                        canonical: Bytes::from(identified.canonical),
                         endpoint: endpoint.index as u16,
                         recorded_at_unix_us: started_unix_us,
                         request,
@@ -359,7 +358,7 @@ impl Server {
 /// end-to-end headers) and the upstream's `Host`. No extension is offered:
 /// ouli relays messages, and could not undo one (permessage-deflate).
 fn upgrade_request(
-    endpoint: &Endpoint,
+    route: &Route,
     parts: &http::request::Parts,
     path_and_query: http::uri::PathAndQuery,
 ) -> Request<Full<Bytes>> {
@@ -376,7 +375,7 @@ fn upgrade_request(
             headers.append(name.clone(), value.clone());
         }
     }
-    headers.insert(http::header::HOST, endpoint.upstream_host.clone());
+    headers.insert(http::header::HOST, route.host.clone());
     headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(
         http::header::CONNECTION,

@@ -5,9 +5,8 @@
 //! both uses, so that `ouli replay` answers the same on a directory and on its
 //! import:
 //! * **identity** is ouli's, never test-server's: each recorded request is
-//!   redacted and put in canonical form exactly as the proxy does for a live
-//!   request (same endpoint target, same [`Matcher`], same [`Redactor`]), and
-//!   chained in the file's array order with the configured chain mode.
+//!   redacted, put in canonical form and stored by the function the proxy
+//!   uses for a live request ([`EndpointIdentity::identify`]), and chained in the file's array order with the configured chain mode.
 //!   test-server's `shaSum` hashes every header (so a new `User-Agent` misses)
 //!   and its `previousRequest` links cross tests; neither is used.
 //! * **answers** are test-server's: status, headers but `Content-Length` and
@@ -29,12 +28,11 @@ pub mod gojson;
 pub mod websocket;
 
 use crate::chain::{ChainMode, steps_for};
-use crate::config::{Config, Scheme};
-use crate::fingerprint::{Matcher, RequestParts, Target};
+use crate::config::Config;
+use crate::identity::{EndpointIdentity, RequestHead};
 use crate::interaction::{BodyChunk, Exchange, Interaction, RecordedRequest, RecordedResponse};
 use crate::recording::secret_scan::SecretScan;
 use crate::recording::{Recording, RecordingError, RecordingWriter, encode_recording};
-use crate::redact::{RedactionRules, Redactor};
 use crate::session_name::{DEFAULT_SESSION, SessionName};
 use bytes::Bytes;
 use serde_json::Value;
@@ -393,16 +391,10 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, TestServerError> {
     std::fs::read(path).map_err(io)
 }
 
-/// One endpoint's identity rules, compiled as the proxy compiles them.
-struct EndpointRules {
-    target: Target,
-    matcher: Matcher,
-    redactor: Redactor,
-}
-
 /// Converts test-server files with one config's identity rules.
 struct Converter {
-    endpoints: Vec<EndpointRules>,
+    /// Compiled as the proxy compiles them.
+    endpoints: Vec<EndpointIdentity>,
     /// The configured secrets (the post-write scan looks for them).
     secrets: Vec<Vec<u8>>,
     chain: ChainMode,
@@ -420,37 +412,12 @@ struct Pending {
 
 impl Converter {
     fn new(config: &Config) -> Result<Converter, TestServerError> {
-        let mut secrets = crate::redact::secrets_from_env()
-            .map_err(|e| TestServerError::Config(format!("secrets: {e}")))?;
-        secrets.extend(config.secrets.iter().map(|s| s.as_bytes().to_vec()));
-        let mut endpoints = Vec::with_capacity(config.endpoints.len());
-        for (index, endpoint) in config.endpoints.iter().enumerate() {
-            let rules = RedactionRules {
-                drop_request_headers: endpoint.redact_request_headers.clone(),
-                secrets: secrets.clone(),
-                sensitive_json_keys: config.sensitive_json_keys.clone(),
-                response_header_replacements: endpoint.response_header_replacements.clone(),
-            };
-            let redactor = Redactor::new(&rules)
-                .map_err(|e| TestServerError::Config(format!("endpoint {index}: {e}")))?;
-            // As the proxy does: the session header never identifies a request.
-            let mut matching = endpoint.matching.clone();
-            matching
-                .ignore_headers
-                .extend(config.session_header.iter().cloned());
-            endpoints.push(EndpointRules {
-                target: Target {
-                    scheme: match endpoint.target_type {
-                        Scheme::Http => "http".into(),
-                        Scheme::Https => "https".into(),
-                    },
-                    host: endpoint.target_host.clone(),
-                    port: endpoint.target_port,
-                },
-                matcher: Matcher::new(&matching),
-                redactor,
-            });
-        }
+        let secrets = crate::identity::configured_secrets(config)
+            .map_err(|e| TestServerError::Config(e.to_string()))?;
+        let endpoints = (0..config.endpoints.len())
+            .map(|index| EndpointIdentity::compile(config, index, &secrets))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TestServerError::Config(e.to_string()))?;
         if endpoints.is_empty() {
             return Err(TestServerError::Config("no endpoints".into()));
         }
@@ -466,10 +433,10 @@ impl Converter {
     /// that host, else the first endpoint.
     fn endpoint_for(&self, host: Option<&str>, port: Option<u64>) -> usize {
         let Some(host) = host else { return 0 };
-        let same_host = |e: &&EndpointRules| e.target.host.eq_ignore_ascii_case(host);
+        let same_host = |e: &&EndpointIdentity| e.target().host.eq_ignore_ascii_case(host);
         self.endpoints
             .iter()
-            .position(|e| same_host(&e) && Some(u64::from(e.target.port)) == port)
+            .position(|e| same_host(&e) && Some(u64::from(e.target().port)) == port)
             .or_else(|| self.endpoints.iter().position(|e| same_host(&e)))
             .unwrap_or(0)
     }
@@ -590,44 +557,25 @@ impl Converter {
         }
         // As the proxy does: a dropped header's value is a secret of this
         // interaction's response too.
-        let derived = endpoint.redactor.derived_secrets(&headers);
-        endpoint.redactor.redact_header_map(&mut headers);
-        let target = endpoint.redactor.redact_bytes(url.as_bytes()).into_owned();
-        let body = endpoint.redactor.redact_body(&body).into_owned();
-        let mut canonical = Vec::with_capacity(256);
-        endpoint.matcher.canonical_form(
-            &endpoint.target,
-            &RequestParts {
-                method: method.as_bytes(),
-                path_and_query: &target,
-                headers: &headers,
-                body: &body,
-            },
-            &mut canonical,
-        );
-        let recorded_request = RecordedRequest {
-            method: Bytes::copy_from_slice(method.as_bytes()),
-            target: Bytes::from(target),
-            headers: headers
-                .iter()
-                .map(|(name, value)| {
-                    (
-                        Bytes::copy_from_slice(name.as_str().as_bytes()),
-                        Bytes::copy_from_slice(value.as_bytes()),
-                    )
-                })
-                .collect(),
-            body: Bytes::from(body),
+        let derived = endpoint.redactor().derived_secrets(&headers);
+        // Identified and stored as the proxy does a live request, its body
+        // as stored (test-server keeps bodies decoded).
+        let head = RequestHead {
+            method: method.as_bytes(),
+            path_and_query: url.as_bytes(),
+            headers: &headers,
         };
+        let identified = endpoint.identify(head, Bytes::from(body));
+        let recorded_request = identified.stored_request(head);
         let mut response = convert_response(place, response, url.contains("alt=sse"), problems)?;
         // Everything imported is redacted, the response as the request.
         endpoint
-            .redactor
+            .redactor()
             .with_extra_secrets(&derived)
             .redact_response_content(&mut response);
         Ok(Pending {
             endpoint: endpoint_index,
-            canonical,
+            canonical: identified.canonical,
             request: recorded_request,
             exchange: Exchange::Http(response),
             test_name,
@@ -639,7 +587,7 @@ impl Converter {
     fn convert_websocket(&self, bytes: &[u8]) -> Result<Pending, String> {
         let mut frames = websocket::parse(bytes).map_err(|e| e.to_string())?;
         let endpoint = &self.endpoints[0];
-        endpoint.redactor.redact_ws_frames(&mut frames);
+        endpoint.redactor().redact_ws_frames(&mut frames);
         let mut headers = http::HeaderMap::new();
         headers.insert(
             http::header::UPGRADE,
@@ -649,17 +597,12 @@ impl Converter {
             http::header::CONNECTION,
             http::HeaderValue::from_static("Upgrade"),
         );
-        let mut canonical = Vec::with_capacity(128);
-        endpoint.matcher.canonical_form(
-            &endpoint.target,
-            &RequestParts {
-                method: b"GET",
-                path_and_query: WEBSOCKET_TARGET.as_bytes(),
-                headers: &headers,
-                body: b"",
-            },
-            &mut canonical,
-        );
+        let head = RequestHead {
+            method: b"GET",
+            path_and_query: WEBSOCKET_TARGET.as_bytes(),
+            headers: &headers,
+        };
+        let canonical = endpoint.identify(head, Bytes::new()).canonical;
         let pair = |name: &'static str, value: &'static str| {
             (
                 Bytes::from_static(name.as_bytes()),
