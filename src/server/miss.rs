@@ -279,11 +279,10 @@ impl Server {
             report["request"] = cut.clone().into();
             report["closest_recorded"] = cut.into();
         }
-        json_response(
-            StatusCode::NOT_FOUND,
-            kind,
-            redact_json(&endpoint.redactor, report),
-        )
+        let report = redact_json(&endpoint.redactor, report);
+        let entry = super::misses::http_entry(&endpoint.redactor, &report, &got, &path);
+        self.misses.push(entry);
+        json_response(StatusCode::NOT_FOUND, kind, report)
     }
 }
 
@@ -291,7 +290,10 @@ impl Server {
 /// redacted (strings there are JSON-escaped, a form the redactor reads) and
 /// parsed back; should a secret span JSON syntax, so that the text no longer
 /// parses, only a note is left.
-fn redact_json(redactor: &crate::redact::Redactor, value: serde_json::Value) -> serde_json::Value {
+pub(super) fn redact_json(
+    redactor: &crate::redact::Redactor,
+    value: serde_json::Value,
+) -> serde_json::Value {
     let text = value.to_string();
     match redactor.redact_str(&text) {
         std::borrow::Cow::Borrowed(_) => value,

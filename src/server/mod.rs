@@ -22,12 +22,14 @@ mod body_timeout;
 mod control;
 mod listener;
 mod miss;
+mod misses;
 mod protocol_errors;
 mod proxy;
 mod replay;
 mod response;
 mod session;
 mod shed;
+mod trailers;
 mod websocket;
 mod websocket_record;
 
@@ -156,6 +158,8 @@ struct Server {
     writer: Option<Arc<crate::record::Recorder>>,
     /// WebSocket conversations being proxied (waited for at shutdown).
     conversations: websocket_record::Conversations,
+    /// The last misses, for `/__ouli/misses`.
+    misses: Arc<misses::Misses>,
 }
 
 impl Server {
@@ -266,6 +270,7 @@ impl Server {
             upstream,
             writer,
             conversations: websocket_record::Conversations::new(),
+            misses: Arc::new(misses::Misses::new()),
         })
     }
 }
@@ -443,6 +448,7 @@ impl Server {
         let answer = replay::ReplayAnswer {
             head: parts.method == http::Method::HEAD,
             timing,
+            trailers: trailers::client_takes_trailers(&parts.headers, parts.version),
         };
         if let (Some(location), Some(recording)) = (hit, recording) {
             let view = recording.read(location);
@@ -450,14 +456,16 @@ impl Server {
                 && view.is_websocket()
             {
                 let Some(frames) = websocket::frames_of(view) else {
-                    return self.serve_record(
-                        Err(crate::recording::RecordingError::CorruptRecord {
-                            path: session.recording_path(&self.options.recording_dir),
-                            offset: location.offset,
-                            what: "malformed WebSocket payload".into(),
-                        }),
-                        answer,
-                    );
+                    return self
+                        .serve_record(
+                            Err(crate::recording::RecordingError::CorruptRecord {
+                                path: session.recording_path(&self.options.recording_dir),
+                                offset: location.offset,
+                                what: "malformed WebSocket payload".into(),
+                            }),
+                            answer,
+                        )
+                        .await;
                 };
                 // The subprotocol the upstream chose, which the client checks.
                 let protocol = view
@@ -474,7 +482,7 @@ impl Server {
                 );
             }
             // An upgrade the upstream refused is answered as recorded.
-            return self.serve_record(view, answer);
+            return self.serve_record(view, answer).await;
         }
         if self.options.mode == Mode::Replay {
             // test-server logs no upgrade request: its conversation is
@@ -499,7 +507,7 @@ impl Server {
             {
                 let recording = recording.expect("exhausted implies a recording");
                 if let Some(location) = recording.lookup(&step.link) {
-                    return self.serve_record(recording.read(location), answer);
+                    return self.serve_record(recording.read(location), answer).await;
                 }
             }
             return self.miss(endpoint, &session, &state, &step, &canonical, exhausted);

@@ -167,6 +167,7 @@ impl Server {
             unreachable!("proxy modes have an upstream client");
         };
         let timeout = Duration::from_millis(config.limits.upstream_response_timeout_ms);
+        let sent_at = Instant::now();
         let sent = upstream.upgrade(&uri, upgrade_request(endpoint, &parts, path_and_query));
         let mut response = match tokio::time::timeout(timeout, sent).await {
             Ok(Ok(response)) => response,
@@ -193,7 +194,9 @@ impl Server {
                 );
             }
         };
-        let to_record = |response: RecordedResponse, frames: Option<Vec<WsFrame>>| {
+        let head_offset_us = sent_at.elapsed().as_micros() as u64;
+        let to_record = |mut response: RecordedResponse, frames: Option<Vec<WsFrame>>| {
+            response.head_offset_us = head_offset_us;
             recording.map(|(writer, (canonical, step, stored_body))| {
                 let mut request = RecordedRequest {
                     method: Bytes::copy_from_slice(parts.method.as_str().as_bytes()),
@@ -230,8 +233,8 @@ impl Server {
         let recorded_101 = RecordedResponse {
             status: 101,
             headers: owned_headers(&head.headers),
-            chunks: Vec::new(),
             original_encoding: Bytes::new(),
+            ..RecordedResponse::default()
         };
         let pending = to_record(recorded_101, Some(Vec::new()));
         // ouli relays messages, not extension-encoded frames: none was
@@ -332,6 +335,7 @@ impl Server {
                 headers: owned_headers(&head.headers),
                 chunks,
                 original_encoding: encoding,
+                ..RecordedResponse::default()
             };
             if let Some(mut pending) = to_record(recorded) {
                 redact_exchange(&endpoint.redactor, &mut pending);

@@ -679,8 +679,8 @@ impl Converter {
                 response: RecordedResponse {
                     status: 101,
                     headers: vec![pair("upgrade", "websocket"), pair("connection", "Upgrade")],
-                    chunks: Vec::new(),
                     original_encoding: Bytes::new(),
+                    ..RecordedResponse::default()
                 },
                 frames,
             },
@@ -814,6 +814,7 @@ fn convert_response(
         headers,
         chunks,
         original_encoding,
+        ..RecordedResponse::default()
     })
 }
 
