@@ -65,6 +65,7 @@ fn interaction(i: u32) -> Interaction {
                 data: Bytes::from(vec![b'x'; BODY_BYTES]),
             }],
             original_encoding: Bytes::new(),
+            ..Default::default()
         }),
     }
 }

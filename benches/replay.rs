@@ -115,6 +115,7 @@ fn write_recording(path: &Path, count: u32, body_len: usize) -> Vec<Fingerprint>
                         data: body.clone(),
                     }],
                     original_encoding: Bytes::new(),
+                    ..Default::default()
                 }),
             })
             .expect("append");

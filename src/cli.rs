@@ -432,6 +432,9 @@ pub fn inspect(file: &Path, json: bool, out: &mut dyn Write) -> Result<(), ToolE
                 "websocket": websocket,
                 "endpoint": interaction.endpoint,
                 "offset": record.location().offset,
+                "format_version": record.format_version(),
+                "head_offset_us": record.response_head_offset_us(),
+                "trailers": record.response_trailers_shared().count(),
             });
             writeln!(out, "{line}")?;
         } else {

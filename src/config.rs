@@ -134,6 +134,15 @@ impl ReplayTiming {
         }
     }
 
+    /// The factor recorded times are multiplied by; `None`: not paced.
+    pub fn scale(self) -> Option<f64> {
+        match self {
+            ReplayTiming::None => None,
+            ReplayTiming::Recorded => Some(1.0),
+            ReplayTiming::Scaled(scale) => Some(scale.get()),
+        }
+    }
+
     /// A factor: 0 is `none` (no gaps, no timers); 1 is `recorded`.
     pub fn from_factor(factor: f64) -> Result<ReplayTiming, String> {
         if !factor.is_finite() || !(0.0..=REPLAY_TIMING_SCALE_MAX).contains(&factor) {

@@ -68,12 +68,21 @@ pub struct BodyChunk {
     pub data: Bytes,
 }
 
-/// The response as recorded: status, headers in order, body chunks (decoded).
+/// The response as recorded: status, headers in order, body chunks (decoded),
+/// trailers.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct RecordedResponse {
     pub status: u16,
+    /// Time to first byte: microseconds from the request's sending to the
+    /// upstream until its response head arrived. 0 when not known (a record
+    /// of format version 1, an import).
+    pub head_offset_us: u64,
     pub headers: Vec<HeaderPair>,
     pub chunks: Vec<BodyChunk>,
+    /// Trailer fields that followed the body (HTTP/1.1 chunked trailers, an
+    /// HTTP/2 trailing HEADERS frame: gRPC's `grpc-status`), redacted as
+    /// headers are. Empty when there were none, and in a version 1 record.
+    pub trailers: Vec<HeaderPair>,
     /// The `content-encoding` the upstream used (e.g. `gzip`) for a body
     /// stored decoded; empty when the chunks are stored as they came
     /// (unencoded, or in an encoding ouli could not undo: a stored

@@ -18,7 +18,7 @@
 //! That sync is taken after the session's lock is released: appends that
 //! arrive while one runs share the next (group commit, `SyncPoint`).
 
-use crate::interaction::{BodyChunk, Interaction};
+use crate::interaction::{BodyChunk, HeaderPair, Interaction};
 use crate::recording::secret_scan::SecretScan;
 use crate::recording::{Durability, RecordingError, RecordingWriter};
 use crate::session_name::SessionName;
@@ -281,9 +281,18 @@ fn finish_writer(
     }
 }
 
-/// Called once with the captured chunks when the upstream body has ended;
+/// What [`CaptureBody`] kept of an upstream body that ended.
+#[derive(Debug, Default)]
+pub struct Captured {
+    /// The data frames, each with its offset after the response head.
+    pub chunks: Vec<BodyChunk>,
+    /// The trailer fields that ended it, in order (none for most bodies).
+    pub trailers: Vec<HeaderPair>,
+}
+
+/// Called once with what was captured when the upstream body has ended;
 /// returns whether the interaction was recorded.
-pub type OnBodyEnd = Box<dyn FnOnce(Vec<BodyChunk>) -> bool + Send>;
+pub type OnBodyEnd = Box<dyn FnOnce(Captured) -> bool + Send>;
 
 /// The error a response is broken off with when its record could not be
 /// written: the client sees a failed response, not a complete one that was
@@ -293,14 +302,16 @@ pub type OnBodyEnd = Box<dyn FnOnce(Vec<BodyChunk>) -> bool + Send>;
 pub struct RecordingFailed;
 
 /// The upstream body on its way to the client: every data frame is passed on
-/// as it arrives and a copy kept with its arrival offset; at the end of the
-/// body `on_end` receives the copy. A client that goes away mid-body drops
+/// as it arrives and a copy kept with its arrival offset, a trailers frame
+/// passed on and kept too; at the end of the body `on_end` receives the
+/// copy. A client that goes away mid-body drops
 /// this, and an upstream body that fails (cut, or idle past its limit) ends
 /// it with an error: either way the incomplete interaction is not recorded.
 pub struct CaptureBody<B: http_body::Body = hyper::body::Incoming> {
     inner: B,
     started: std::time::Instant,
     chunks: Vec<BodyChunk>,
+    trailers: Vec<HeaderPair>,
     bytes_captured: usize,
     bytes_max: usize,
     on_end: Option<OnBodyEnd>,
@@ -312,6 +323,7 @@ impl<B: http_body::Body> CaptureBody<B> {
             inner,
             started: std::time::Instant::now(),
             chunks: Vec::new(),
+            trailers: Vec::new(),
             bytes_captured: 0,
             bytes_max,
             on_end: Some(on_end),
@@ -323,7 +335,10 @@ impl<B: http_body::Body> CaptureBody<B> {
     /// Hands the copy over; `false` when it could not be recorded.
     fn end(&mut self) -> bool {
         match self.on_end.take() {
-            Some(on_end) => on_end(std::mem::take(&mut self.chunks)),
+            Some(on_end) => on_end(Captured {
+                chunks: std::mem::take(&mut self.chunks),
+                trailers: std::mem::take(&mut self.trailers),
+            }),
             None => true,
         }
     }
@@ -367,6 +382,7 @@ where
                             );
                         }
                         this.chunks.clear();
+                        this.trailers.clear();
                     } else if this.on_end.is_some() {
                         let offset_us = this.started.elapsed().as_micros() as u64;
                         this.chunks.push(BodyChunk {
@@ -374,11 +390,17 @@ where
                             data: data.clone(),
                         });
                     }
+                } else if let Some(trailers) = frame.trailers_ref()
+                    && this.on_end.is_some()
+                {
+                    this.trailers
+                        .extend(crate::record::trailer_pairs(trailers, this.trailers.len()));
                 }
                 // hyper stops polling once a body says it has ended (a
-                // content-length reached), so the end is seen here, not as
-                // a `None` that never comes.
-                if this.inner.is_end_stream() && !this.end() {
+                // content-length reached) or has sent its trailers (always
+                // its last frame), so the end is seen here, not as a `None`
+                // that never comes.
+                if (frame.is_trailers() || this.inner.is_end_stream()) && !this.end() {
                     return std::task::Poll::Ready(Some(Err(Box::new(RecordingFailed))));
                 }
             }
@@ -397,4 +419,31 @@ where
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// Trailer fields one recorded response keeps at most, as a header block's
+/// count is bounded; past it, the rest are left out (logged).
+pub const TRAILERS_MAX: usize = 256;
+
+/// `trailers` as stored pairs, in order, up to [`TRAILERS_MAX`] counting the
+/// `already` kept (a body may end with one trailers frame only, but a body
+/// that is not hyper's could send several).
+pub(crate) fn trailer_pairs(trailers: &http::HeaderMap, already: usize) -> Vec<HeaderPair> {
+    let room = TRAILERS_MAX.saturating_sub(already);
+    if trailers.len() > room {
+        tracing::warn!(
+            "{} trailer fields, over TRAILERS_MAX = {TRAILERS_MAX}: the rest are not recorded",
+            trailers.len() + already
+        );
+    }
+    trailers
+        .iter()
+        .take(room)
+        .map(|(name, value)| {
+            (
+                bytes::Bytes::copy_from_slice(name.as_str().as_bytes()),
+                bytes::Bytes::copy_from_slice(value.as_bytes()),
+            )
+        })
+        .collect()
 }

@@ -3,7 +3,10 @@
 //! * even: the rest is the file, as it is. Nothing may panic, and whatever a
 //!   lookup serves is a record of the fingerprint asked for.
 //! * odd: a model. Interactions decoded from the input are written with
-//!   `RecordingWriter`, the finished file is damaged as the input says
+//!   `RecordingWriter` (format version 1 when the byte's second bit is
+//!   set, else the current version: a version 1 record keeps no time to
+//!   first byte and no trailers, and reads back without them), the
+//!   finished file is damaged as the input says
 //!   (cut short, bytes flipped), then opened: every record served (looked
 //!   up by fingerprint or iterated) is one that was written, byte for byte,
 //!   or it is reported missing or damaged; never a wrong body. Undamaged,
@@ -17,8 +20,10 @@ use ouli::interaction::{
     BodyChunk, Exchange, Fingerprint, Interaction, RecordedRequest, RecordedResponse, WsDirection,
     WsFrame,
 };
-use ouli::recording::Durability;
-use ouli::recording::{ReadBackend, Recording, RecordingError, RecordingWriter};
+use ouli::recording::{
+    Durability, FORMAT_VERSION, FORMAT_VERSION_1, ReadBackend, Recording, RecordingError,
+    RecordingWriter,
+};
 
 use super::Input;
 
@@ -31,10 +36,15 @@ const FINGERPRINTS: u8 = 6;
 
 pub fn check(data: &[u8]) {
     let mut input = Input::new(data);
-    if input.byte() & 1 == 0 {
+    let first = input.byte();
+    if first & 1 == 0 {
         check_raw(input.rest());
     } else {
-        check_model(&mut input);
+        let version = match first & 2 {
+            0 => FORMAT_VERSION,
+            _ => FORMAT_VERSION_1,
+        };
+        check_model(&mut input, version);
     }
 }
 
@@ -68,12 +78,12 @@ fn check_raw(bytes: &[u8]) {
     );
 }
 
-fn check_model(input: &mut Input<'_>) {
+fn check_model(input: &mut Input<'_>, version: u32) {
     let count = input.byte() % (INTERACTIONS_MAX + 1);
     let written: Vec<Interaction> = (0..count).map(|_| interaction(input)).collect();
     let dir = scratch_dir();
     let final_path = dir.join(format!("{}.ouli", NEXT.fetch_add(1, Ordering::Relaxed)));
-    let kept = write(&final_path, &written);
+    let kept = write(&final_path, &written, version);
     let mut bytes = std::fs::read(&final_path).expect("the finished recording reads back");
     let damaged = damage(input, &mut bytes);
     std::fs::write(&final_path, &bytes).expect("the damaged copy is written");
@@ -101,14 +111,26 @@ fn scratch_dir() -> PathBuf {
     .clone()
 }
 
-/// Writes `interactions` and finishes the file; returns those the writer
-/// took (one over the format's limits is refused, and then not expected).
-fn write(final_path: &Path, interactions: &[Interaction]) -> Vec<Interaction> {
-    let mut writer = RecordingWriter::create(final_path, Durability::None).expect("writer");
+/// Writes `interactions` in format `version` and finishes the file; returns
+/// those the writer took as they read back (one over the format's limits is
+/// refused, and then not expected; version 1 keeps no time to first byte
+/// and no trailers).
+fn write(final_path: &Path, interactions: &[Interaction], version: u32) -> Vec<Interaction> {
+    let mut writer = RecordingWriter::create_with_version(final_path, Durability::None, version)
+        .expect("writer");
+    assert_eq!(writer.format_version(), version);
     let mut kept = Vec::new();
     for interaction in interactions {
         match writer.append(interaction) {
-            Ok(_) => kept.push(interaction.clone()),
+            Ok(_) => {
+                let mut read_back = interaction.clone();
+                if version == FORMAT_VERSION_1 {
+                    let response = response_mut(&mut read_back);
+                    response.head_offset_us = 0;
+                    response.trailers.clear();
+                }
+                kept.push(read_back);
+            }
             Err(RecordingError::RecordTooLarge { .. }) => {}
             Err(error) => panic!("append failed: {error}"),
         }
@@ -169,17 +191,25 @@ fn served_as_written(recording: &Recording, written: &[Interaction], damaged: bo
                         "served {served:?}, written {candidates:?}"
                     );
                 }
-                // What replay answers with: status, headers, body chunks.
+                // What replay answers with: status, time to first byte,
+                // body chunks, trailers.
                 let body: Vec<u8> = view
                     .response_chunks()
                     .flat_map(|(_, data)| data.to_vec())
                     .collect();
+                let trailers: Vec<(Bytes, Bytes)> = view
+                    .response_trailers_shared()
+                    .map(|(name, value)| (bytes(name), value))
+                    .collect();
                 assert!(
-                    candidates
-                        .iter()
-                        .any(|c| response_of(c).status == view.response_status()
-                            && body_of(response_of(c)) == body),
-                    "served a wrong status or body"
+                    candidates.iter().any(|c| {
+                        let response = response_of(c);
+                        response.status == view.response_status()
+                            && response.head_offset_us == view.response_head_offset_us()
+                            && body_of(response) == body
+                            && response.trailers == trailers
+                    }),
+                    "served a wrong status, time to first byte, body or trailers"
                 );
                 if !damaged {
                     assert_eq!(
@@ -216,6 +246,12 @@ fn served_as_written(recording: &Recording, written: &[Interaction], damaged: bo
 
 fn response_of(interaction: &Interaction) -> &RecordedResponse {
     match &interaction.exchange {
+        Exchange::Http(response) | Exchange::WebSocket { response, .. } => response,
+    }
+}
+
+fn response_mut(interaction: &mut Interaction) -> &mut RecordedResponse {
+    match &mut interaction.exchange {
         Exchange::Http(response) | Exchange::WebSocket { response, .. } => response,
     }
 }
@@ -257,6 +293,7 @@ fn interaction(input: &mut Input<'_>) -> Interaction {
     };
     let response = RecordedResponse {
         status: input.u16(),
+        head_offset_us: input.u64(),
         headers: headers(input),
         chunks: (0..input.byte() % 4)
             .map(|_| BodyChunk {
@@ -264,6 +301,7 @@ fn interaction(input: &mut Input<'_>) -> Interaction {
                 data: bytes(input.long()),
             })
             .collect(),
+        trailers: headers(input),
         original_encoding: bytes(input.short()),
     };
     let exchange = if flags & 1 == 0 {

@@ -186,12 +186,16 @@ fn chunks(redactor: &Redactor, pieces: &[Vec<u8>], secrets: &[Vec<u8>], tokens: 
             (Bytes::from_static(b"x-echo"), header_text(&whole)),
         ],
         chunks: original,
+        // A trailer is a header sent late: the same rules.
+        trailers: vec![(Bytes::from_static(b"x-echo-trailer"), header_text(&whole))],
         original_encoding: Bytes::new(),
+        ..RecordedResponse::default()
     };
     redactor.redact_response(&mut response);
     let body = joined(&response.chunks);
     no_secret(&body, tokens, "redact_response body");
     no_secret(&response.headers[1].1, secrets, "redact_response header");
+    no_secret(&response.trailers[0].1, secrets, "redact_response trailer");
     if !holds_secret(whole.len(), secrets) && !holds_secret(body.len(), secrets) {
         assert_eq!(
             response.headers[0].1,

@@ -1,5 +1,10 @@
 //! The bytes of a recording file (rfcs/0001): zerocopy structs, the payload
 //! encoding of an interaction, and its decoding. Little-endian throughout.
+//!
+//! Two format versions are read, [`FORMAT_VERSION_1`] and
+//! [`FORMAT_VERSION_2`] (which adds a response's time to first byte and its
+//! trailers); which items a payload holds is its file's version, so the
+//! encoder, [`layout`] and [`decode`] each take it ([`Layout::version`]).
 
 use super::{RecordLocation, RecordingError};
 use crate::interaction::{
@@ -13,8 +18,18 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// First 8 bytes of every recording.
 pub const MAGIC: [u8; 8] = *b"OULIREC\0";
-/// Version 1: the first format.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 1: the first format. Still read, and still written when records
+/// are appended to a version 1 file (record-missing): a file never mixes
+/// versions.
+pub const FORMAT_VERSION_1: u32 = 1;
+/// Version 2 (written by new recordings): a response's time to first byte
+/// and its trailers (rfcs/0001, "Version history").
+pub const FORMAT_VERSION_2: u32 = 2;
+/// The version new recordings are written in.
+pub const FORMAT_VERSION: u32 = FORMAT_VERSION_2;
+/// The oldest version read; every version from it to [`FORMAT_VERSION`] is.
+pub const FORMAT_VERSION_OLDEST: u32 = FORMAT_VERSION_1;
+const _: () = assert!(FORMAT_VERSION_OLDEST <= FORMAT_VERSION);
 /// First 4 bytes of every record.
 pub const RECORD_MAGIC: u32 = u32::from_le_bytes(*b"OREC");
 /// Last 32 bytes of a file whose index is current.
@@ -129,10 +144,12 @@ pub fn padded(len: u64) -> u64 {
     len.div_ceil(RECORD_ALIGN) * RECORD_ALIGN
 }
 
-pub fn new_file_header(created_unix_us: u64) -> FileHeader {
+/// A file header of `version` (one this code reads and writes).
+pub fn new_file_header(created_unix_us: u64, version: u32) -> FileHeader {
+    debug_assert!((FORMAT_VERSION_OLDEST..=FORMAT_VERSION).contains(&version));
     let mut header = FileHeader {
         magic: MAGIC,
-        version: U32::new(FORMAT_VERSION),
+        version: U32::new(version),
         header_len: U32::new(FILE_HEADER_LEN as u32),
         created_unix_us: U64::new(created_unix_us),
         reserved: [0; 36],
@@ -142,8 +159,9 @@ pub fn new_file_header(created_unix_us: u64) -> FileHeader {
     header
 }
 
-/// Checks the file header; the error names the file.
-pub fn check_file_header(path: &Path, bytes: &[u8]) -> Result<(), RecordingError> {
+/// Checks the file header and returns the file's format version (one of
+/// [`FORMAT_VERSION_OLDEST`]`..=`[`FORMAT_VERSION`]); the error names the file.
+pub fn check_file_header(path: &Path, bytes: &[u8]) -> Result<u32, RecordingError> {
     let seen = bytes.len().min(MAGIC.len());
     if bytes[..seen] != MAGIC[..seen] {
         return Err(RecordingError::NotARecording {
@@ -156,10 +174,11 @@ pub fn check_file_header(path: &Path, bytes: &[u8]) -> Result<(), RecordingError
             len: bytes.len() as u64,
         });
     };
-    if header.version.get() != FORMAT_VERSION {
+    let version = header.version.get();
+    if !(FORMAT_VERSION_OLDEST..=FORMAT_VERSION).contains(&version) {
         return Err(RecordingError::UnsupportedVersion {
             path: path.to_path_buf(),
-            found: header.version.get(),
+            found: version,
             supported: FORMAT_VERSION,
         });
     }
@@ -170,7 +189,7 @@ pub fn check_file_header(path: &Path, bytes: &[u8]) -> Result<(), RecordingError
             what: "file header CRC mismatch".into(),
         });
     }
-    Ok(())
+    Ok(version)
 }
 
 /// Why an interaction cannot be written: a field or count over its limit.
@@ -218,6 +237,7 @@ pub fn check_limits(interaction: &Interaction) -> Result<(), String> {
         }
     };
     headers("the response", &response.headers)?;
+    headers("the response trailers", &response.trailers)?;
     field("the original encoding", response.original_encoding.len())?;
     parts("body chunks", response.chunks.len())?;
     for chunk in &response.chunks {
@@ -226,10 +246,12 @@ pub fn check_limits(interaction: &Interaction) -> Result<(), String> {
     Ok(())
 }
 
-/// Encodes one record (header, payload, padding) ready to append; its kind
-/// follows from the exchange. The caller has checked [`check_limits`]; the
-/// record may still exceed [`RECORD_BYTES_MAX`] (checked on the result).
-pub fn encode_record(ordinal: u32, interaction: &Interaction) -> Vec<u8> {
+/// Encodes one record (header, payload, padding) of format `version` ready
+/// to append; its kind follows from the exchange. A version 1 record has no
+/// room for the time to first byte or trailers: they are left out (the
+/// caller says so). The caller has checked [`check_limits`]; the record may
+/// still exceed [`RECORD_BYTES_MAX`] (checked on the result).
+pub fn encode_record(ordinal: u32, interaction: &Interaction, version: u32) -> Vec<u8> {
     let kind = match interaction.exchange {
         Exchange::Http(_) => KIND_HTTP,
         Exchange::WebSocket { .. } => KIND_WEBSOCKET,
@@ -251,13 +273,20 @@ pub fn encode_record(ordinal: u32, interaction: &Interaction) -> Vec<u8> {
         Exchange::Http(response) => response,
         Exchange::WebSocket { response, .. } => response,
     };
+    let v2 = version >= FORMAT_VERSION_2;
     payload.extend_from_slice(&response.status.to_le_bytes());
+    if v2 {
+        payload.extend_from_slice(&response.head_offset_us.to_le_bytes());
+    }
     put_headers(payload, &response.headers);
     put_bytes(payload, &response.original_encoding);
     payload.extend_from_slice(&(response.chunks.len() as u32).to_le_bytes());
     for chunk in &response.chunks {
         payload.extend_from_slice(&chunk.offset_us.to_le_bytes());
         put_bytes(payload, &chunk.data);
+    }
+    if v2 {
+        put_headers(payload, &response.trailers);
     }
     if let Exchange::WebSocket { frames, .. } = &interaction.exchange {
         payload.extend_from_slice(&(frames.len() as u32).to_le_bytes());
@@ -296,6 +325,7 @@ fn interaction_bytes_hint(interaction: &Interaction) -> usize {
         + request.body.len()
         + headers(&request.headers)
         + headers(&response.headers)
+        + headers(&response.trailers)
         + response
             .chunks
             .iter()
@@ -560,17 +590,24 @@ impl<'a> Cursor<'a> {
 /// Positions of the parts of a record payload, found once per read.
 #[derive(Clone, Debug)]
 pub struct Layout {
+    /// The file's format version, which says which items the payload has.
+    pub version: u32,
     pub canonical: std::ops::Range<usize>,
     pub request_start: usize,
     pub status: u16,
+    /// Time to first byte (version 2; 0 in a version 1 record).
+    pub head_offset_us: u64,
     pub response_headers_start: usize,
     pub chunks_start: usize,
     pub chunk_count: u32,
     pub body_len: u64,
+    /// Where the trailer pair list starts (version 2 only).
+    pub trailers_start: Option<usize>,
 }
 
-/// Walks a payload (relative to the record start) and checks every length.
-pub fn layout(record: &[u8], kind: u16) -> Option<Layout> {
+/// Walks a payload (relative to the record start) of a file of format
+/// `version` and checks every length.
+pub fn layout(record: &[u8], kind: u16, version: u32) -> Option<Layout> {
     let mut c = Cursor {
         bytes: record,
         pos: RECORD_HEADER_LEN as usize,
@@ -582,6 +619,8 @@ pub fn layout(record: &[u8], kind: u16) -> Option<Layout> {
     skip_headers(&mut c)?;
     c.field()?;
     let status = c.u16()?;
+    let v2 = version >= FORMAT_VERSION_2;
+    let head_offset_us = if v2 { c.u64()? } else { 0 };
     let response_headers_start = c.pos;
     skip_headers(&mut c)?;
     c.field()?;
@@ -591,6 +630,10 @@ pub fn layout(record: &[u8], kind: u16) -> Option<Layout> {
     for _ in 0..chunk_count {
         c.u64()?;
         body_len += c.field()?.len() as u64;
+    }
+    let trailers_start = v2.then_some(c.pos);
+    if v2 {
+        skip_headers(&mut c)?;
     }
     if kind == KIND_WEBSOCKET {
         let frames = c.count(PARTS_PER_RECORD_MAX)?;
@@ -605,13 +648,16 @@ pub fn layout(record: &[u8], kind: u16) -> Option<Layout> {
         }
     }
     Some(Layout {
+        version,
         canonical,
         request_start,
         status,
+        head_offset_us,
         response_headers_start,
         chunks_start,
         chunk_count,
         body_len,
+        trailers_start,
     })
 }
 
@@ -636,6 +682,9 @@ pub fn decode(record: &Bytes, header: &RecordHeader, layout: &Layout) -> Option<
     let headers = read_headers(&mut c, record)?;
     let body = slice(c.field()?);
     c.u16()?;
+    if layout.version >= FORMAT_VERSION_2 {
+        c.u64()?;
+    }
     let response_headers = read_headers(&mut c, record)?;
     let original_encoding = slice(c.field()?);
     let n = c.u32()?;
@@ -647,10 +696,17 @@ pub fn decode(record: &Bytes, header: &RecordHeader, layout: &Layout) -> Option<
             data: slice(c.field()?),
         });
     }
+    let trailers = if layout.version >= FORMAT_VERSION_2 {
+        read_headers(&mut c, record)?
+    } else {
+        Vec::new()
+    };
     let response = RecordedResponse {
         status: layout.status,
+        head_offset_us: layout.head_offset_us,
         headers: response_headers,
         chunks,
+        trailers,
         original_encoding,
     };
     let exchange = if header.kind.get() == KIND_WEBSOCKET {

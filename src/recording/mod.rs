@@ -24,7 +24,9 @@ mod uring;
 mod verify;
 mod writer;
 
-pub use format::{FORMAT_VERSION, MAGIC};
+pub use format::{
+    FORMAT_VERSION, FORMAT_VERSION_1, FORMAT_VERSION_2, FORMAT_VERSION_OLDEST, MAGIC,
+};
 pub use reader::{RecordView, Recording};
 pub use verify::{Damage, Expect, Verified, verify_bytes, verify_file};
 pub use writer::{PendingSync, RecordingWriter, SyncPoint, encode_recording};
@@ -44,7 +46,7 @@ pub enum RecordingError {
     #[error("{path}: not an ouli recording (bad magic)")]
     NotARecording { path: PathBuf },
     #[error(
-        "{path}: recording format version {found} is not supported (this ouli reads {supported})"
+        "{path}: recording format version {found} is not supported (this ouli reads versions 1 to {supported})"
     )]
     UnsupportedVersion {
         path: PathBuf,

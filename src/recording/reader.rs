@@ -33,6 +33,8 @@ type FileIdentity = (u64, u64);
 /// What a reader sees at one moment; replaced whole by `refresh`.
 struct Snapshot {
     bytes: Bytes,
+    /// The file's format version (its header's): how payloads are laid out.
+    version: u32,
     /// `None` for a recording built in memory ([`Recording::from_bytes`]).
     identity: Option<FileIdentity>,
     persisted: Option<PersistedIndex>,
@@ -337,7 +339,7 @@ impl Recording {
                 t.store(location.offset, Ordering::Relaxed);
             }
         }
-        let layout = format::layout(&record, header.kind.get())
+        let layout = format::layout(&record, header.kind.get(), s.version)
             .ok_or_else(|| corrupt("malformed payload"))?;
         Ok(RecordView {
             record,
@@ -404,6 +406,7 @@ impl Recording {
             };
             let mut next = Snapshot {
                 bytes,
+                version: old.version,
                 identity: old.identity,
                 persisted: old.persisted,
                 record_count: old.record_count,
@@ -432,7 +435,7 @@ fn build(
     bytes: Bytes,
     identity: Option<FileIdentity>,
 ) -> Result<Snapshot, RecordingError> {
-    format::check_file_header(path, &bytes)?;
+    let version = format::check_file_header(path, &bytes)?;
     let persisted = persisted_index(path, &bytes).unwrap_or_else(|error| {
         // A damaged index must not hide sound records: rebuild it.
         tracing::warn!("{error}; rebuilding it from the records");
@@ -447,6 +450,7 @@ fn build(
         scanned_end: FILE_HEADER_LEN,
         verified: Arc::new(Verified::new(0)),
         fallback: OnceLock::new(),
+        version,
         bytes,
     };
     match persisted {
@@ -704,6 +708,35 @@ impl RecordView {
             let value = c.field()?;
             Some((&self.record[name], self.record.slice(value)))
         })
+    }
+
+    /// Time to first byte: µs from the request's sending upstream to the
+    /// response head (0 in a version 1 record, which did not keep it).
+    pub fn response_head_offset_us(&self) -> u64 {
+        self.layout.head_offset_us
+    }
+
+    /// Response trailers in recorded order, each value as `Bytes` pointing
+    /// into the map (none in a version 1 record).
+    pub fn response_trailers_shared(&self) -> impl Iterator<Item = (&[u8], Bytes)> + '_ {
+        let mut c = format::Cursor {
+            bytes: &self.record,
+            pos: self.layout.trailers_start.unwrap_or(self.record.len()),
+        };
+        let n = match self.layout.trailers_start {
+            Some(_) => c.u32().unwrap_or(0),
+            None => 0,
+        };
+        (0..n).map_while(move |_| {
+            let name = c.field()?;
+            let value = c.field()?;
+            Some((&self.record[name], self.record.slice(value)))
+        })
+    }
+
+    /// The recording's format version (of its file header).
+    pub fn format_version(&self) -> u32 {
+        self.layout.version
     }
 
     /// Response body chunks: (arrival offset µs, bytes pointing into the map).

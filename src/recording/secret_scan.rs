@@ -177,6 +177,8 @@ struct Record {
     offset: u64,
     len: u64,
     kind: u16,
+    /// The file's format version (its payload layout).
+    version: u32,
 }
 
 /// A record's fields, each named.
@@ -195,14 +197,14 @@ impl Record {
     /// Response body chunks, read from the layout alone (no copy).
     fn chunk_count(&self, bytes: &[u8]) -> u32 {
         self.slice(bytes)
-            .and_then(|record| format::layout(record, self.kind))
+            .and_then(|record| format::layout(record, self.kind, self.version))
             .map_or(0, |layout| layout.chunk_count)
     }
 
     fn fields(&self, bytes: &[u8], scan: &SecretScan) -> Option<Fields> {
         let record = Bytes::copy_from_slice(self.slice(bytes)?);
         let (header, _) = format::record_at(&record, 0, record.len() as u64)?;
-        let layout = format::layout(&record, self.kind)?;
+        let layout = format::layout(&record, self.kind, self.version)?;
         let interaction = format::decode(&record, &header, &layout)?;
         let mut named = vec![
             ("canonical".to_owned(), interaction.canonical.clone()),
@@ -228,6 +230,11 @@ impl Record {
         }
         for (i, chunk) in response.chunks.iter().enumerate() {
             named.push((format!("response body (chunk {i})"), chunk.data.clone()));
+        }
+        for (i, (name, value)) in response.trailers.iter().enumerate() {
+            let label = header_label(scan, i, name);
+            named.push((format!("response trailer {label} (name)"), name.clone()));
+            named.push((format!("response trailer {label}"), value.clone()));
         }
         for (i, frame) in frames.iter().enumerate() {
             named.push((format!("websocket frame {i}"), frame.payload.clone()));
@@ -262,6 +269,11 @@ fn records_of(bytes: &[u8]) -> Vec<Record> {
     if (bytes.len() as u64) < FILE_HEADER_LEN {
         return Vec::new();
     }
+    // Read as the writer wrote it; a header this code does not read leaves
+    // the payloads unnamed (hits are still reported by offset).
+    let Ok(version) = format::check_file_header(std::path::Path::new(""), bytes) else {
+        return Vec::new();
+    };
     let (found, _, _) = format::locate(bytes, FILE_HEADER_LEN);
     found
         .into_iter()
@@ -272,6 +284,7 @@ fn records_of(bytes: &[u8]) -> Vec<Record> {
                     offset: location.offset,
                     len: location.len,
                     kind: header.kind.get(),
+                    version,
                 })
             }
             _ => None,

@@ -28,6 +28,8 @@ pub struct Verified {
     pub records: usize,
     /// Everything wrong, in file order; empty for a sound file.
     pub damage: Vec<Damage>,
+    /// The file's format version (0 when its header is unreadable).
+    pub version: u32,
 }
 
 /// Whether a file is expected to end with its index: a finished recording
@@ -53,14 +55,18 @@ pub fn verify_file(path: &Path, expect: Expect) -> Result<Verified, RecordingErr
 /// The checks of [`verify_file`] on a file's bytes (`path` only names it).
 pub fn verify_bytes(path: &Path, bytes: &[u8], expect: Expect) -> Verified {
     let mut verified = Verified::default();
-    if let Err(error) = format::check_file_header(path, bytes) {
-        verified.damage.push(Damage {
-            offset: 0,
-            what: header_problem(&error),
-        });
-        return verified;
-    }
-    let walk = walk(bytes, &mut verified);
+    let version = match format::check_file_header(path, bytes) {
+        Ok(version) => version,
+        Err(error) => {
+            verified.damage.push(Damage {
+                offset: 0,
+                what: header_problem(&error),
+            });
+            return verified;
+        }
+    };
+    verified.version = version;
+    let walk = walk(bytes, version, &mut verified);
     verified.records = walk.records.len();
     let len = bytes.len() as u64;
     let ends_with_footer = walk.footers.last() == Some(&(len - FOOTER_LEN.min(len)))
@@ -97,7 +103,7 @@ struct Walked {
 /// Walks every record and footer from the header to the end of the file,
 /// as the reader does, checking each record's framing, CRC and payload and
 /// each footer's fields; anything else is damage.
-fn walk(bytes: &[u8], verified: &mut Verified) -> Walked {
+fn walk(bytes: &[u8], version: u32, verified: &mut Verified) -> Walked {
     let len = bytes.len() as u64;
     // The index the last footer names, to name damage there as the index's.
     let final_index = (len >= FILE_HEADER_LEN + FOOTER_LEN)
@@ -192,7 +198,7 @@ fn walk(bytes: &[u8], verified: &mut Verified) -> Walked {
         }
         if kind == KIND_INDEX {
             walked.indexes.push(at);
-        } else if format::layout(record, kind).is_none() {
+        } else if format::layout(record, kind, version).is_none() {
             damage(
                 at,
                 format!(
@@ -379,7 +385,7 @@ fn header_problem(error: &RecordingError) -> String {
         }
         RecordingError::UnsupportedVersion {
             found, supported, ..
-        } => format!("format version {found} (this ouli reads {supported})"),
+        } => format!("format version {found} (this ouli reads versions 1 to {supported})"),
         RecordingError::CorruptRecord { what, .. } => what.clone(),
         other => other.to_string(),
     }

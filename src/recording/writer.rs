@@ -24,6 +24,9 @@ pub struct RecordingWriter {
     /// Where `finish` renames it to; `None` when appending in place.
     final_path: Option<PathBuf>,
     durability: Durability,
+    /// The file's format version: a new file's is [`format::FORMAT_VERSION`];
+    /// one appended to keeps its own (a file never mixes versions).
+    version: u32,
     end: u64,
     entries: Vec<([u8; 32], RecordLocation, u32)>,
     /// `Durability::EveryInteraction` only: where appends wait for their
@@ -131,9 +134,28 @@ impl RecordingWriter {
     /// truncated in place), creating parent folders. The old recording at
     /// `final_path`, if any, stays untouched until [`Self::finish`].
     pub fn create(final_path: &Path, durability: Durability) -> Result<Self, RecordingError> {
+        Self::create_with_version(final_path, durability, format::FORMAT_VERSION)
+    }
+
+    /// [`Self::create`] in an older format `version` (from
+    /// [`format::FORMAT_VERSION_OLDEST`]): for tools and tests that must
+    /// write a file an older ouli reads. Another version is refused with
+    /// [`RecordingError::UnsupportedVersion`].
+    pub fn create_with_version(
+        final_path: &Path,
+        durability: Durability,
+        version: u32,
+    ) -> Result<Self, RecordingError> {
         let mut partial = final_path.as_os_str().to_owned();
         partial.push(".partial");
         let path = PathBuf::from(partial);
+        if !(format::FORMAT_VERSION_OLDEST..=format::FORMAT_VERSION).contains(&version) {
+            return Err(RecordingError::UnsupportedVersion {
+                path,
+                found: version,
+                supported: format::FORMAT_VERSION,
+            });
+        }
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(io(parent))?;
         }
@@ -156,7 +178,7 @@ impl RecordingWriter {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
-        file.write_all(format::new_file_header(now).as_bytes())
+        file.write_all(format::new_file_header(now, version).as_bytes())
             .map_err(io(&path))?;
         let sync_point = SyncPoint::for_durability(durability, &file, &path)?;
         Ok(RecordingWriter {
@@ -164,6 +186,7 @@ impl RecordingWriter {
             path,
             final_path: Some(final_path.to_path_buf()),
             durability,
+            version,
             end: FILE_HEADER_LEN,
             entries: Vec::new(),
             sync_point,
@@ -179,7 +202,7 @@ impl RecordingWriter {
     /// middle of the file, and cutting would destroy committed records.
     pub fn append_to(path: &Path, durability: Durability) -> Result<Self, RecordingError> {
         let bytes = std::fs::read(path).map_err(io(path))?;
-        format::check_file_header(path, &bytes)?;
+        let version = format::check_file_header(path, &bytes)?;
         let len = bytes.len() as u64;
         let (found, mut end, damage) = format::locate(&bytes, FILE_HEADER_LEN);
         if let Some(damage) = damage {
@@ -225,6 +248,7 @@ impl RecordingWriter {
             path: path.to_path_buf(),
             final_path: None,
             durability,
+            version,
             end,
             entries,
             sync_point,
@@ -256,7 +280,8 @@ impl RecordingWriter {
         format::check_limits(interaction).map_err(too_large)?;
         let ordinal = u32::try_from(self.entries.len())
             .map_err(|_| too_large("the recording holds 2^32 interactions".into()))?;
-        let record = format::encode_record(ordinal, interaction);
+        self.note_left_out(interaction);
+        let record = format::encode_record(ordinal, interaction, self.version);
         if record.len() as u64 > format::RECORD_BYTES_MAX {
             return Err(too_large(format!(
                 "the record is {} bytes (at most {})",
@@ -280,6 +305,34 @@ impl RecordingWriter {
             end: self.end,
         };
         Ok((location, pending))
+    }
+
+    /// The format version records are written in (the file's).
+    pub fn format_version(&self) -> u32 {
+        self.version
+    }
+
+    /// A version 1 file has no room for a time to first byte or trailers:
+    /// appended there (record-missing on an old recording), they are left
+    /// out. Losing trailers changes what replay sends, so it is logged.
+    fn note_left_out(&self, interaction: &Interaction) {
+        if self.version >= format::FORMAT_VERSION_2 {
+            return;
+        }
+        let response = match &interaction.exchange {
+            crate::interaction::Exchange::Http(response) => response,
+            crate::interaction::Exchange::WebSocket { response, .. } => response,
+        };
+        if !response.trailers.is_empty() {
+            tracing::warn!(
+                "{}: format version {} keeps no trailers: {} trailer field(s) of {} left out \
+                 (re-record the session to keep them)",
+                self.path.display(),
+                self.version,
+                response.trailers.len(),
+                interaction.fingerprint
+            );
+        }
     }
 
     /// The group-commit point of an every-interaction writer.
@@ -481,14 +534,16 @@ pub fn encode_recording(interactions: &[Interaction]) -> Vec<u8> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0);
-    let mut bytes = format::new_file_header(now).as_bytes().to_vec();
+    let mut bytes = format::new_file_header(now, format::FORMAT_VERSION)
+        .as_bytes()
+        .to_vec();
     let mut ordinal = 0u32;
     for interaction in interactions {
         if let Err(what) = format::check_limits(interaction) {
             tracing::warn!("interaction {} left out: {what}", interaction.fingerprint);
             continue;
         }
-        let record = format::encode_record(ordinal, interaction);
+        let record = format::encode_record(ordinal, interaction, format::FORMAT_VERSION);
         if record.len() as u64 > format::RECORD_BYTES_MAX {
             tracing::warn!(
                 "interaction {} left out: record too large",

@@ -534,10 +534,14 @@ impl Redactor {
         }
     }
 
-    /// Header replacements and secrets in headers; secrets in the body across
+    /// Header replacements and secrets in headers and trailers; secrets in the body across
     /// chunk boundaries; sensitive JSON keys; `content-length` kept consistent.
     pub fn redact_response(&self, response: &mut RecordedResponse) {
-        for (name, value) in response.headers.iter_mut() {
+        for (name, value) in response
+            .headers
+            .iter_mut()
+            .chain(response.trailers.iter_mut())
+        {
             if let Some(v) = self.replaced_header(name, value) {
                 *value = Bytes::from(v);
             }
@@ -597,7 +601,12 @@ impl Redactor {
     /// response recorded by test-server, or proxied by ouli
     /// ([`Self::replace_response_headers`]), which applied them already.
     pub fn redact_response_content(&self, response: &mut RecordedResponse) {
-        for (_, value) in response.headers.iter_mut() {
+        // Trailers are header fields sent late: the same rules.
+        for (_, value) in response
+            .headers
+            .iter_mut()
+            .chain(response.trailers.iter_mut())
+        {
             if let Cow::Owned(v) = self.redact_header_value(value) {
                 *value = Bytes::from(v);
             }

@@ -1,5 +1,6 @@
 //! Control endpoints under `/__ouli/`: end a session (finish its
-//! recording), reset its chain. Never forwarded, never recorded.
+//! recording), reset its chain, the last misses (`misses.rs`). Never
+//! forwarded, never recorded.
 
 use super::response::{RemoveErrorHeader, ResponseBody, error_response, json_response};
 use super::{CONTROL_PREFIX, Endpoint, Server};
@@ -15,6 +16,9 @@ impl Server {
     ) -> Response<ResponseBody> {
         // A control path echoes what the client sent: secrets go first.
         let redacted = |message: String| endpoint.redactor.redact_str(&message).into_owned();
+        if path == "misses" {
+            return self.misses.answer();
+        }
         if let Some(rest) = path.strip_prefix("sessions/")
             && (rest.ends_with("/end") || rest.ends_with("/reset"))
             && method != http::Method::POST
@@ -95,7 +99,7 @@ impl Server {
             "client",
             "unknown-control-path",
             redacted(format!(
-                "{CONTROL_PREFIX}{path} is not an ouli control path (health, sessions/<name>/reset, sessions/<name>/end)"
+                "{CONTROL_PREFIX}{path} is not an ouli control path (health, misses, sessions/<name>/reset, sessions/<name>/end)"
             )),
         )
     }

@@ -182,6 +182,7 @@ mod tests {
                     data: Bytes::from_static(body),
                 }],
                 original_encoding: Bytes::new(),
+                ..RecordedResponse::default()
             }),
         }
     }

@@ -199,7 +199,7 @@ impl Server {
     /// Replay's answer to a request its recording does not answer at its
     /// chain position: test-server's conversation for an upgrade, the last
     /// recorded answer again if so configured, else the miss report.
-    pub(super) fn answer_miss(
+    pub(super) async fn answer_miss(
         &self,
         endpoint: &Endpoint,
         missed: Missed<'_>,
@@ -232,7 +232,7 @@ impl Server {
             && !upgrading
             && self.options.config.on_chain_exhausted == ExhaustedPolicy::RepeatLast
         {
-            return self.serve_record(recording.read(last), answer);
+            return self.serve_record(recording.read(last), answer).await;
         }
         self.miss(endpoint, &missed)
     }
@@ -334,11 +334,10 @@ impl Server {
             report["request"] = cut.clone().into();
             report["closest_recorded"] = cut.into();
         }
-        json_response(
-            StatusCode::NOT_FOUND,
-            kind,
-            redact_json(&endpoint.redactor, report),
-        )
+        let report = redact_json(&endpoint.redactor, report);
+        let entry = super::misses::http_entry(&endpoint.redactor, &report, &got, &path);
+        self.misses.push(entry);
+        json_response(StatusCode::NOT_FOUND, kind, report)
     }
 }
 
@@ -346,7 +345,10 @@ impl Server {
 /// redacted (strings there are JSON-escaped, a form the redactor reads) and
 /// parsed back; should a secret span JSON syntax, so that the text no longer
 /// parses, only a note is left.
-fn redact_json(redactor: &crate::redact::Redactor, value: serde_json::Value) -> serde_json::Value {
+pub(super) fn redact_json(
+    redactor: &crate::redact::Redactor,
+    value: serde_json::Value,
+) -> serde_json::Value {
     let text = value.to_string();
     match redactor.redact_str(&text) {
         std::borrow::Cow::Borrowed(_) => value,

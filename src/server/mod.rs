@@ -37,12 +37,14 @@ mod control;
 mod listener;
 mod lookup;
 mod miss;
+mod misses;
 mod protocol_errors;
 mod proxy;
 mod replay;
 mod response;
 mod session;
 mod shed;
+mod trailers;
 mod websocket;
 mod websocket_record;
 
@@ -260,6 +262,8 @@ struct Server {
     side: Side,
     /// WebSocket conversations being proxied (waited for at shutdown).
     conversations: websocket_record::Conversations,
+    /// The last misses, for `/__ouli/misses`.
+    misses: Arc<misses::Misses>,
 }
 
 impl Server {
@@ -299,6 +303,7 @@ impl Server {
             backend: config.read_backend.resolve(),
             side,
             conversations: websocket_record::Conversations::new(),
+            misses: Arc::new(misses::Misses::new()),
         })
     }
 
@@ -370,7 +375,7 @@ impl Server {
             Err(refused) => return refused,
         };
         match &self.side {
-            Side::Replay => self.replay_request(endpoint, admitted, parts, body),
+            Side::Replay => self.replay_request(endpoint, admitted, parts, body).await,
             // Boxed: the proxy's future is large, and hyper keeps the
             // service's future inline in every connection's idle state.
             Side::Proxy(proxy) => {
@@ -443,7 +448,7 @@ impl Server {
     }
 
     /// replay: identify → session → lookup → `answer_hit` | `answer_miss`.
-    fn replay_request(
+    async fn replay_request(
         &self,
         endpoint: &Endpoint,
         admitted: Admitted,
@@ -468,11 +473,12 @@ impl Server {
             ..
         } = found
         {
-            return self.answer_hit(endpoint, admitted, &parts, recording, location);
+            return self.answer_hit(endpoint, admitted, &parts, recording, location).await;
         }
         let answer = replay::ReplayAnswer {
             head: parts.method == http::Method::HEAD,
             timing: admitted.timing,
+            trailers: trailers::client_takes_trailers(&parts.headers, parts.version),
         };
         let missed = miss::Missed {
             session: &admitted.session,
@@ -480,7 +486,7 @@ impl Server {
             miss_index: &state.miss_index,
             canonical: &identified.canonical,
         };
-        self.answer_miss(endpoint, missed, admitted.upgrade, &parts.headers, answer)
+        self.answer_miss(endpoint, missed, admitted.upgrade, &parts.headers, answer).await
     }
 
     /// record, record-missing, passthrough: identify → session → chain step
@@ -533,7 +539,7 @@ impl Server {
                     recording,
                     location,
                     ..
-                } => return self.answer_hit(endpoint, admitted, &parts, recording, location),
+                } => return self.answer_hit(endpoint, admitted, &parts, recording, location).await,
                 // Not recorded yet: upstream, and recorded.
                 other => *other.step(),
             }

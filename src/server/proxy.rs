@@ -65,6 +65,7 @@ impl Server {
                 }
             }
             headers.insert(http::header::HOST, route.host.clone());
+            headers.insert(http::header::TE, super::trailers::TE_TRAILERS);
             request
         };
         let upstream = &proxy.upstream;
@@ -95,6 +96,7 @@ impl Server {
                 format!("session {session}: its recording cannot be started: {error}"),
             );
         }
+        let sent_at = std::time::Instant::now();
         let sent = upstream.send(endpoint.index, &uri, held, upstream_request);
         let response = match tokio::time::timeout(timeout, sent).await {
             Ok(Ok(response)) => response,
@@ -125,6 +127,7 @@ impl Server {
                 );
             }
         };
+        let head_offset_us = sent_at.elapsed().as_micros() as u64;
         let (mut client_parts, upstream_body) = response.into_parts();
         // `response_header_replacements` on the answer the client gets, as
         // test-server does; the stored head is this one, not replaced again.
@@ -134,9 +137,11 @@ impl Server {
         // The recording keeps the upstream's head as it came, replacements
         // aside (passthrough copies nothing).
         let recording = recording.map(|recording| (recording, client_parts.clone()));
+        let trailer = super::trailers::announced(&client_parts.headers);
         for name in hop_by_hop_headers(&client_parts.headers) {
             client_parts.headers.remove(name);
         }
+        super::trailers::announce_again(&mut client_parts.headers, trailer);
         let upstream_body = IdleTimeout::new(
             upstream_body,
             Duration::from_millis(config.limits.upstream_body_idle_timeout_ms),
@@ -149,7 +154,8 @@ impl Server {
         let redactor = endpoint.redactor.clone();
         let endpoint_index = endpoint.index as u16;
         let limits = config.limits.clone();
-        let on_end: crate::record::OnBodyEnd = Box::new(move |chunks| {
+        let on_end: crate::record::OnBodyEnd = Box::new(move |captured| {
+            let crate::record::Captured { chunks, trailers } = captured;
             let request = identified.stored_request(RequestHead::of(&parts));
             let encoding = response_parts
                 .headers
@@ -163,8 +169,10 @@ impl Server {
             };
             let mut recorded = crate::interaction::RecordedResponse {
                 status: response_parts.status.as_u16(),
+                head_offset_us,
                 headers: owned_headers(&response_parts.headers),
                 chunks,
+                trailers,
                 original_encoding: encoding,
             };
             // A credential the request carried in a dropped header is a

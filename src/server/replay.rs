@@ -4,12 +4,15 @@
 //!
 //! The body goes as the chunks it was recorded in, one frame each (an SSE
 //! event recorded as one chunk stays one chunk on the wire), paced by
-//! `replay_timing`. Its framing is the recorded one: an answer recorded with
-//! a `Content-Length` keeps a length (hyper sets it from the exact size
-//! hint); one recorded chunked, or an event stream recorded without a
-//! length, is sent chunked. An empty or one-chunk body with no pacing is one
-//! `Full` frame, as cheap as an answer can be; only a paced answer has a
-//! timer.
+//! `replay_timing`: paced, the head waits for the recorded time to first
+//! byte and each chunk for its offset after the head. Its framing is the
+//! recorded one: an answer recorded with a `Content-Length` keeps a length
+//! (hyper sets it from the exact size hint); one recorded chunked, or an
+//! event stream recorded without a length, is sent chunked. Recorded
+//! trailers follow the last chunk, to a client that takes them
+//! (`trailers.rs`): chunked then, as trailers need. An empty or one-chunk
+//! body with no pacing and no trailers is one `Full` frame, as cheap as an
+//! answer can be; only a paced answer has a timer.
 
 use super::response::{ResponseBody, error_response, full};
 use super::websocket;
@@ -57,6 +60,16 @@ pub(super) struct ReplayAnswer {
     /// A `HEAD` request: no body; the recorded `Content-Length` is kept.
     pub head: bool,
     pub timing: ReplayTiming,
+    /// The client takes trailers (`trailers::client_takes_trailers`).
+    pub trailers: bool,
+}
+
+/// How long the head of an answer recorded with a time to first byte of
+/// `head_offset_us` waits under `timing` (at most [`REPLAY_GAP_MAX`]).
+pub(super) fn head_wait(head_offset_us: u64, timing: ReplayTiming) -> Duration {
+    timing
+        .scale()
+        .map_or(Duration::ZERO, |scale| gap(0, head_offset_us, scale))
 }
 
 /// The request's `x-ouli-replay-timing`, else its endpoint's setting;
@@ -81,7 +94,24 @@ pub(super) fn bad_replay_timing(why: String) -> Response<ResponseBody> {
 }
 
 impl Server {
-    pub(super) fn serve_record(
+    /// The recorded answer; paced (`answer.timing`), it is returned once
+    /// its recorded time to first byte has passed, so that its head leaves
+    /// then.
+    pub(super) async fn serve_record(
+        &self,
+        view: Result<RecordView, crate::recording::RecordingError>,
+        answer: ReplayAnswer,
+    ) -> Response<ResponseBody> {
+        if let Ok(view) = &view {
+            let wait = head_wait(view.response_head_offset_us(), answer.timing);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        self.serve_record_now(view, answer)
+    }
+
+    fn serve_record_now(
         &self,
         view: Result<RecordView, crate::recording::RecordingError>,
         answer: ReplayAnswer,
@@ -100,11 +130,20 @@ impl Server {
         };
         let mut headers = HeaderMap::with_capacity(16);
         let framing = copy_headers(&view, &mut headers, answer.head);
+        let trailers = match answer.trailers && !answer.head {
+            true => super::trailers::replayed(view.response_trailers_shared()),
+            false => None,
+        };
+        let trailers = trailers.map(|(trailers, announce)| {
+            // hyper writes only the trailer fields the head announces.
+            headers.insert(http::header::TRAILER, announce);
+            trailers
+        });
         let body = if answer.head {
             // hyper sends no body for HEAD, and keeps the length set above.
             full(Bytes::new())
         } else {
-            replay_body(&view, framing, answer.timing)
+            replay_body(&view, framing, answer.timing, trailers)
         };
         let mut response = Response::new(body);
         *response.status_mut() =
@@ -176,31 +215,41 @@ fn contains_token(value: &[u8], token: &[u8]) -> bool {
     })
 }
 
-/// The body: one `Full` frame when there is nothing to pace or split, else
-/// the recorded chunks one by one.
-fn replay_body(view: &RecordView, framing: Framing, timing: ReplayTiming) -> ResponseBody {
+/// The body: one `Full` frame when there is nothing to pace, split or
+/// follow, else the recorded chunks one by one, then the trailers if any
+/// (chunked: a length leaves no room for trailers in HTTP/1.1).
+fn replay_body(
+    view: &RecordView,
+    framing: Framing,
+    timing: ReplayTiming,
+    trailers: Option<HeaderMap>,
+) -> ResponseBody {
     let mut chunks = view.response_chunks();
-    let first = chunks.next();
+    let mut first = chunks.next();
     let more = chunks.next();
-    let scale = match timing {
-        ReplayTiming::None => None,
-        ReplayTiming::Recorded => Some(1.0),
-        ReplayTiming::Scaled(scale) => Some(scale.get()),
-    };
-    // An empty body has nothing to pace (and hyper sends a zero length for
-    // it whatever the framing); one chunk unpaced with a length is one frame.
-    let Some(first) = first else {
-        return full(Bytes::new());
-    };
-    if framing.keeps_length() && scale.is_none() && more.is_none() {
-        return full(first.1);
+    let scale = timing.scale();
+    if trailers.is_none() {
+        // An empty body has nothing to pace (and hyper sends a zero length
+        // for it whatever the framing); one chunk unpaced with a length is
+        // one frame.
+        if first.is_none() {
+            return full(Bytes::new());
+        }
+        if framing.keeps_length()
+            && scale.is_none()
+            && more.is_none()
+            && let Some((_, data)) = first.take()
+        {
+            return full(data);
+        }
     }
-    let collected: Vec<(u64, Bytes)> = std::iter::once(first).chain(more).chain(chunks).collect();
+    let collected: Vec<(u64, Bytes)> = first.into_iter().chain(more).chain(chunks).collect();
     ChunkedReplay {
         remaining: view.response_body_len(),
-        exact_length: framing.keeps_length(),
+        exact_length: framing.keeps_length() && trailers.is_none(),
         chunks: collected.into_iter(),
         pacing: scale.map(Pacing::new),
+        trailers,
     }
     .map_err(|never| match never {})
     .boxed_unsync()
@@ -214,6 +263,8 @@ struct ChunkedReplay {
     /// Recorded with a length: the size hint is exact, so hyper sends one.
     exact_length: bool,
     pacing: Option<Pacing>,
+    /// Sent after the last chunk (taken then).
+    trailers: Option<HeaderMap>,
 }
 
 /// Waits before each chunk so that it leaves at its recorded offset (scaled)
@@ -259,7 +310,7 @@ impl Pacing {
 /// The wait between chunks recorded at `previous_us` and `offset_us`, times
 /// `scale`: none for a damaged (decreasing) offset, at most
 /// [`REPLAY_GAP_MAX`] for a huge one.
-fn gap(previous_us: u64, offset_us: u64, scale: f64) -> Duration {
+pub(super) fn gap(previous_us: u64, offset_us: u64, scale: f64) -> Duration {
     let gap_us = offset_us.saturating_sub(previous_us) as f64 * scale;
     Duration::try_from_secs_f64(gap_us / 1e6)
         .unwrap_or(REPLAY_GAP_MAX)
@@ -277,7 +328,8 @@ impl http_body::Body for ChunkedReplay {
         let this = &mut *self;
         loop {
             let Some(&(offset_us, _)) = this.chunks.as_slice().first() else {
-                return Poll::Ready(None);
+                let trailers = this.trailers.take().map(http_body::Frame::trailers);
+                return Poll::Ready(trailers.map(Ok));
             };
             if let Some(pacing) = &mut this.pacing {
                 ready!(pacing.poll_due(offset_us, cx));
@@ -295,7 +347,7 @@ impl http_body::Body for ChunkedReplay {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.chunks.as_slice().is_empty()
+        self.chunks.as_slice().is_empty() && self.trailers.is_none()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
@@ -311,7 +363,7 @@ impl Server {
     /// The answer stage of a hit: the recorded answer read from the map, or
     /// (an upgrade recorded as a conversation) the conversation played. An
     /// upgrade the upstream refused is answered as recorded.
-    pub(super) fn answer_hit(
+    pub(super) async fn answer_hit(
         &self,
         endpoint: &Endpoint,
         admitted: Admitted,
@@ -327,20 +379,23 @@ impl Server {
         let answer = ReplayAnswer {
             head: parts.method == http::Method::HEAD,
             timing,
+            trailers: super::trailers::client_takes_trailers(&parts.headers, parts.version),
         };
         let view = recording.read(location);
         if let (Some(upgrade), Ok(view)) = (upgrade, &view)
             && view.is_websocket()
         {
             let Some(frames) = websocket::frames_of(view) else {
-                return self.serve_record(
-                    Err(crate::recording::RecordingError::CorruptRecord {
-                        path: session.recording_path(&self.options.recording_dir),
-                        offset: location.offset,
-                        what: "malformed WebSocket payload".into(),
-                    }),
-                    answer,
-                );
+                return self
+                    .serve_record(
+                        Err(crate::recording::RecordingError::CorruptRecord {
+                            path: session.recording_path(&self.options.recording_dir),
+                            offset: location.offset,
+                            what: "malformed WebSocket payload".into(),
+                        }),
+                        answer,
+                    )
+                    .await;
             };
             // The subprotocol the upstream chose, which the client checks.
             let protocol = view
@@ -356,14 +411,27 @@ impl Server {
                 websocket::Conversation::Ouli(protocol),
             );
         }
-        self.serve_record(view, answer)
+        self.serve_record(view, answer).await
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{REPLAY_GAP_MAX, contains_token, gap};
+    use super::{REPLAY_GAP_MAX, contains_token, gap, head_wait};
+    use crate::config::ReplayTiming;
     use std::time::Duration;
+
+    #[test]
+    fn the_head_waits_its_recorded_time_to_first_byte_when_paced() {
+        assert_eq!(head_wait(300_000, ReplayTiming::None), Duration::ZERO);
+        assert_eq!(
+            head_wait(300_000, ReplayTiming::Recorded),
+            Duration::from_millis(300)
+        );
+        assert_eq!(head_wait(u64::MAX, ReplayTiming::Recorded), REPLAY_GAP_MAX);
+        // A version 1 record kept no time to first byte: the head goes at once.
+        assert_eq!(head_wait(0, ReplayTiming::Recorded), Duration::ZERO);
+    }
 
     #[test]
     fn gaps_are_scaled_and_bounded() {

@@ -4,7 +4,11 @@
 //! compared with the recorded one after redaction, JSON text canonically
 //! (key order and spacing left out, `ignore_json_paths` applied, as bodies
 //! are). A frame that differs closes the connection with 1011, as
-//! test-server does, and the log names the frame and what differs.
+//! test-server does; the log and `/__ouli/misses` name the frame and what
+//! differs. Paced by `replay_timing` (the endpoint's, or the upgrade
+//! request's `x-ouli-replay-timing`), a server frame waits for its recorded
+//! gap after the frame before it, counted from when that frame was played
+//! (sent, or received from the client).
 //!
 //! The conversations are ouli's own (an upgrade matched by fingerprint and
 //! chain like any request, `websocket_record` records them) and test-server's
@@ -12,8 +16,10 @@
 //! plays a test's log to whatever upgrade it makes, so ouli does too when
 //! its own recording has none for the upgrade.
 
+use super::misses::{FrameMiss, Misses};
 use super::response::{ResponseBody, error_response, full};
 use super::{Endpoint, Server};
+use crate::config::ReplayTiming;
 use crate::fingerprint::Matcher;
 use crate::interaction::{Exchange, WsDirection, WsFrame};
 use crate::recording::{RecordView, Recording};
@@ -33,6 +39,20 @@ pub(super) struct FrameRules {
     strict_opcode: bool,
 }
 
+/// A recorded conversation to play, and the upgrade target it was
+/// recorded with (what a miss names).
+pub(super) struct Script {
+    pub frames: Vec<WsFrame>,
+    pub target: String,
+}
+
+/// Where the script's mismatches go, and how it is paced.
+struct Play {
+    misses: Arc<Misses>,
+    target: String,
+    timing: ReplayTiming,
+}
+
 /// Where a conversation to play comes from.
 pub(super) enum Conversation {
     /// With the subprotocol its `101` named, if any.
@@ -49,7 +69,7 @@ impl Server {
         session: SessionName,
         headers: &HeaderMap,
         upgrade: OnUpgrade,
-        frames: Vec<WsFrame>,
+        script: Script,
         source: Conversation,
     ) -> Response<ResponseBody> {
         let Some(key) = headers.get(http::header::SEC_WEBSOCKET_KEY) else {
@@ -66,6 +86,15 @@ impl Server {
             matcher: endpoint.identity.matcher().clone(),
             strict_opcode: matches!(source, Conversation::Ouli(_)),
         };
+        // A bad header value was refused before the upgrade was looked up.
+        let timing =
+            super::replay::replay_timing(endpoint, headers).unwrap_or(endpoint.replay_timing);
+        let Script { frames, target } = script;
+        let play = Play {
+            misses: self.misses.clone(),
+            target,
+            timing,
+        };
         tokio::spawn(async move {
             match upgrade.await {
                 Ok(upgraded) => {
@@ -75,7 +104,7 @@ impl Server {
                         None,
                     )
                     .await;
-                    play_websocket_script(socket, frames, &rules, &session).await;
+                    play_websocket_script(socket, frames, &rules, &session, &play).await;
                 }
                 Err(error) => {
                     tracing::warn!("session {session}: WebSocket upgrade failed: {error}")
@@ -100,16 +129,18 @@ impl Server {
     }
 }
 
-/// The frames of a recorded WebSocket record.
-pub(super) fn frames_of(view: &RecordView) -> Option<Vec<WsFrame>> {
-    match view.to_interaction().ok()?.exchange {
-        Exchange::WebSocket { frames, .. } => Some(frames),
+/// The frames of a recorded WebSocket record, and its upgrade's target.
+pub(super) fn frames_of(view: &RecordView) -> Option<Script> {
+    let interaction = view.to_interaction().ok()?;
+    let target = String::from_utf8_lossy(&interaction.request.target).into_owned();
+    match interaction.exchange {
+        Exchange::WebSocket { frames, .. } => Some(Script { frames, target }),
         Exchange::Http(_) => None,
     }
 }
 
 /// The session's first conversation imported from test-server, if any.
-pub(super) fn test_server_conversation(recording: &Recording) -> Option<Vec<WsFrame>> {
+pub(super) fn test_server_conversation(recording: &Recording) -> Option<Script> {
     recording
         .iter()
         .filter_map(Result::ok)
@@ -117,7 +148,10 @@ pub(super) fn test_server_conversation(recording: &Recording) -> Option<Vec<WsFr
         .filter_map(|view| view.to_interaction().ok())
         .find(|i| i.request.target.as_ref() == crate::testserver::WEBSOCKET_TARGET.as_bytes())
         .and_then(|interaction| match interaction.exchange {
-            Exchange::WebSocket { frames, .. } => Some(frames),
+            Exchange::WebSocket { frames, .. } => Some(Script {
+                frames,
+                target: crate::testserver::WEBSOCKET_TARGET.to_owned(),
+            }),
             Exchange::Http(_) => None,
         })
 }
@@ -166,11 +200,12 @@ pub(super) fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
 /// Plays the script: ping and pong frames are left out (tungstenite
 /// answers a live ping itself); a recorded server close is sent as
 /// recorded and ends the script, as a client close that came does.
-pub(super) async fn play_websocket_script<S>(
+async fn play_websocket_script<S>(
     mut socket: tokio_tungstenite::WebSocketStream<S>,
     frames: Vec<WsFrame>,
     rules: &FrameRules,
     session: &SessionName,
+    play: &Play,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -178,12 +213,14 @@ pub(super) async fn play_websocket_script<S>(
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::protocol::CloseFrame;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let mut pacing = FramePacing::new(play.timing);
     for (index, frame) in frames.iter().enumerate() {
         if matches!(frame.opcode, OPCODE_PING | OPCODE_PONG) {
             continue;
         }
         match frame.direction {
             WsDirection::ServerToClient => {
+                pacing.wait_for(frame.offset_us).await;
                 let message = match frame.opcode {
                     OPCODE_CLOSE => Message::Close(close_frame(&frame.payload)),
                     OPCODE_TEXT => match std::str::from_utf8(&frame.payload) {
@@ -212,10 +249,27 @@ pub(super) async fn play_websocket_script<S>(
                         None | Some(Err(_)) => return,
                     }
                 };
-                if let Some(what) = rules.difference(frame, opcode, &received) {
+                pacing.played(frame.offset_us);
+                if let Some((what, json_path)) = rules.difference(frame, opcode, &received) {
                     tracing::warn!(
-                        "session {session}: replay miss: WebSocket frame {index} (client to server) differs from the recording: {what}; closing with 1011"
+                        "{}",
+                        rules.redactor.redact_str(&format!(
+                            "session {session}: replay miss: WebSocket frame {index} (client to server) differs from the recording: {what}; closing with 1011"
+                        ))
                     );
+                    let got = rules.redactor.redact_ws_payload(opcode, &received);
+                    play.misses.push(super::misses::frame_entry(
+                        &rules.redactor,
+                        &FrameMiss {
+                            session: session.as_str(),
+                            target: &play.target,
+                            frame_index: index,
+                            json_path: json_path.as_deref(),
+                            what: &what,
+                            expected: &frame.payload,
+                            got: &got,
+                        },
+                    ));
                     let _ = socket
                         .close(Some(CloseFrame {
                             code: CloseCode::Error,
@@ -236,6 +290,46 @@ pub(super) async fn play_websocket_script<S>(
     }
     let _ = socket.close(None).await;
     drain(&mut socket).await;
+}
+
+/// Paces the server frames of a script: each waits for its recorded gap
+/// after the frame played before it (sent, or received from the client),
+/// times the scale; at most `REPLAY_GAP_MAX` per gap, as a chunk's.
+struct FramePacing {
+    /// `None`: not paced, frames go back to back.
+    scale: Option<f64>,
+    last_offset_us: u64,
+    last_at: tokio::time::Instant,
+}
+
+impl FramePacing {
+    /// Offsets count from the upgrade, which is now.
+    fn new(timing: ReplayTiming) -> FramePacing {
+        FramePacing {
+            scale: timing.scale(),
+            last_offset_us: 0,
+            last_at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Waits until the server frame recorded at `offset_us` is due.
+    async fn wait_for(&mut self, offset_us: u64) {
+        let Some(scale) = self.scale else {
+            return;
+        };
+        // Deadlines add up gap by gap: a late send does not delay the next.
+        let due = self.last_at + super::replay::gap(self.last_offset_us, offset_us, scale);
+        tokio::time::sleep_until(due).await;
+        self.last_offset_us = offset_us;
+        self.last_at = due;
+    }
+
+    /// The client frame recorded at `offset_us` came now: the server frames
+    /// after it count from here.
+    fn played(&mut self, offset_us: u64) {
+        self.last_offset_us = offset_us;
+        self.last_at = tokio::time::Instant::now();
+    }
 }
 
 const OPCODE_TEXT: u8 = 1;
@@ -271,9 +365,14 @@ fn close_frame(payload: &[u8]) -> Option<tokio_tungstenite::tungstenite::protoco
 
 impl FrameRules {
     /// What differs between a live client frame and the recorded one, if
-    /// anything: the opcode, the JSON path of a JSON text frame, or the
-    /// first differing byte.
-    fn difference(&self, recorded: &WsFrame, opcode: u8, payload: &[u8]) -> Option<String> {
+    /// anything: the opcode, the JSON path of a JSON text frame (also
+    /// returned apart), or the first differing byte.
+    fn difference(
+        &self,
+        recorded: &WsFrame,
+        opcode: u8,
+        payload: &[u8],
+    ) -> Option<(String, Option<String>)> {
         let name = |opcode: u8| match opcode {
             OPCODE_TEXT => "text",
             OPCODE_BINARY => "binary",
@@ -286,11 +385,12 @@ impl FrameRules {
             (opcode == OPCODE_CLOSE) != (recorded.opcode == OPCODE_CLOSE)
         };
         if kinds_differ {
-            return Some(format!(
+            let what = format!(
                 "a {} frame where a {} frame was recorded",
                 name(opcode),
                 name(recorded.opcode)
-            ));
+            );
+            return Some((what, None));
         }
         if opcode == OPCODE_CLOSE {
             // The code and reason of a client's close are its own business.
@@ -309,8 +409,8 @@ impl FrameRules {
                     return None;
                 }
                 return Some(match first_json_difference(&live, &stored) {
-                    Some(path) => format!("JSON differs at {path}"),
-                    None => "JSON differs".into(),
+                    Some(path) => (format!("JSON differs at {path}"), Some(path)),
+                    None => ("JSON differs".into(), None),
                 });
             }
         }
@@ -319,11 +419,12 @@ impl FrameRules {
             .zip(recorded.payload.iter())
             .position(|(a, b)| a != b)
             .unwrap_or(payload.len().min(recorded.payload.len()));
-        Some(format!(
+        let what = format!(
             "payload differs at byte {at} ({} bytes, {} recorded)",
             payload.len(),
             recorded.payload.len()
-        ))
+        );
+        Some((what, None))
     }
 }
 

@@ -172,6 +172,7 @@ impl Server {
             .unwrap_or(0);
         let upstream = &proxy.upstream;
         let timeout = Duration::from_millis(config.limits.upstream_response_timeout_ms);
+        let sent_at = Instant::now();
         let sent = upstream.upgrade(&uri, upgrade_request(route, &parts, path_and_query));
         let mut response = match tokio::time::timeout(timeout, sent).await {
             Ok(Ok(response)) => response,
@@ -198,7 +199,9 @@ impl Server {
                 );
             }
         };
-        let to_record = |response: RecordedResponse, frames: Option<Vec<WsFrame>>| {
+        let head_offset_us = sent_at.elapsed().as_micros() as u64;
+        let to_record = |mut response: RecordedResponse, frames: Option<Vec<WsFrame>>| {
+            response.head_offset_us = head_offset_us;
             recording.map(|(writer, (identified, step))| {
                 let request = identified.stored_request(RequestHead::of(&parts));
                 ToRecord {
@@ -229,8 +232,8 @@ impl Server {
         let recorded_101 = RecordedResponse {
             status: 101,
             headers: owned_headers(&head.headers),
-            chunks: Vec::new(),
             original_encoding: Bytes::new(),
+            ..RecordedResponse::default()
         };
         let pending = to_record(recorded_101, Some(Vec::new()));
         // ouli relays messages, not extension-encoded frames: none was
@@ -331,6 +334,7 @@ impl Server {
                 headers: owned_headers(&head.headers),
                 chunks,
                 original_encoding: encoding,
+                ..RecordedResponse::default()
             };
             if let Some(mut pending) = to_record(recorded) {
                 redact_exchange(&endpoint.redactor, &mut pending);

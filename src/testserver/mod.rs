@@ -622,8 +622,8 @@ impl Converter {
                 response: RecordedResponse {
                     status: 101,
                     headers: vec![pair("upgrade", "websocket"), pair("connection", "Upgrade")],
-                    chunks: Vec::new(),
                     original_encoding: Bytes::new(),
+                    ..RecordedResponse::default()
                 },
                 frames,
             },
@@ -757,6 +757,7 @@ fn convert_response(
         headers,
         chunks,
         original_encoding,
+        ..RecordedResponse::default()
     })
 }
 

@@ -1283,6 +1283,7 @@ fn write_replay_recordings(dir: &Path, port: u16) {
                             data: Bytes::from(body),
                         }],
                         original_encoding: Bytes::new(),
+                        ..Default::default()
                     }),
                 })
                 .unwrap();

@@ -101,6 +101,7 @@ fn a_deep_response_in_chunks_is_redacted() {
             },
         ],
         original_encoding: Bytes::new(),
+        ..Default::default()
     };
     r.redact_response(&mut response);
     let expected = body.replace(SECRET, "REDACTED");

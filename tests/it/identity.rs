@@ -982,6 +982,7 @@ fn secrets_are_replaced_in_responses_and_websocket_frames() {
         ]),
         chunks: chunks(&["token is tok-123 ok\r\n"]),
         original_encoding: Bytes::new(),
+        ..Default::default()
     };
     r.redact_response(&mut response);
     assert_eq!(
@@ -1070,6 +1071,7 @@ fn a_secret_split_across_three_chunks_with_one_inside_it_is_redacted() {
         headers: pairs(&[("content-length", "15")]),
         chunks: chunks(&["xxabc", "defg", "hiyy", "zz"]),
         original_encoding: Bytes::new(),
+        ..Default::default()
     };
     r.redact_response(&mut response);
     assert_eq!(joined(&response.chunks), "xxREDACTEDyyzz");
@@ -1104,6 +1106,7 @@ fn sensitive_json_keys_nested_in_arrays_and_any_case() {
         headers: pairs(&[("content-length", "35")]),
         chunks: chunks(&[r#"{"access_token": "#, r#""abc", "expires": 3600}"#]),
         original_encoding: Bytes::new(),
+        ..Default::default()
     };
     r.redact_response(&mut response);
     assert_eq!(

@@ -71,6 +71,7 @@ fn http(label: &str, body: impl Into<Vec<u8>>) -> Interaction {
             headers: vec![(b("content-type"), b("application/octet-stream"))],
             chunks,
             original_encoding: Bytes::new(),
+            ..Default::default()
         }),
     }
 }
@@ -912,6 +913,7 @@ fn arb_response() -> impl Strategy<Value = RecordedResponse> {
                     .map(|(offset_us, data)| BodyChunk { offset_us, data })
                     .collect(),
                 original_encoding,
+                ..Default::default()
             },
         )
 }

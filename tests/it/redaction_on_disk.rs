@@ -91,6 +91,7 @@ proptest! {
             headers: vec![(Bytes::from_static(b"x-echo"), secret_text(1))],
             chunks,
             original_encoding: if gzipped { Bytes::from_static(b"gzip") } else { Bytes::new() },
+            ..Default::default()
         };
         redactor.redact_response(&mut response);
 

@@ -114,6 +114,7 @@ impl SessionWriter {
                     },
                 ],
                 original_encoding: Bytes::new(),
+                ..Default::default()
             }),
         };
         self.writer.append(&interaction).unwrap();

@@ -567,6 +567,7 @@ fn injected_interaction() -> ouli::interaction::Interaction {
             headers: vec![(Bytes::from_static(b"x-leak"), Bytes::from(SECRET))],
             chunks: vec![],
             original_encoding: Bytes::new(),
+            ..Default::default()
         }),
     }
 }

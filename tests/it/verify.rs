@@ -41,6 +41,7 @@ fn interaction(i: usize) -> Interaction {
                 data: Bytes::from(vec![b'a' + i as u8; 40 + i]),
             }],
             original_encoding: Bytes::new(),
+            ..Default::default()
         }),
     }
 }
