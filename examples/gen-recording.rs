@@ -156,6 +156,7 @@ impl Generator {
                     data: self.response_body.clone(),
                 }],
                 original_encoding: Bytes::new(),
+                ..RecordedResponse::default()
             }),
         }
     }

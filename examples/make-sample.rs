@@ -160,6 +160,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     data: Bytes::from_static(body.as_bytes()),
                 }],
                 original_encoding: Bytes::new(),
+                // Made up, not recorded: no time to first byte, no trailers.
+                ..RecordedResponse::default()
             }),
         };
         writer.append(&interaction)?;

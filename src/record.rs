@@ -447,3 +447,33 @@ pub(crate) fn trailer_pairs(trailers: &http::HeaderMap, already: usize) -> Vec<H
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{TRAILERS_MAX, trailer_pairs};
+
+    #[test]
+    fn trailers_past_their_limit_are_left_out() {
+        let mut trailers = http::HeaderMap::new();
+        for i in 0..TRAILERS_MAX + 44 {
+            let name = http::HeaderName::from_bytes(format!("x-t{i}").as_bytes()).unwrap();
+            trailers.insert(name, http::HeaderValue::from_static("v"));
+        }
+        assert_eq!(trailer_pairs(&trailers, 0).len(), TRAILERS_MAX);
+        assert_eq!(trailer_pairs(&trailers, TRAILERS_MAX - 6).len(), 6);
+        assert!(trailer_pairs(&trailers, TRAILERS_MAX).is_empty());
+        let one: http::HeaderMap = [(
+            http::header::HeaderName::from_static("grpc-status"),
+            http::HeaderValue::from_static("0"),
+        )]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            trailer_pairs(&one, 0),
+            [(
+                bytes::Bytes::from_static(b"grpc-status"),
+                bytes::Bytes::from_static(b"0")
+            )]
+        );
+    }
+}

@@ -19,8 +19,9 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 
 /// Misses kept at most; the oldest is dropped for a new one past this. Each
-/// report is at most `MISS_ANSWER_BYTES_MAX` (64 KiB) of JSON, so the ring
-/// holds at most about 6.4 MB, whatever the traffic.
+/// report is at most about `MISS_ANSWER_BYTES_MAX` (64 KiB) of JSON (the
+/// miss answer's bound, plus its method and target), so the ring holds
+/// about 6.5 MB at most, whatever the traffic.
 pub const MISSES_KEPT_MAX: usize = 100;
 
 /// The ring of the last misses, shared by every connection of the server.
@@ -85,6 +86,14 @@ pub(super) fn http_entry(
         members.insert("method".into(), method.into());
         members.insert("target".into(), target.into());
         members.insert("differences".into(), differences);
+    }
+    // The copy of the differences must not take a kept report past its
+    // bound: they are in `closest_recorded` still.
+    if report.to_string().len() > MISS_ANSWER_BYTES_MAX {
+        report["differences"] = format!(
+            "[cut: the report was over {MISS_ANSWER_BYTES_MAX} bytes; see closest_recorded]"
+        )
+        .into();
     }
     report
 }

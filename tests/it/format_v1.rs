@@ -108,10 +108,34 @@ async fn a_version_1_file_replays_its_chunks_with_their_gaps() {
     server.stop().assert_success();
 }
 
+/// An upstream answering `{"new":true}` followed by a `grpc-status`
+/// trailer, which a version 1 record has no room for.
+async fn trailer_upstream() -> u16 {
+    use http_body_util::BodyExt;
+    let upstream = upstream::start(upstream::Options::default(), |_, _| async move {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", "0".parse().unwrap());
+        let frames: Vec<Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>> = vec![
+            Ok(hyper::body::Frame::data(bytes::Bytes::from_static(
+                b"{\"new\":true}",
+            ))),
+            Ok(hyper::body::Frame::trailers(trailers)),
+        ];
+        let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+        let answer = http::Response::builder()
+            .header("trailer", "grpc-status")
+            .body(body.boxed())
+            .unwrap();
+        Ok::<_, std::convert::Infallible>(answer)
+    })
+    .await;
+    upstream.port
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn record_missing_appends_version_1_records_to_a_version_1_file() {
     let dir = fixture_copy();
-    let port = upstream::fixed("{\"new\":true}").await;
+    let port = trailer_upstream().await;
     // The fixture's config, pointed at this upstream: the recorded requests
     // (of another port) miss, and the new one is appended.
     let yaml = std::fs::read_to_string(dir.path().join("ouli.yaml")).unwrap();
@@ -126,6 +150,8 @@ async fn record_missing_appends_version_1_records_to_a_version_1_file() {
         crate::support::client::send_text(&server.addr, "GET", "/new", &headers, "").await;
     assert_eq!((status, body.as_str()), (200, "{\"new\":true}"));
     server.stop().assert_success();
+    let log = std::fs::read_to_string(dir.path().join("ouli-record-missing.log")).unwrap();
+    assert!(log.contains("format version 1 keeps no trailers"), "{log}");
 
     let path = dir.path().join("recordings/fixture.ouli");
     let bytes = std::fs::read(&path).unwrap();
