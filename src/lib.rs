@@ -30,4 +30,5 @@ pub mod redact;
 pub mod server;
 pub mod session_name;
 pub mod testserver;
+pub mod tools;
 pub mod upstream;

@@ -394,18 +394,19 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, TestServerError> {
 }
 
 /// One endpoint's identity rules, compiled as the proxy compiles them.
-struct EndpointRules {
-    target: Target,
-    matcher: Matcher,
-    redactor: Redactor,
+pub(crate) struct EndpointRules {
+    pub(crate) target: Target,
+    pub(crate) matcher: Matcher,
+    pub(crate) redactor: Redactor,
 }
 
-/// Converts test-server files with one config's identity rules.
-struct Converter {
-    endpoints: Vec<EndpointRules>,
+/// Converts test-server files with one config's identity rules (also the
+/// identity `tools` imports and compares with).
+pub(crate) struct Converter {
+    pub(crate) endpoints: Vec<EndpointRules>,
     /// The configured secrets (the post-write scan looks for them).
-    secrets: Vec<Vec<u8>>,
-    chain: ChainMode,
+    pub(crate) secrets: Vec<Vec<u8>>,
+    pub(crate) chain: ChainMode,
 }
 
 /// An interaction converted but not yet chained.
@@ -419,7 +420,7 @@ struct Pending {
 }
 
 impl Converter {
-    fn new(config: &Config) -> Result<Converter, TestServerError> {
+    pub(crate) fn new(config: &Config) -> Result<Converter, TestServerError> {
         let mut secrets = crate::redact::secrets_from_env()
             .map_err(|e| TestServerError::Config(format!("secrets: {e}")))?;
         secrets.extend(config.secrets.iter().map(|s| s.as_bytes().to_vec()));

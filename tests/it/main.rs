@@ -23,6 +23,7 @@ mod session_names;
 mod streaming;
 mod support;
 mod testserver;
+mod tools;
 mod verify;
 mod websocket;
 mod websocket_record;
