@@ -189,13 +189,11 @@ pub enum RawCommand {
     /// Text bodies are shown as text (JSON pretty-printed), others as a hex
     /// dump (base64 with --json). Each body shows its first 4096 bytes
     /// (SHOW_BODY_BYTES_MAX) and says how much was cut; --full shows all.
-    #[command(
-        after_help = "Example:\n    ouli show recordings/default.ouli 2\n    \
+    #[command(after_help = "Example:\n    ouli show recordings/default.ouli 2\n    \
                             ouli show --json recordings/default.ouli 2 | jq .response\n\n\
                             N counts from 1, as `ouli inspect` lists interactions.\n\
                             Exit codes: 0 ok, 1 unreadable or damaged recording, 2 usage error \
-                            (no interaction N)."
-    )]
+                            (no interaction N).")]
     Show {
         /// The recording (`<session>.ouli`).
         file: PathBuf,
@@ -216,14 +214,12 @@ pub enum RawCommand {
     /// interactions added, removed and changed. Interactions are paired by
     /// request identity and chain order; a change is named by field
     /// (`status`, `header NAME`, `json $.a.b`, `body`) with A's and B's values.
-    #[command(
-        after_help = "Example:\n    ouli diff old-recordings recordings\n    \
+    #[command(after_help = "Example:\n    ouli diff old-recordings recordings\n    \
                             ouli diff --config ouli.yaml a.ouli b.ouli\n\n\
                             --config: requests are identified, and answers compared, with the \
                             config's match rules (ignored headers, query parameters and JSON \
                             paths are left out on both sides).\n\
-                            Exit codes: 0 equal, 1 different, 2 error (as diff)."
-    )]
+                            Exit codes: 0 equal, 1 different, 2 error (as diff).")]
     Diff {
         /// A recording, or a dir of them.
         a: PathBuf,

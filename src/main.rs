@@ -96,11 +96,10 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             session,
             config,
         } => {
-            let report =
-                match ouli::tools::import_har(&input, &dst, session.as_deref(), &config) {
-                    Ok(report) => report,
-                    Err(error) => return tool_outcome(Err(error)),
-                };
+            let report = match ouli::tools::import_har(&input, &dst, session.as_deref(), &config) {
+                Ok(report) => report,
+                Err(error) => return tool_outcome(Err(error)),
+            };
             let mut stdout = std::io::stdout().lock();
             for (session, interactions) in &report.sessions {
                 writeln!(stdout, "session {session}: {interactions} interaction(s)")?;

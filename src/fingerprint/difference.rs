@@ -57,7 +57,9 @@ pub fn list_differences(
     for name in names {
         let (e, g) = (values(expected, name), values(got, name));
         if e != g {
-            out.push(serde_json::json!({ "field": format!("{kind} {name}"), "expected": e, "got": g }));
+            out.push(
+                serde_json::json!({ "field": format!("{kind} {name}"), "expected": e, "got": g }),
+            );
         }
     }
 }
@@ -141,7 +143,13 @@ mod tests {
         let fields: Vec<&str> = out.iter().map(|d| d["field"].as_str().unwrap()).collect();
         assert_eq!(
             fields,
-            ["json $.b.w", "json $.b.x", "json $.b.y", "json $.c", "json $.d"]
+            [
+                "json $.b.w",
+                "json $.b.x",
+                "json $.b.y",
+                "json $.c",
+                "json $.d"
+            ]
         );
         assert_eq!(out[0]["expected"], Value::Null);
         assert_eq!(out[0]["got"], true);
@@ -176,7 +184,10 @@ mod tests {
     #[test]
     fn lists_compare_by_name_with_repeated_values_joined() {
         let list = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
-            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
         };
         let mut out = Vec::new();
         list_differences(

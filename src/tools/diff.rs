@@ -113,12 +113,9 @@ pub fn diff(a: &Path, b: &Path, config: Option<&Config>) -> Result<DiffReport, T
     if !a.is_dir() {
         // Two files: one session each, whatever their names.
         let session = files_a[0].session.clone();
-        report.sessions.push(diff_session(
-            session,
-            &files_a[0],
-            &files_b[0],
-            &rules,
-        )?);
+        report
+            .sessions
+            .push(diff_session(session, &files_a[0], &files_b[0], &rules)?);
         return Ok(report);
     }
     let by_name = |files: &[SessionFile]| -> HashMap<String, SessionFile> {
@@ -330,9 +327,7 @@ fn answer_differences(a: &Interaction, b: &Interaction, matcher: &Matcher) -> Ve
     out.into_iter().map(as_a_and_b).collect()
 }
 
-fn parts(
-    interaction: &Interaction,
-) -> (&crate::interaction::RecordedResponse, Option<&[WsFrame]>) {
+fn parts(interaction: &Interaction) -> (&crate::interaction::RecordedResponse, Option<&[WsFrame]>) {
     match &interaction.exchange {
         Exchange::Http(response) => (response, None),
         Exchange::WebSocket { response, frames } => (response, Some(frames.as_slice())),
@@ -413,11 +408,7 @@ fn as_a_and_b(change: Value) -> Value {
             while !text.is_char_boundary(end) {
                 end -= 1;
             }
-            Value::String(format!(
-                "{}[{} bytes cut]",
-                &text[..end],
-                text.len() - end
-            ))
+            Value::String(format!("{}[{} bytes cut]", &text[..end], text.len() - end))
         }
         other => other.clone(),
     };
@@ -465,11 +456,7 @@ pub fn write_text(report: &DiffReport, out: &mut dyn std::io::Write) -> std::io:
         }
     }
     if report.is_equal() {
-        writeln!(
-            out,
-            "equal: {} session(s) compared",
-            report.sessions.len()
-        )?;
+        writeln!(out, "equal: {} session(s) compared", report.sessions.len())?;
     }
     Ok(())
 }

@@ -87,10 +87,18 @@ pub struct Entry {
     pub cache: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     pub timings: Timings,
-    #[serde(rename = "_ouliSession", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "_ouliSession",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ouli_session: Option<String>,
     /// The response's chunks: arrival offset after the head and size.
-    #[serde(rename = "_ouliChunks", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "_ouliChunks",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub ouli_chunks: Option<Vec<ChunkMark>>,
     #[serde(
         rename = "_webSocketMessages",
@@ -309,7 +317,11 @@ fn query_string(target: &str) -> Vec<NameValue> {
     let Some((_, query)) = target.split_once('?') else {
         return Vec::new();
     };
-    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     query
         .split('&')
         .filter(|piece| !piece.is_empty())
@@ -344,7 +356,11 @@ fn to_entry(interaction: &Interaction, origin: &str, session: &str) -> Entry {
             encoding,
         }
     });
-    let body: Vec<u8> = response.chunks.iter().flat_map(|c| c.data.to_vec()).collect();
+    let body: Vec<u8> = response
+        .chunks
+        .iter()
+        .flat_map(|c| c.data.to_vec())
+        .collect();
     let (text, encoding) = har_text(&body);
     let streamed = response.chunks.len() > 1 || response.chunks.iter().any(|c| c.offset_us > 0);
     let receive_us = response.chunks.last().map_or(0, |c| c.offset_us);
@@ -482,7 +498,9 @@ pub fn import_har(
         let session = match SessionName::parse(name) {
             Ok(session) => session,
             Err(error) => {
-                report.problems.push(format!("{place}: session {name:?}: {error}"));
+                report
+                    .problems
+                    .push(format!("{place}: session {name:?}: {error}"));
                 continue;
             }
         };
@@ -500,7 +518,8 @@ pub fn import_har(
         // One chain per session in entry order, WebSocket upgrades in it as
         // the proxy chains them.
         let steps = steps_for(rules.chain, pending.iter().map(|p| p.canonical.as_slice()));
-        let mut writer = RecordingWriter::create(&session.recording_path(dst), Durability::OnClose)?;
+        let mut writer =
+            RecordingWriter::create(&session.recording_path(dst), Durability::OnClose)?;
         let count = pending.len();
         for (p, step) in pending.into_iter().zip(steps) {
             writer.append(&Interaction {
@@ -586,7 +605,8 @@ fn split_url(url: &str) -> Option<(&str, u16, &str, String)> {
 /// The endpoint whose target is the URL's host and port, else the first
 /// with that host, else the first.
 fn endpoint_for(rules: &crate::testserver::Converter, host: &str, port: u16) -> usize {
-    let same_host = |e: &&crate::testserver::EndpointRules| e.target.host.eq_ignore_ascii_case(host);
+    let same_host =
+        |e: &&crate::testserver::EndpointRules| e.target.host.eq_ignore_ascii_case(host);
     rules
         .endpoints
         .iter()
@@ -618,7 +638,12 @@ fn convert_entry(entry: &Entry, rules: &crate::testserver::Converter) -> Result<
             (Ok(name), Ok(value)) => {
                 headers.append(name, value);
             }
-            _ => return Err(format!("request header {:?} is not valid HTTP", header.name)),
+            _ => {
+                return Err(format!(
+                    "request header {:?} is not valid HTTP",
+                    header.name
+                ));
+            }
         }
     }
     let body = match &request.post_data {
@@ -629,7 +654,10 @@ fn convert_entry(entry: &Entry, rules: &crate::testserver::Converter) -> Result<
     // interaction's response too.
     let derived = endpoint.redactor.derived_secrets(&headers);
     endpoint.redactor.redact_header_map(&mut headers);
-    let target = endpoint.redactor.redact_bytes(target.as_bytes()).into_owned();
+    let target = endpoint
+        .redactor
+        .redact_bytes(target.as_bytes())
+        .into_owned();
     let body = endpoint.redactor.redact_body(&body).into_owned();
     let mut canonical = Vec::with_capacity(256);
     endpoint.matcher.canonical_form(
@@ -692,7 +720,10 @@ fn convert_response(entry: &Entry) -> Result<RecordedResponse, String> {
         if http::HeaderName::from_bytes(header.name.as_bytes()).is_err()
             || http::HeaderValue::from_str(&header.value).is_err()
         {
-            return Err(format!("response header {:?} is not valid HTTP", header.name));
+            return Err(format!(
+                "response header {:?} is not valid HTTP",
+                header.name
+            ));
         }
         headers.push((
             Bytes::from(header.name.to_ascii_lowercase()),
@@ -914,12 +945,21 @@ mod tests {
     fn chunk_marks_split_a_body_only_when_they_add_up_to_it() {
         let body = Bytes::from_static(b"abcdef");
         let marks = [
-            ChunkMark { offset_us: 0, size: 2 },
-            ChunkMark { offset_us: 500, size: 4 },
+            ChunkMark {
+                offset_us: 0,
+                size: 2,
+            },
+            ChunkMark {
+                offset_us: 500,
+                size: 4,
+            },
         ];
         let split = chunks(body.clone(), Some(&marks));
         assert_eq!(split.len(), 2);
-        assert_eq!((split[1].offset_us, &split[1].data[..]), (500, &b"cdef"[..]));
+        assert_eq!(
+            (split[1].offset_us, &split[1].data[..]),
+            (500, &b"cdef"[..])
+        );
         let whole = chunks(body, Some(&marks[..1]));
         assert_eq!(whole.len(), 1);
         assert!(chunks(Bytes::new(), None).is_empty());

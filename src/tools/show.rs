@@ -149,8 +149,9 @@ fn body_json(bytes: &[u8], budget: &mut Budget) -> Value {
         BodyKind::Empty => return body,
         BodyKind::Binary => {
             let shown = budget.take(bytes.len());
-            body["base64"] =
-                base64::engine::general_purpose::STANDARD.encode(&bytes[..shown]).into();
+            body["base64"] = base64::engine::general_purpose::STANDARD
+                .encode(&bytes[..shown])
+                .into();
             shown
         }
         BodyKind::Json | BodyKind::Text => {
@@ -185,7 +186,11 @@ pub fn to_json(interaction: &Interaction, ordinal: usize, full: bool) -> Value {
         Exchange::Http(response) => (response, None),
         Exchange::WebSocket { response, frames } => (response, Some(frames)),
     };
-    let body: Vec<u8> = response.chunks.iter().flat_map(|c| c.data.to_vec()).collect();
+    let body: Vec<u8> = response
+        .chunks
+        .iter()
+        .flat_map(|c| c.data.to_vec())
+        .collect();
     let mut chunk_budget = Budget::new(full);
     let chunks: Vec<Value> = response
         .chunks
@@ -455,7 +460,10 @@ mod tests {
             lines[0].starts_with("00000000  00 01 02 03 04 05 06 07  08 09"),
             "{text}"
         );
-        assert!(lines[1].starts_with("00000010  10 11 12 13 41 42"), "{text}");
+        assert!(
+            lines[1].starts_with("00000010  10 11 12 13 41 42"),
+            "{text}"
+        );
         assert!(lines[1].ends_with("|....AB|"), "{text}");
     }
 

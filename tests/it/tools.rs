@@ -43,7 +43,8 @@ fn full(bytes: impl Into<Bytes>) -> Body {
 
 /// `chunks`, one at a time, [`STREAM_GAP`] apart.
 fn paced(chunks: &'static [&'static str]) -> Body {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, Infallible>>(1);
+    let (tx, mut rx) =
+        tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, Infallible>>(1);
     tokio::spawn(async move {
         for (i, chunk) in chunks.iter().enumerate() {
             if i > 0 {
@@ -182,7 +183,10 @@ async fn show_prints_text_json_binary_streamed_and_long_interactions_whole() {
     // `inspect` numbers from 1, and `show N` takes that number.
     let listing = run_ok(&["inspect", file], 0);
     let first = listing.lines().next().unwrap();
-    assert!(first.trim_start().starts_with("1 ") && first.contains("/text"), "{listing}");
+    assert!(
+        first.trim_start().starts_with("1 ") && first.contains("/text"),
+        "{listing}"
+    );
 
     let text = run_ok(&["show", file, "1"], 0);
     assert!(text.contains("GET /text"), "{text}");
@@ -193,7 +197,10 @@ async fn show_prints_text_json_binary_streamed_and_long_interactions_whole() {
 
     let json = run_ok(&["show", file, "2"], 0);
     // Pretty-printed: one member a line, indented.
-    assert!(json.contains("\n  \"answer\": {\n    \"value\": 1,"), "{json}");
+    assert!(
+        json.contains("\n  \"answer\": {\n    \"value\": 1,"),
+        "{json}"
+    );
     assert!(json.contains("x-flavour: vanilla"), "{json}");
 
     let binary = run_ok(&["show", file, "3"], 0);
@@ -229,13 +236,21 @@ async fn show_prints_text_json_binary_streamed_and_long_interactions_whole() {
 
     // All of them without N.
     let all = run_ok(&["show", file], 0);
-    assert_eq!(all.matches("=== interaction").count(), REQUESTS.len(), "{all}");
+    assert_eq!(
+        all.matches("=== interaction").count(),
+        REQUESTS.len(),
+        "{all}"
+    );
     assert!(all.contains("=== interaction 6 of 6: POST /echo"), "{all}");
 
     // Past the end: the user's mistake (exit 2), saying how many there are.
     let past = run(&["show", file, "7"]);
     assert_eq!(past.status.code(), Some(2));
-    assert!(stderr(&past).contains("no interaction 7: it holds 6"), "{}", stderr(&past));
+    assert!(
+        stderr(&past).contains("no interaction 7: it holds 6"),
+        "{}",
+        stderr(&past)
+    );
     assert_eq!(run(&["show", file, "0"]).status.code(), Some(2));
 }
 
@@ -262,7 +277,10 @@ async fn show_json_gives_bodies_as_text_or_base64_and_chunks_with_offsets() {
     assert_eq!(text["request"]["target"], "/text");
     assert_eq!(text["response"]["status"], 200);
     assert_eq!(text["response"]["body"]["kind"], "text");
-    assert_eq!(text["response"]["body"]["text"], "plain text body\nline two");
+    assert_eq!(
+        text["response"]["body"]["text"],
+        "plain text body\nline two"
+    );
 
     let json = show_json(file, "2", false);
     assert_eq!(json["response"]["body"]["kind"], "json");
@@ -280,7 +298,10 @@ async fn show_json_gives_bodies_as_text_or_base64_and_chunks_with_offsets() {
     let stream = show_json(file, "4", false);
     let chunks = stream["response"]["chunks"].as_array().unwrap();
     assert_eq!(chunks.len(), STREAM_CHUNKS.len(), "{stream}");
-    let offsets: Vec<u64> = chunks.iter().map(|c| c["offset_us"].as_u64().unwrap()).collect();
+    let offsets: Vec<u64> = chunks
+        .iter()
+        .map(|c| c["offset_us"].as_u64().unwrap())
+        .collect();
     assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "{offsets:?}");
     // Two gaps of 100 ms went by before the last chunk.
     assert!(offsets[2] >= 150_000, "{offsets:?}");
@@ -294,13 +315,20 @@ async fn show_json_gives_bodies_as_text_or_base64_and_chunks_with_offsets() {
         BIG_BYTES - ouli::tools::SHOW_BODY_BYTES_MAX
     );
     let big = show_json(file, "5", true);
-    assert_eq!(big["response"]["body"]["text"].as_str().unwrap().len(), BIG_BYTES);
+    assert_eq!(
+        big["response"]["body"]["text"].as_str().unwrap().len(),
+        BIG_BYTES
+    );
 
     // Without N: one JSON document a line.
     let lines = run_ok(&["show", "--json", file], 0);
     let ordinals: Vec<u64> = lines
         .lines()
-        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["ordinal"].as_u64().unwrap())
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line).unwrap()["ordinal"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(ordinals, [1, 2, 3, 4, 5, 6]);
 }
@@ -319,7 +347,8 @@ async fn websocket_upstream() -> u16 {
                 while let Some(Ok(message)) = socket.next().await {
                     let answer = match message {
                         Message::Text(text) => {
-                            let value: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+                            let value: serde_json::Value =
+                                serde_json::from_str(text.as_str()).unwrap();
                             Message::text(serde_json::json!({ "got": value["op"] }).to_string())
                         }
                         Message::Binary(data) => {
@@ -345,14 +374,23 @@ async fn show_prints_a_websocket_conversation_frame_by_frame() {
     let port = websocket_upstream().await;
     let ouli = Ouli::start("record", dir.path(), &config(port, ""));
     let url = format!("ws://{}/live", ouli.addr);
-    let (mut socket, _) = tokio::time::timeout(Duration::from_secs(60), tokio_tungstenite::connect_async(url))
+    let (mut socket, _) = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio_tungstenite::connect_async(url),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    socket
+        .send(Message::text(r#"{"op":"hello"}"#))
         .await
-        .unwrap()
         .unwrap();
-    socket.send(Message::text(r#"{"op":"hello"}"#)).await.unwrap();
     let reply = socket.next().await.unwrap().unwrap();
     assert_eq!(reply.into_text().unwrap().as_str(), r#"{"got":"hello"}"#);
-    socket.send(Message::binary(vec![1u8, 2, 3, 0])).await.unwrap();
+    socket
+        .send(Message::binary(vec![1u8, 2, 3, 0]))
+        .await
+        .unwrap();
     let reply = socket.next().await.unwrap().unwrap();
     assert_eq!(reply.into_data().to_vec(), vec![0u8, 3, 2, 1]);
     socket.close(None).await.unwrap();
@@ -369,8 +407,14 @@ async fn show_prints_a_websocket_conversation_frame_by_frame() {
         "{text}"
     );
     assert!(text.contains("\"op\": \"hello\""), "{text}");
-    assert!(text.contains("frame 2 server -> client text (opcode 1)"), "{text}");
-    assert!(text.contains("frame 3 client -> server binary (opcode 2)"), "{text}");
+    assert!(
+        text.contains("frame 2 server -> client text (opcode 1)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("frame 3 client -> server binary (opcode 2)"),
+        "{text}"
+    );
     assert!(text.contains("00000000  01 02 03 00"), "{text}");
 
     let json = show_json(file, "1", false);
@@ -385,7 +429,10 @@ async fn show_prints_a_websocket_conversation_frame_by_frame() {
     assert_eq!(frames[3]["opcode"], 2);
     assert_eq!(frames[3]["payload"]["kind"], "binary");
     assert_eq!(frames[3]["payload"]["base64"], "AAMCAQ==");
-    let offsets: Vec<u64> = frames.iter().map(|f| f["offset_us"].as_u64().unwrap()).collect();
+    let offsets: Vec<u64> = frames
+        .iter()
+        .map(|f| f["offset_us"].as_u64().unwrap())
+        .collect();
     assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "{offsets:?}");
 }
 
@@ -433,7 +480,10 @@ async fn diff_exits_0_when_equal_1_when_changed_and_2_on_error() {
         "{changed}"
     );
     assert!(changed.contains("json $.answer.value: 1 -> 2"), "{changed}");
-    assert!(!changed.contains("/text"), "unchanged interactions are not listed: {changed}");
+    assert!(
+        !changed.contains("/text"),
+        "unchanged interactions are not listed: {changed}"
+    );
 
     let report: serde_json::Value =
         serde_json::from_str(&run_ok(&["diff", "--json", path(&a), path(&c)], 1)).unwrap();
@@ -446,7 +496,10 @@ async fn diff_exits_0_when_equal_1_when_changed_and_2_on_error() {
         .iter()
         .map(|c| c["field"].as_str().unwrap())
         .collect();
-    assert_eq!(fields, ["status", "header x-flavour", "json $.answer.value"]);
+    assert_eq!(
+        fields,
+        ["status", "header x-flavour", "json $.answer.value"]
+    );
     assert_eq!(changes[0]["a"], 200);
     assert_eq!(changes[0]["b"], 503);
     assert_eq!(changes[2]["a"], 1);
@@ -457,7 +510,11 @@ async fn diff_exits_0_when_equal_1_when_changed_and_2_on_error() {
     assert_eq!(missing.status.code(), Some(2), "{}", stderr(&missing));
     let mixed = run(&["diff", path(&a), path(&files(&b))]);
     assert_eq!(mixed.status.code(), Some(2), "{}", stderr(&mixed));
-    assert!(stderr(&mixed).contains("not one of each"), "{}", stderr(&mixed));
+    assert!(
+        stderr(&mixed).contains("not one of each"),
+        "{}",
+        stderr(&mixed)
+    );
     let not_a_recording = dir.path().join("junk.ouli");
     std::fs::write(&not_a_recording, "not a recording").unwrap();
     let junk = run(&["diff", path(&files(&a)), path(&not_a_recording)]);
@@ -473,7 +530,13 @@ async fn diff_lists_sessions_and_interactions_on_one_side_only() {
     std::fs::create_dir_all(&b).unwrap();
     record(&a, port, Some("suite/first"), &[]).await;
     record(&a, port, Some("shared"), &[]).await;
-    record(&b, port, Some("shared"), &[("GET", "/text"), ("DELETE", "/gone")]).await;
+    record(
+        &b,
+        port,
+        Some("shared"),
+        &[("GET", "/text"), ("DELETE", "/gone")],
+    )
+    .await;
     record(&b, port, Some("third"), &[]).await;
 
     let (a, b) = (a.join("recordings"), b.join("recordings"));
@@ -504,12 +567,18 @@ async fn diff_with_a_config_ignores_what_its_match_rules_ignore() {
     let d = record_variant(dir.path(), "d", port, &variant, VOLATILE).await;
 
     let plain = run_ok(&["diff", path(&a), path(&d)], 1);
-    assert!(plain.contains("json $.generated: \"earlier\" -> \"later\""), "{plain}");
+    assert!(
+        plain.contains("json $.generated: \"earlier\" -> \"later\""),
+        "{plain}"
+    );
 
     let yaml = config(port, "matching:\n  ignore_json_paths: [$.generated]\n");
     let config_file = dir.path().join("ignore.yaml");
     std::fs::write(&config_file, yaml).unwrap();
-    let ignored = run_ok(&["diff", "--config", path(&config_file), path(&a), path(&d)], 0);
+    let ignored = run_ok(
+        &["diff", "--config", path(&config_file), path(&a), path(&d)],
+        0,
+    );
     assert!(ignored.contains("equal"), "{ignored}");
 
     // The rules apply to identity too: a request differing only in an
@@ -525,17 +594,24 @@ async fn diff_with_a_config_ignores_what_its_match_rules_ignore() {
     ouli.stop().assert_success();
     let (n1, n2) = (q.join("recordings/n1.ouli"), q.join("recordings/n2.ouli"));
     let by_canonical = run_ok(&["diff", path(&n1), path(&n2)], 1);
-    assert!(by_canonical.contains("removed  A#1 GET /text?nonce=1"), "{by_canonical}");
+    assert!(
+        by_canonical.contains("removed  A#1 GET /text?nonce=1"),
+        "{by_canonical}"
+    );
     let yaml = config(port, "matching:\n  ignore_query_params: [nonce]\n");
     std::fs::write(&config_file, yaml).unwrap();
-    run_ok(&["diff", "--config", path(&config_file), path(&n1), path(&n2)], 0);
+    run_ok(
+        &["diff", "--config", path(&config_file), path(&n1), path(&n2)],
+        0,
+    );
 }
 
 // ---------------------------------------------------------------------------
 // HAR
 
 fn har_validator() -> jsonschema::Validator {
-    let schema: serde_json::Value = serde_json::from_str(include_str!("data/har-1.2.schema.json")).unwrap();
+    let schema: serde_json::Value =
+        serde_json::from_str(include_str!("data/har-1.2.schema.json")).unwrap();
     jsonschema::validator_for(&schema).unwrap()
 }
 
@@ -554,7 +630,8 @@ async fn answers(addr: &str, session: &str) -> Vec<(u16, Option<String>, Vec<u8>
     for (method, path, body) in REQUESTS {
         let headers = [("content-type", "application/json"), ("test-name", session)];
         let (status, headers, body) =
-            crate::support::client::send(addr, method, path, &headers, body.as_bytes().to_vec()).await;
+            crate::support::client::send(addr, method, path, &headers, body.as_bytes().to_vec())
+                .await;
         let content_type = headers
             .get("content-type")
             .map(|v| v.to_str().unwrap().to_owned());
@@ -575,39 +652,63 @@ async fn a_har_export_is_valid_har_1_2_and_its_import_replays_the_same_answers()
     let recordings = dir.path().join("recordings");
 
     let har_file = dir.path().join("out.har");
-    let written = run_ok(&["export", "har", path(&recordings), "-o", path(&har_file)], 0);
+    let written = run_ok(
+        &["export", "har", path(&recordings), "-o", path(&har_file)],
+        0,
+    );
     assert!(written.contains("12 entries"), "{written}");
-    let har: serde_json::Value = serde_json::from_slice(&std::fs::read(&har_file).unwrap()).unwrap();
+    let har: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&har_file).unwrap()).unwrap();
     let validator = har_validator();
     assert_valid_har(&validator, &har);
     // The validator can fail: an entry without its timings is not HAR.
     let mut broken = har.clone();
-    broken["log"]["entries"][0].as_object_mut().unwrap().remove("timings");
+    broken["log"]["entries"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("timings");
     assert!(!validator.is_valid(&broken));
 
     let entries = har["log"]["entries"].as_array().unwrap();
     assert_eq!(har["log"]["version"], "1.2");
     assert_eq!(entries.len(), 2 * REQUESTS.len());
     // Sessions in name order, each in recorded order.
-    let sessions: Vec<&str> = entries.iter().map(|e| e["_ouliSession"].as_str().unwrap()).collect();
+    let sessions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["_ouliSession"].as_str().unwrap())
+        .collect();
     assert_eq!(sessions[..6], ["har/one"; 6]);
     assert_eq!(sessions[6..], ["two"; 6]);
-    let urls: Vec<&str> = entries[..6].iter().map(|e| e["request"]["url"].as_str().unwrap()).collect();
+    let urls: Vec<&str> = entries[..6]
+        .iter()
+        .map(|e| e["request"]["url"].as_str().unwrap())
+        .collect();
     assert_eq!(urls[0], format!("http://127.0.0.1:{port}/text"));
     assert_eq!(urls[5], format!("http://127.0.0.1:{port}/echo"));
     let binary = &entries[2]["response"]["content"];
     assert_eq!(binary["encoding"], "base64");
     assert_eq!(
-        base64::engine::general_purpose::STANDARD.decode(binary["text"].as_str().unwrap()).unwrap(),
+        base64::engine::general_purpose::STANDARD
+            .decode(binary["text"].as_str().unwrap())
+            .unwrap(),
         binary_body()
     );
-    assert_eq!(entries[1]["response"]["content"]["mimeType"], "application/json");
+    assert_eq!(
+        entries[1]["response"]["content"]["mimeType"],
+        "application/json"
+    );
     assert_eq!(entries[5]["request"]["postData"]["text"], REQUESTS[5].2);
     // Timings from the recorded offsets: the stream's last chunk came two
     // gaps after its head.
     let stream = &entries[3];
-    assert!(stream["timings"]["receive"].as_f64().unwrap() >= 150.0, "{stream}");
-    assert_eq!(stream["_ouliChunks"].as_array().unwrap().len(), STREAM_CHUNKS.len());
+    assert!(
+        stream["timings"]["receive"].as_f64().unwrap() >= 150.0,
+        "{stream}"
+    );
+    assert_eq!(
+        stream["_ouliChunks"].as_array().unwrap().len(),
+        STREAM_CHUNKS.len()
+    );
     assert!(stream["time"].as_f64().unwrap() >= stream["timings"]["receive"].as_f64().unwrap());
 
     // Imported into a new dir with the same config, replayed by the real
@@ -615,11 +716,24 @@ async fn a_har_export_is_valid_har_1_2_and_its_import_replays_the_same_answers()
     let imported_dir = dir.path().join("imported");
     let config_file = dir.path().join("ouli.yaml");
     let report = run_ok(
-        &["import", "har", path(&har_file), path(&imported_dir), "--config", path(&config_file)],
+        &[
+            "import",
+            "har",
+            path(&har_file),
+            path(&imported_dir),
+            "--config",
+            path(&config_file),
+        ],
         0,
     );
-    assert!(report.contains("session har/one: 6 interaction(s)"), "{report}");
-    assert!(report.contains("2 session(s) written, 0 entry(ies) skipped"), "{report}");
+    assert!(
+        report.contains("session har/one: 6 interaction(s)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("2 session(s) written, 0 entry(ies) skipped"),
+        "{report}"
+    );
     let replay_dir = dir.path().join("replay");
     std::fs::create_dir_all(&replay_dir).unwrap();
     let replay = Start::new("replay", &replay_dir, &yaml)
@@ -647,56 +761,103 @@ async fn a_har_without_sessions_goes_to_the_named_or_the_default_session() {
     // As another tool writes it: no `_ouli` fields, a pseudo-header, a
     // base64 body.
     let har = serde_json::json!({"log": {"version": "1.2", "creator": {"name": "browser", "version": "1"},
-        "entries": [{
-            "startedDateTime": "2026-01-02T03:04:05.678Z", "time": 1.5,
-            "request": {"method": "GET", "url": "http://127.0.0.1:9/hello?x=1", "httpVersion": "HTTP/2",
-                "cookies": [], "headers": [{"name": ":authority", "value": "127.0.0.1:9"}],
-                "queryString": [{"name": "x", "value": "1"}], "headersSize": -1, "bodySize": 0},
-            "response": {"status": 202, "statusText": "Accepted", "httpVersion": "HTTP/2", "cookies": [],
-                "headers": [{"name": "content-type", "value": "application/octet-stream"}],
-                "content": {"size": 3, "mimeType": "application/octet-stream", "text": "AAEC", "encoding": "base64"},
-                "redirectURL": "", "headersSize": -1, "bodySize": 3},
-            "cache": {}, "timings": {"send": 0, "wait": 1, "receive": 0.5}
-        }, {
-            "startedDateTime": "2026-01-02T03:04:06Z", "time": 0,
-            "request": {"method": "GET", "url": "not a url", "httpVersion": "HTTP/1.1", "cookies": [],
-                "headers": [], "queryString": [], "headersSize": -1, "bodySize": 0},
-            "response": {"status": 200, "statusText": "OK", "httpVersion": "HTTP/1.1", "cookies": [],
-                "headers": [], "content": {"size": 0, "mimeType": ""}, "redirectURL": "",
-                "headersSize": -1, "bodySize": 0},
-            "cache": {}, "timings": {"send": 0, "wait": 0, "receive": 0}
-        }]}});
+    "entries": [{
+        "startedDateTime": "2026-01-02T03:04:05.678Z", "time": 1.5,
+        "request": {"method": "GET", "url": "http://127.0.0.1:9/hello?x=1", "httpVersion": "HTTP/2",
+            "cookies": [], "headers": [{"name": ":authority", "value": "127.0.0.1:9"}],
+            "queryString": [{"name": "x", "value": "1"}], "headersSize": -1, "bodySize": 0},
+        "response": {"status": 202, "statusText": "Accepted", "httpVersion": "HTTP/2", "cookies": [],
+            "headers": [{"name": "content-type", "value": "application/octet-stream"}],
+            "content": {"size": 3, "mimeType": "application/octet-stream", "text": "AAEC", "encoding": "base64"},
+            "redirectURL": "", "headersSize": -1, "bodySize": 3},
+        "cache": {}, "timings": {"send": 0, "wait": 1, "receive": 0.5}
+    }, {
+        "startedDateTime": "2026-01-02T03:04:06Z", "time": 0,
+        "request": {"method": "GET", "url": "not a url", "httpVersion": "HTTP/1.1", "cookies": [],
+            "headers": [], "queryString": [], "headersSize": -1, "bodySize": 0},
+        "response": {"status": 200, "statusText": "OK", "httpVersion": "HTTP/1.1", "cookies": [],
+            "headers": [], "content": {"size": 0, "mimeType": ""}, "redirectURL": "",
+            "headersSize": -1, "bodySize": 0},
+        "cache": {}, "timings": {"send": 0, "wait": 0, "receive": 0}
+    }]}});
     // The first entry is HAR 1.2; the second's relative URL is not.
     let mut first_only = har.clone();
-    first_only["log"]["entries"].as_array_mut().unwrap().truncate(1);
+    first_only["log"]["entries"]
+        .as_array_mut()
+        .unwrap()
+        .truncate(1);
     assert_valid_har(&har_validator(), &first_only);
     assert!(!har_validator().is_valid(&har));
     let har_file = dir.path().join("in.har");
     std::fs::write(&har_file, har.to_string()).unwrap();
     let dst = dir.path().join("recordings");
     let named = run_ok(
-        &["import", "har", path(&har_file), path(&dst), "--session", "from browser", "--config", path(&config_file)],
+        &[
+            "import",
+            "har",
+            path(&har_file),
+            path(&dst),
+            "--session",
+            "from browser",
+            "--config",
+            path(&config_file),
+        ],
         0,
     );
-    assert!(named.contains("skipped entries[1]: request.url \"not a url\""), "{named}");
+    assert!(
+        named.contains("skipped entries[1]: request.url \"not a url\""),
+        "{named}"
+    );
     assert!(dst.join("from browser.ouli").is_file());
-    run_ok(&["import", "har", path(&har_file), path(&dst), "--config", path(&config_file)], 0);
+    run_ok(
+        &[
+            "import",
+            "har",
+            path(&har_file),
+            path(&dst),
+            "--config",
+            path(&config_file),
+        ],
+        0,
+    );
     assert!(dst.join("default.ouli").is_file());
 
     let replay = Start::new("replay", dir.path(), &yaml).spawn();
     for session in [None, Some("from browser")] {
         let headers: Vec<(&str, &str)> = session.map(|s| ("test-name", s)).into_iter().collect();
         let (status, _, body) =
-            crate::support::client::send(&replay.addr, "GET", "/hello?x=1", &headers, Vec::new()).await;
+            crate::support::client::send(&replay.addr, "GET", "/hello?x=1", &headers, Vec::new())
+                .await;
         assert_eq!((status, body), (202, vec![0u8, 1, 2]), "{session:?}");
     }
     replay.stop().assert_success();
 
     // A file that is not HAR: exit 1, naming it; a bad --session: exit 2.
     std::fs::write(&har_file, "{\"log\": 3}").unwrap();
-    let bad = run(&["import", "har", path(&har_file), path(&dst), "--config", path(&config_file)]);
+    let bad = run(&[
+        "import",
+        "har",
+        path(&har_file),
+        path(&dst),
+        "--config",
+        path(&config_file),
+    ]);
     assert_eq!(bad.status.code(), Some(1), "{}", stderr(&bad));
     assert!(stderr(&bad).contains("not a HAR file"), "{}", stderr(&bad));
-    let bad_session = run(&["import", "har", path(&har_file), path(&dst), "--session", "../up", "--config", path(&config_file)]);
-    assert_eq!(bad_session.status.code(), Some(2), "{}", stderr(&bad_session));
+    let bad_session = run(&[
+        "import",
+        "har",
+        path(&har_file),
+        path(&dst),
+        "--session",
+        "../up",
+        "--config",
+        path(&config_file),
+    ]);
+    assert_eq!(
+        bad_session.status.code(),
+        Some(2),
+        "{}",
+        stderr(&bad_session)
+    );
 }
