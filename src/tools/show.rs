@@ -291,7 +291,8 @@ fn write_text(
     writeln!(out, "chain link: {}", interaction.chain_link)?;
     writeln!(
         out,
-        "recorded at: {} (unix µs)",
+        "recorded at: {} ({} unix µs)",
+        super::har::iso8601(interaction.recorded_at_unix_us),
         interaction.recorded_at_unix_us
     )?;
     writeln!(out, "--- request ---")?;
