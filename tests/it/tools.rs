@@ -434,6 +434,38 @@ async fn show_prints_a_websocket_conversation_frame_by_frame() {
         .map(|f| f["offset_us"].as_u64().unwrap())
         .collect();
     assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "{offsets:?}");
+
+    // Through HAR and back: Chromium-style messages, the same conversation.
+    let har_file = dir.path().join("ws.har");
+    run_ok(&["export", "har", file, "-o", path(&har_file)], 0);
+    let har: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&har_file).unwrap()).unwrap();
+    assert_valid_har(&har_validator(), &har);
+    let messages = har["log"]["entries"][0]["_webSocketMessages"]
+        .as_array()
+        .unwrap();
+    assert_eq!(messages.len(), frames.len());
+    assert_eq!(messages[0]["type"], "send");
+    assert_eq!(messages[0]["data"], r#"{"op":"hello"}"#);
+    assert_eq!(messages[3]["type"], "receive");
+    assert_eq!(messages[3]["data"], "AAMCAQ==");
+    let imported = dir.path().join("imported");
+    let config_file = dir.path().join("ouli.yaml");
+    run_ok(
+        &[
+            "import",
+            "har",
+            path(&har_file),
+            path(&imported),
+            "--config",
+            path(&config_file),
+        ],
+        0,
+    );
+    let again = show_json(path(&imported.join("default.ouli")), "1", false);
+    assert_eq!(again["fingerprint"], json["fingerprint"]);
+    assert_eq!(again["frames"], json["frames"]);
+    run_ok(&["diff", file, path(&imported.join("default.ouli"))], 0);
 }
 
 // ---------------------------------------------------------------------------
