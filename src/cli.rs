@@ -156,8 +156,8 @@ pub enum RawCommand {
     Import(ImportCommand),
     /// List the interactions of a recording, one line each.
     ///
-    /// Columns: ordinal, method, target, status, response body bytes,
-    /// fingerprint (first 12 hex digits).
+    /// Columns: ordinal (from 1, the N of `ouli show`), method, target,
+    /// status, response body bytes, fingerprint (first 12 hex digits).
     #[command(
         after_help = "Example:\n    ouli inspect recordings/default.ouli\n    \
                             ouli inspect --json recordings/default.ouli | jq .\n\n\
@@ -182,6 +182,78 @@ pub enum RawCommand {
         /// A `.ouli` file, or a directory searched recursively for them.
         path: PathBuf,
     },
+    /// Show interactions of a recording whole: request line, headers and
+    /// body; response status, headers and body (a stream chunk by chunk with
+    /// arrival offsets; a WebSocket conversation frame by frame).
+    ///
+    /// Text bodies are shown as text (JSON pretty-printed), others as a hex
+    /// dump (base64 with --json). Each body shows its first 4096 bytes
+    /// (SHOW_BODY_BYTES_MAX) and says how much was cut; --full shows all.
+    #[command(after_help = "Example:\n    ouli show recordings/default.ouli 2\n    \
+                            ouli show --json recordings/default.ouli 2 | jq .response\n\n\
+                            N counts from 1, as `ouli inspect` lists interactions.\n\
+                            Exit codes: 0 ok, 1 unreadable or damaged recording, 2 usage error \
+                            (no interaction N).")]
+    Show {
+        /// The recording (`<session>.ouli`).
+        file: PathBuf,
+        /// The interaction to show (from 1, as `ouli inspect` numbers them);
+        /// all of them without it.
+        #[arg(value_parser = clap::value_parser!(u64).range(1..))]
+        n: Option<u64>,
+        /// One JSON document per interaction (JSON Lines when N is not given).
+        #[arg(long)]
+        json: bool,
+        /// Bodies whole, not cut at 4096 bytes.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Compare two recordings, or two recording dirs session by session.
+    ///
+    /// Lists sessions only in A or only in B and, per common session, the
+    /// interactions added, removed and changed. Interactions are paired by
+    /// request identity and chain order; a change is named by field
+    /// (`status`, `header NAME`, `json $.a.b`, `body`) with A's and B's values.
+    #[command(after_help = "Example:\n    ouli diff old-recordings recordings\n    \
+                            ouli diff --config ouli.yaml a.ouli b.ouli\n\n\
+                            --config: requests are identified, and answers compared, with the \
+                            config's match rules (ignored headers, query parameters and JSON \
+                            paths are left out on both sides).\n\
+                            Exit codes: 0 equal, 1 different, 2 error (as diff).")]
+    Diff {
+        /// A recording, or a dir of them.
+        a: PathBuf,
+        /// A recording, or a dir of them (as A).
+        b: PathBuf,
+        /// Match rules to identify requests and compare answers with.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The report as one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write recordings in another format.
+    #[command(subcommand)]
+    Export(ExportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Every interaction of a recording (or a dir of them) as one HAR 1.2
+    /// log: entries in recorded order, each naming its session in
+    /// `_ouliSession`, timings from the recorded offsets.
+    #[command(
+        after_help = "Example:\n    ouli export har recordings -o recordings.har\n\n\
+                            Exit codes: 0 written, 1 unreadable recording or unwritable output, \
+                            2 usage error."
+    )]
+    Har {
+        /// A recording, or a dir of them.
+        src: PathBuf,
+        /// The HAR file to write (replaced if there).
+        #[arg(short = 'o', long = "output", value_name = "OUT.har")]
+        output: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,6 +276,29 @@ pub enum ImportCommand {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Convert a HAR file into `<session>.ouli` files: entries grouped by
+    /// their `_ouliSession` field, else --session, else the default session.
+    #[command(
+        after_help = "Example:\n    ouli import har traffic.har recordings --config ouli.yaml\n\n\
+                            Entries that cannot be converted are listed with the reason; the \
+                            others are imported. A session's recording in DST is replaced.\n\
+                            Exit codes: 0 imported (problems listed), 1 unreadable HAR or I/O \
+                            error, 2 usage or config error."
+    )]
+    Har {
+        /// The HAR file.
+        input: PathBuf,
+        /// Where the `.ouli` files go (created if missing).
+        dst: PathBuf,
+        /// Session of the entries without `_ouliSession`. Default: the
+        /// default session.
+        #[arg(long, value_name = "NAME")]
+        session: Option<String>,
+        /// The config whose redaction and identity rules apply (fingerprints
+        /// depend on its matching rules). Default: as for `record`.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// A validated command: everything `run` needs, checked.
@@ -221,6 +316,26 @@ pub enum Command {
     },
     Verify {
         path: PathBuf,
+    },
+    Show {
+        file: PathBuf,
+        options: crate::tools::ShowOptions,
+    },
+    Diff {
+        a: PathBuf,
+        b: PathBuf,
+        config: Option<Box<Config>>,
+        json: bool,
+    },
+    ExportHar {
+        src: PathBuf,
+        output: PathBuf,
+    },
+    ImportHar {
+        input: PathBuf,
+        dst: PathBuf,
+        session: Option<String>,
+        config: Box<Config>,
     },
 }
 
@@ -271,15 +386,89 @@ impl Cli {
                 Ok((Command::Inspect { file, json }, Vec::new()))
             }
             RawCommand::Verify { path } => {
-                if !path.exists() {
-                    return Err(CliError::Input {
-                        path,
-                        why: "no such file or directory".into(),
-                    });
-                }
+                let path = existing(path)?;
                 Ok((Command::Verify { path }, Vec::new()))
             }
+            RawCommand::Show {
+                file,
+                n,
+                json,
+                full,
+            } => {
+                if !file.is_file() {
+                    return Err(CliError::Input {
+                        path: file,
+                        why: "no such recording file".into(),
+                    });
+                }
+                let options = crate::tools::ShowOptions {
+                    ordinal: n.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+                    json,
+                    full,
+                };
+                Ok((Command::Show { file, options }, Vec::new()))
+            }
+            RawCommand::Diff { a, b, config, json } => {
+                let (a, b) = (existing(a)?, existing(b)?);
+                let (config, warnings) = match config {
+                    Some(path) => {
+                        let (config, warnings) = Config::load(&path)?;
+                        (Some(Box::new(config)), warnings)
+                    }
+                    None => (None, Vec::new()),
+                };
+                Ok((Command::Diff { a, b, config, json }, warnings))
+            }
+            RawCommand::Export(ExportCommand::Har { src, output }) => {
+                let src = existing(src)?;
+                Ok((Command::ExportHar { src, output }, Vec::new()))
+            }
+            RawCommand::Import(ImportCommand::Har {
+                input,
+                dst,
+                session,
+                config,
+            }) => {
+                if !input.is_file() {
+                    return Err(CliError::Input {
+                        path: input,
+                        why: "no such HAR file".into(),
+                    });
+                }
+                if let Some(name) = &session {
+                    crate::session_name::SessionName::parse(name).map_err(|error| {
+                        CliError::Input {
+                            path: PathBuf::from(name),
+                            why: format!("--session: {error}"),
+                        }
+                    })?;
+                }
+                let (config, warnings) = load_config(config)?;
+                let dst = prepare_writable_dir(&dst)?;
+                let config = Box::new(config);
+                Ok((
+                    Command::ImportHar {
+                        input,
+                        dst,
+                        session,
+                        config,
+                    },
+                    warnings,
+                ))
+            }
         }
+    }
+}
+
+/// `path` if something is there.
+fn existing(path: PathBuf) -> Result<PathBuf, CliError> {
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(CliError::Input {
+            path,
+            why: "no such file or directory".into(),
+        })
     }
 }
 
@@ -411,7 +600,9 @@ pub const FINGERPRINT_PREFIX_HEX_DIGITS: usize = 12;
 /// `ouli inspect FILE`: one line (or JSON object) per interaction.
 pub fn inspect(file: &Path, json: bool, out: &mut dyn Write) -> Result<(), ToolError> {
     let recording = Recording::open(file, ReadBackend::Mmap)?;
-    for (ordinal, record) in recording.iter().enumerate() {
+    for (index, record) in recording.iter().enumerate() {
+        // From 1, as `ouli show N` and `ouli diff` number interactions.
+        let ordinal = index + 1;
         let record = record?;
         let interaction = record.to_interaction()?;
         let method = String::from_utf8_lossy(&interaction.request.method);

@@ -35,4 +35,5 @@ pub mod redact;
 pub mod server;
 pub mod session_name;
 pub mod testserver;
+pub mod tools;
 pub mod upstream;

@@ -76,6 +76,45 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             ouli::cli::inspect(&file, json, &mut stdout)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Show { file, options } => {
+            let mut stdout = std::io::stdout().lock();
+            tool_outcome(ouli::tools::show(&file, &options, &mut stdout))
+        }
+        Command::Diff { a, b, config, json } => Ok(diff(&a, &b, config.as_deref(), json)),
+        Command::ExportHar { src, output } => {
+            let entries = match ouli::tools::export_har(&src, &output) {
+                Ok(entries) => entries,
+                Err(error) => return tool_outcome(Err(error)),
+            };
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "wrote {} ({entries} entries)", output.display())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::ImportHar {
+            input,
+            dst,
+            session,
+            config,
+        } => {
+            let report = match ouli::tools::import_har(&input, &dst, session.as_deref(), &config) {
+                Ok(report) => report,
+                Err(error) => return tool_outcome(Err(error)),
+            };
+            let mut stdout = std::io::stdout().lock();
+            for (session, interactions) in &report.sessions {
+                writeln!(stdout, "session {session}: {interactions} interaction(s)")?;
+            }
+            for problem in &report.problems {
+                writeln!(stdout, "skipped {problem}")?;
+            }
+            writeln!(
+                stdout,
+                "{} session(s) written, {} entry(ies) skipped",
+                report.sessions.len(),
+                report.problems.len()
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Verify { path } => {
             let report = ouli::cli::verify(&path)?;
             let mut stdout = std::io::stdout().lock();
@@ -149,4 +188,52 @@ fn parse_log_filter(text: &str) -> anyhow::Result<tracing_subscriber::filter::Ta
         .join(",")
         .parse()
         .map_err(|error: tracing_subscriber::filter::ParseError| anyhow::anyhow!("{error}"))
+}
+
+/// A tool's result as an exit code: 0, else the error on stderr and 2 when
+/// the command line asked for something that is not there, 1 otherwise.
+fn tool_outcome(result: Result<(), ouli::tools::ToolError>) -> anyhow::Result<ExitCode> {
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(error) => {
+            eprintln!("ouli: {error}");
+            Ok(ExitCode::from(if error.is_usage() {
+                EXIT_USAGE
+            } else {
+                EXIT_RUNTIME
+            }))
+        }
+    }
+}
+
+/// `ouli diff` as diff(1) exits: 0 equal, 1 different, 2 trouble.
+fn diff(
+    a: &std::path::Path,
+    b: &std::path::Path,
+    config: Option<&ouli::config::Config>,
+    json: bool,
+) -> ExitCode {
+    let report = match ouli::tools::diff(a, b, config) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("ouli: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    let written = if json {
+        serde_json::to_writer_pretty(&mut stdout, &report)
+            .map_err(std::io::Error::other)
+            .and_then(|()| writeln!(stdout))
+    } else {
+        ouli::tools::diff::write_text(&report, &mut stdout)
+    };
+    match written {
+        Err(error) => {
+            eprintln!("ouli: writing output: {error}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Ok(()) if report.is_equal() => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(EXIT_RUNTIME),
+    }
 }

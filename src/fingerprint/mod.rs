@@ -20,6 +20,8 @@
 //!   `canonical_json/stream.rs`: the streaming canonicaliser that writes it.
 //! * `hash.rs`: the fingerprint hash ([`fingerprint`], [`canonical_hash`]).
 //! * `canonical_request.rs`: a canonical form parsed back, for miss reports.
+//! * `difference.rs`: field-by-field differences of two canonical forms (or
+//!   two responses), shared by miss reports and `ouli diff`.
 //!
 //! Dependencies go one way: this module reads neither `config` nor `redact`.
 //! `config` holds [`MatchRules`] in its endpoints, and redaction's JSON
@@ -31,6 +33,7 @@ pub(crate) mod canonical_json;
 mod canonical;
 mod canonical_request;
 mod content_type;
+mod difference;
 mod hash;
 mod headers;
 mod path_query;
@@ -38,5 +41,8 @@ mod path_query;
 pub use canonical::{CANONICAL_VERSION, MatchRules, Matcher, RequestParts, Target};
 pub use canonical_json::JSON_DEPTH_MAX;
 pub use canonical_request::CanonicalRequest;
+pub use difference::{
+    body_differences, bytes_differences, field_differences, json_diff, list_differences,
+};
 pub use hash::{canonical_and_fingerprint, canonical_hash, fingerprint};
 pub use headers::{VOLATILE_HEADER_PREFIXES, VOLATILE_HEADERS};

@@ -18,7 +18,7 @@ use super::{
     MISS_SCAN_REQUESTS_MAX, Server,
 };
 use crate::config::ExhaustedPolicy;
-use crate::fingerprint::{CANONICAL_VERSION, CanonicalRequest};
+use crate::fingerprint::{CANONICAL_VERSION, CanonicalRequest, field_differences};
 use crate::record::off_executor;
 use crate::recording::{RecordLocation, RecordView, Recording};
 use crate::session_name::SessionName;
@@ -432,103 +432,6 @@ pub(super) fn canonical_json(c: &CanonicalRequest) -> serde_json::Value {
         "query": c.query, "headers": c.headers,
         "body_kind": c.body_kind, "body": String::from_utf8_lossy(&c.body),
     })
-}
-
-/// Field-by-field differences, expected (recorded) vs got (live).
-pub(super) fn field_differences(
-    expected: &CanonicalRequest,
-    got: &CanonicalRequest,
-) -> Vec<serde_json::Value> {
-    let mut out = Vec::new();
-    let mut differ = |field: String, e: Option<&str>, g: Option<&str>| {
-        if e != g {
-            out.push(serde_json::json!({ "field": field, "expected": e, "got": g }));
-        }
-    };
-    differ("target".into(), Some(&expected.target), Some(&got.target));
-    differ("path".into(), Some(&expected.path), Some(&got.path));
-    for (kind, e_list, g_list) in [
-        ("query", &expected.query, &got.query),
-        ("header", &expected.headers, &got.headers),
-    ] {
-        let mut names: Vec<&str> = e_list
-            .iter()
-            .chain(g_list.iter())
-            .map(|(k, _)| k.as_str())
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        for name in names {
-            let e: Vec<&str> = e_list
-                .iter()
-                .filter(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-                .collect();
-            let g: Vec<&str> = g_list
-                .iter()
-                .filter(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-                .collect();
-            if e != g {
-                let join = |v: &[&str]| {
-                    if v.is_empty() {
-                        None
-                    } else {
-                        Some(v.join(", "))
-                    }
-                };
-                out.push(serde_json::json!({ "field": format!("{kind} {name}"), "expected": join(&e), "got": join(&g) }));
-            }
-        }
-    }
-    if expected.body != got.body || expected.body_kind != got.body_kind {
-        out.extend(body_differences(expected, got));
-    }
-    out
-}
-
-/// For two JSON bodies, the differing JSON paths; otherwise one `body` entry.
-pub(super) fn body_differences(
-    expected: &CanonicalRequest,
-    got: &CanonicalRequest,
-) -> Vec<serde_json::Value> {
-    let parse = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).ok();
-    let mut out = Vec::new();
-    match (parse(&expected.body), parse(&got.body)) {
-        (Some(e), Some(g)) => json_diff("$", &e, &g, &mut out),
-        _ => out.push(serde_json::json!({
-            "field": "body",
-            "expected": String::from_utf8_lossy(&expected.body),
-            "got": String::from_utf8_lossy(&got.body),
-        })),
-    }
-    out
-}
-
-pub(super) fn json_diff(
-    path: &str,
-    e: &serde_json::Value,
-    g: &serde_json::Value,
-    out: &mut Vec<serde_json::Value>,
-) {
-    use serde_json::Value;
-    match (e, g) {
-        (Value::Object(eo), Value::Object(go)) => {
-            let mut keys: Vec<&String> = eo.keys().chain(go.keys()).collect();
-            keys.sort_unstable();
-            keys.dedup();
-            for key in keys {
-                let child = format!("{path}.{key}");
-                match (eo.get(key), go.get(key)) {
-                    (Some(a), Some(b)) => json_diff(&child, a, b, out),
-                    (a, b) => out.push(serde_json::json!({ "field": format!("json {child}"), "expected": a, "got": b })),
-                }
-            }
-        }
-        _ if e != g => out
-            .push(serde_json::json!({ "field": format!("json {path}"), "expected": e, "got": g })),
-        _ => {}
-    }
 }
 
 #[cfg(test)]

@@ -391,13 +391,14 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, TestServerError> {
     std::fs::read(path).map_err(io)
 }
 
-/// Converts test-server files with one config's identity rules.
-struct Converter {
+/// Converts test-server files with one config's identity rules (also the
+/// identity `tools` imports and compares with).
+pub(crate) struct Converter {
     /// Compiled as the proxy compiles them.
-    endpoints: Vec<EndpointIdentity>,
+    pub(crate) endpoints: Vec<EndpointIdentity>,
     /// The configured secrets (the post-write scan looks for them).
-    secrets: Vec<Vec<u8>>,
-    chain: ChainMode,
+    pub(crate) secrets: Vec<Vec<u8>>,
+    pub(crate) chain: ChainMode,
 }
 
 /// An interaction converted but not yet chained.
@@ -411,7 +412,7 @@ struct Pending {
 }
 
 impl Converter {
-    fn new(config: &Config) -> Result<Converter, TestServerError> {
+    pub(crate) fn new(config: &Config) -> Result<Converter, TestServerError> {
         let secrets = crate::identity::configured_secrets(config)
             .map_err(|e| TestServerError::Config(e.to_string()))?;
         let endpoints = (0..config.endpoints.len())

@@ -66,6 +66,9 @@ fn help_lists_every_subcommand_and_exit_codes() {
         "import",
         "inspect",
         "verify",
+        "show",
+        "diff",
+        "export",
     ] {
         assert!(help.contains(subcommand), "{subcommand} missing: {help}");
     }
@@ -95,6 +98,10 @@ fn serving_subcommands_teach_example_ready_line_and_exit_codes() {
         &["inspect", "--help"][..],
         &["verify", "--help"],
         &["import", "test-server", "--help"],
+        &["import", "har", "--help"],
+        &["export", "har", "--help"],
+        &["show", "--help"],
+        &["diff", "--help"],
     ] {
         let output = ouli(args, dir.path());
         assert_eq!(output.status.code(), Some(0), "{args:?}");

@@ -26,6 +26,7 @@ mod streaming;
 mod support;
 mod testserver;
 mod timing;
+mod tools;
 mod trailers;
 mod verify;
 mod websocket;
