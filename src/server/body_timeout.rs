@@ -213,3 +213,35 @@ where
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{Full, StreamBody};
+
+    fn limits(request_body_bytes_max: usize) -> Limits {
+        Limits {
+            request_body_bytes_max,
+            ..Limits::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn collect_refuses_a_declared_length_over_the_limit_and_joins_the_rest() {
+        let over = http::Request::post("/").body(Full::new(Bytes::from_static(b"12345")));
+        let refused = collect(over.unwrap(), &limits(4)).await.unwrap_err();
+        assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+        // Sent in two frames, with no length declared: joined.
+        let frames = futures_util::stream::iter([
+            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"ab"))),
+            Ok(Frame::data(Bytes::from_static(b"cd"))),
+        ]);
+        let request = http::Request::put("/x?q=1")
+            .body(StreamBody::new(frames))
+            .unwrap();
+        let (parts, body) = collect(request, &limits(4)).await.unwrap();
+        assert_eq!((parts.method, parts.uri.path()), (http::Method::PUT, "/x"));
+        assert_eq!(&body[..], b"abcd");
+    }
+}

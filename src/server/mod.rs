@@ -10,15 +10,15 @@
 //! | stage | where | takes | returns | refusals (fault) |
 //! |---|---|---|---|---|
 //! | accept | `listener` | a connection | hyper's parsed request | 400, 408, 431 (client, `protocol_errors`); 503 over `limits.connections_max` (`shed`) |
-//! | admit | [`Server::admit`] | the request head | [`Admitted`]: session name, WebSocket upgrade, replay timing; or the health and `/__ouli/` answers (`control`) | 400 test name, upgrade, replay timing, request form; 405 CONNECT (client) |
+//! | admit | `Server::admit` | the request head | `Admitted`: session name, WebSocket upgrade, replay timing; or the health and `/__ouli/` answers (`control`) | 400 test name, upgrade, replay timing, request form; 405 CONNECT (client) |
 //! | collect | `body_timeout::collect` | the request | head and body | 413 declared or sent, 408 (client) |
 //! | identify | [`crate::identity`] | head and body | `Identified`: canonical form, body as stored | 413 once decoded (client) |
 //! | session | `session` | the session name | its [`Session`]: recording, chain | 502 unreadable (recording); 503 `limits.sessions_max` (client) |
-//! | lookup | [`lookup`] | session, canonical form hashed, chain reset asked | [`Lookup`]: hit, miss, exhausted; record mode: the chain step | none |
+//! | lookup | [`lookup()`], `lookup.rs` | session, canonical form hashed, chain reset asked | [`Lookup`]: hit, miss, exhausted; record mode: the chain step | none |
 //! | answer | `replay::answer_hit`, `miss::answer_miss`, `websocket` | a lookup | the recorded answer, from the map; a miss report | 404 miss, 502 damaged record (recording) |
 //! | forward, capture, store | `proxy`, `websocket_record`, `crate::record` | head, body as sent, identity and chain step | the upstream's answer, streamed back while captured; appended at its end | 502, 504 (upstream); 500 recording not started (recording) |
 //!
-//! Which stages run is chosen once, from the mode, as the server's [`Side`]:
+//! Which stages run is chosen once, from the mode, as the server's `Side`:
 //! - **replay**: admit → collect → identify → session → lookup →
 //!   `answer_hit` | `answer_miss`. `Side::Replay` holds no upstream client:
 //!   this mode cannot reach the network by construction.
@@ -367,7 +367,7 @@ impl Server {
         let endpoint = &self.endpoints[endpoint_index];
         let admitted = match self.admit(endpoint, &mut request) {
             Ok(admitted) => admitted,
-            Err(answer) => return answer,
+            Err(answer) => return *answer,
         };
         let (parts, body) = match body_timeout::collect(request, &self.options.config.limits).await
         {
@@ -391,24 +391,24 @@ impl Server {
         &self,
         endpoint: &Endpoint,
         request: &mut Request<Incoming>,
-    ) -> Result<Admitted, Response<ResponseBody>> {
+    ) -> Result<Admitted, Box<Response<ResponseBody>>> {
         let path = request.uri().path();
         if path == "/__ouli/health" || endpoint.health.as_deref() == Some(path) {
-            return Err(json_response(
+            let healthy = json_response(
                 StatusCode::OK,
                 "none",
                 serde_json::json!({ "status": "ok" }),
-            )
-            .tap_remove_error_header());
+            );
+            return Err(Box::new(healthy.tap_remove_error_header()));
         }
         if let Some(control) = path.strip_prefix(CONTROL_PREFIX) {
-            return Err(self.control(endpoint, control, request.method()));
+            return Err(Box::new(self.control(endpoint, control, request.method())));
         }
         if let Some(refused) = refuse_request_form(request) {
-            return Err(refused);
+            return Err(Box::new(refused));
         }
         let session = self.session_name(request.headers()).map_err(|error| {
-            error_response(
+            Box::new(error_response(
                 StatusCode::BAD_REQUEST,
                 "client",
                 "bad-test-name",
@@ -416,19 +416,19 @@ impl Server {
                     .redactor
                     .redact_str(&error.to_string())
                     .into_owned(),
-            )
+            ))
         })?;
         // A WebSocket upgrade is identified like any request; its IO is
         // taken here, before the request is split.
         let mut upgrade = None;
         if is_websocket_upgrade(request.headers()) {
             if let Err(message) = websocket::check_handshake(request.headers()) {
-                return Err(error_response(
+                return Err(Box::new(error_response(
                     StatusCode::BAD_REQUEST,
                     "client",
                     "bad-websocket-upgrade",
                     message,
-                ));
+                )));
             }
             upgrade = Some(hyper::upgrade::on(&mut *request));
         }
@@ -436,7 +436,7 @@ impl Server {
         let timing = match self.options.mode {
             Mode::Replay | Mode::RecordMissing => {
                 replay::replay_timing(endpoint, request.headers())
-                    .map_err(replay::bad_replay_timing)?
+                    .map_err(|why| Box::new(replay::bad_replay_timing(why)))?
             }
             Mode::Record | Mode::Passthrough => ReplayTiming::None,
         };
@@ -457,7 +457,7 @@ impl Server {
     ) -> Response<ResponseBody> {
         let identified = match self.identify(endpoint, &parts, body) {
             Ok(identified) => identified,
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         };
         let state = match self.session(&admitted.session) {
             Ok(state) => state,
@@ -520,7 +520,7 @@ impl Server {
         let raw_body_for_upstream = body.clone();
         let identified = match self.identify(endpoint, &parts, body) {
             Ok(identified) => identified,
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         };
         let state = match self.session(&admitted.session) {
             Ok(state) => state,
@@ -558,24 +558,24 @@ impl Server {
     }
 
     /// The identify stage on a live request; its refusal (413, the
-    /// client's) ready to send.
+    /// client's) ready to send (boxed: refusals are rare, identities not).
     fn identify(
         &self,
         endpoint: &Endpoint,
         parts: &http::request::Parts,
         body: Bytes,
-    ) -> Result<Identified, Response<ResponseBody>> {
+    ) -> Result<Identified, Box<Response<ResponseBody>>> {
         let limits = &self.options.config.limits;
         endpoint
             .identity
             .identify_live(RequestHead::of(parts), body, limits)
             .map_err(|error| {
-                error_response(
+                Box::new(error_response(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "client",
                     "body-too-large",
                     error.to_string(),
-                )
+                ))
             })
     }
 
