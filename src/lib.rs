@@ -22,7 +22,7 @@ pub mod decode;
 pub mod fingerprint;
 pub mod go_regexp;
 pub mod interaction;
-#[cfg(feature = "profiler")]
+#[cfg(feature = "profiling")]
 pub mod profile;
 pub mod record;
 pub mod recording;
@@ -30,4 +30,5 @@ pub mod redact;
 pub mod server;
 pub mod session_name;
 pub mod testserver;
+pub mod tls;
 pub mod upstream;

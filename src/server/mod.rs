@@ -241,8 +241,9 @@ impl Server {
         let upstream = if proxying {
             let ca_files = crate::upstream::ca_files(config.ca_file.as_deref());
             let connect_timeout = Duration::from_millis(config.limits.upstream_connect_timeout_ms);
+            let protocols: Vec<_> = config.endpoints.iter().map(|e| e.target_protocol).collect();
             Some(
-                crate::upstream::build_client(&ca_files, connect_timeout, endpoints.len())
+                crate::upstream::build_client(&ca_files, connect_timeout, &protocols)
                     .map_err(|e| ServeError::Setup(e.to_string()))?,
             )
         } else {
@@ -529,12 +530,12 @@ impl Server {
     }
 }
 
-/// A CPU profile of the next N seconds (`--features profiler` builds only;
+/// A CPU profile of the next N seconds (`--features profiling` builds only;
 /// loopback peers only): `go tool pprof http://127.0.0.1:PORT/__ouli/debug/pprof?seconds=10`.
-#[cfg(feature = "profiler")]
+#[cfg(feature = "profiling")]
 pub(super) const PPROF_PATH: &str = "/__ouli/debug/pprof";
 
-#[cfg(feature = "profiler")]
+#[cfg(feature = "profiling")]
 async fn profile_answer(
     peer: Option<std::net::IpAddr>,
     query: Option<&str>,

@@ -9,6 +9,7 @@ mod decoding;
 mod deep_json;
 mod fuzz_corpora;
 mod genai_flow;
+mod h2_tls;
 mod header_rewrite;
 mod identity;
 mod identity_rules;
