@@ -762,7 +762,7 @@ async fn a_request_on_a_connection_the_upstream_just_closed_goes_on_a_new_one() 
         }
     });
     let upstream_client =
-        ouli::upstream::build_client(&[], std::time::Duration::from_secs(5), 1).unwrap();
+        ouli::upstream::build_client(&[], std::time::Duration::from_secs(5), &[Default::default()]).unwrap();
     let authority: http::Uri = format!("http://127.0.0.1:{port}").parse().unwrap();
     let held = ouli::upstream::HeldConnection::default();
     let get = || {
