@@ -710,9 +710,15 @@ impl Checker<'_> {
         usize::try_from(v).map_err(|_| self.invalid(key, format!("{v} is too large")))
     }
 
-    fn positive_u32(&self, key: &str, value: Option<i64>, default: u32) -> Result<u32, ConfigError> {
+    fn positive_u32(
+        &self,
+        key: &str,
+        value: Option<i64>,
+        default: u32,
+    ) -> Result<u32, ConfigError> {
         let v = self.positive(key, value, u64::from(default))?;
-        u32::try_from(v).map_err(|_| self.invalid(key, format!("{v} is too large (at most {})", u32::MAX)))
+        u32::try_from(v)
+            .map_err(|_| self.invalid(key, format!("{v} is too large (at most {})", u32::MAX)))
     }
 
     fn header_name(&self, key: &str, name: &str) -> Result<String, ConfigError> {

@@ -144,8 +144,8 @@ fn generate() -> Result<Generated, TlsSetupError> {
         .distinguished_name
         .push(DnType::CommonName, "ouli listener CA (generated at start)");
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(err)?)
-        .map_err(err)?;
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().map_err(err)?).map_err(err)?;
     let names: Vec<String> = GENERATED_NAMES.iter().map(|n| n.to_string()).collect();
     let mut leaf_params = CertificateParams::new(names).map_err(err)?;
     leaf_params
@@ -181,7 +181,9 @@ fn load(
         chain.push(cert);
     }
     if chain.is_empty() {
-        return Err(cert_err("no PEM certificate (BEGIN CERTIFICATE) in it".into()));
+        return Err(cert_err(
+            "no PEM certificate (BEGIN CERTIFICATE) in it".into(),
+        ));
     }
     let key_err = |why: String| TlsSetupError::KeyFile {
         path: files.key_file.clone(),

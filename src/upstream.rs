@@ -224,7 +224,10 @@ impl Upstream {
         let shared = self.shared_h2[endpoint]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        shared.as_ref().filter(|sender| !sender.is_closed()).cloned()
+        shared
+            .as_ref()
+            .filter(|sender| !sender.is_closed())
+            .cloned()
     }
 
     fn forget_h2(&self, endpoint: usize) {

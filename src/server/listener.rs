@@ -105,8 +105,11 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         Arc::new(config.endpoints.iter().map(|e| e.health.clone()).collect());
     // A connection refused on a TLS listener is closed, never answered in
     // plaintext; the others get their 503 (`shed`).
-    let is_tls: Arc<Vec<bool>> =
-        Arc::new((0..config.endpoints.len()).map(|i| tls.acceptor(i).is_some()).collect());
+    let is_tls: Arc<Vec<bool>> = Arc::new(
+        (0..config.endpoints.len())
+            .map(|i| tls.acceptor(i).is_some())
+            .collect(),
+    );
     let spare = Arc::new(shed::Spare::open());
     let all_listeners = listeners.into_iter().enumerate().chain(loopback_v6);
     for (index, listener) in all_listeners {

@@ -51,9 +51,7 @@ where
         .await
         .unwrap();
     tokio::spawn(connection);
-    let mut request = http::Request::builder()
-        .uri(path)
-        .header("host", authority);
+    let mut request = http::Request::builder().uri(path).header("host", authority);
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -219,12 +217,21 @@ async fn a_tls_listener_serves_h2_and_http1_by_alpn_with_the_generated_ca() {
     assert_eq!(ca_path, ca_out);
     let ca_text = String::from_utf8(ca_pem.clone()).unwrap();
     assert!(ca_text.contains("BEGIN CERTIFICATE"), "{ca_text}");
-    assert!(!ca_text.contains("PRIVATE KEY"), "the CA's key is never written");
+    assert!(
+        !ca_text.contains("PRIVATE KEY"),
+        "the CA's key is never written"
+    );
     let session = [("test-name", "tls")];
     let (status, _, over_h2) = h2_tls(&ouli.addr, &ca_pem, "/over/h2", &session).await;
-    assert_eq!((status, &over_h2[..]), (200, &b"GET /over/h2 HTTP/1.1 1"[..]));
+    assert_eq!(
+        (status, &over_h2[..]),
+        (200, &b"GET /over/h2 HTTP/1.1 1"[..])
+    );
     let (status, _, over_h1) = h1_tls(&ouli.addr, &ca_pem, "/over/h1", &session).await;
-    assert_eq!((status, &over_h1[..]), (200, &b"GET /over/h1 HTTP/1.1 2"[..]));
+    assert_eq!(
+        (status, &over_h1[..]),
+        (200, &b"GET /over/h1 HTTP/1.1 2"[..])
+    );
     ouli.stop().assert_success();
 
     // Replay, each recorded over one protocol asked over the other; a new
@@ -310,12 +317,22 @@ async fn curl_speaks_h2c_and_h2_over_tls_to_it() {
         ca_out.display()
     );
     let ouli = Start::new("replay", dir.path(), &yaml).endpoints(2).spawn();
-    assert!(!ouli.ready_lines[0].contains("tls="), "{:?}", ouli.ready_lines);
+    assert!(
+        !ouli.ready_lines[0].contains("tls="),
+        "{:?}",
+        ouli.ready_lines
+    );
     let cleartext = ouli.addrs[0].clone();
     let tls_port = ouli.addrs[1].rsplit(':').next().unwrap().to_owned();
     let curl = move |args: Vec<String>| {
         let output = std::process::Command::new("/usr/bin/curl")
-            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code} %{http_version}"])
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{http_version}",
+            ])
             .args(args)
             .output()
             .unwrap();
@@ -409,7 +426,9 @@ fn a_bad_certificate_path_or_file_stops_the_start_naming_the_file() {
         let yaml = config(
             "http",
             support::free_port(),
-            &format!("    source_type: https\n    tls_cert_file: {cert}\n    tls_key_file: leaf.key\n"),
+            &format!(
+                "    source_type: https\n    tls_cert_file: {cert}\n    tls_key_file: leaf.key\n"
+            ),
             "",
         );
         let failed = Start::new("replay", dir.path(), &yaml)
@@ -428,9 +447,7 @@ fn a_bad_certificate_path_or_file_stops_the_start_naming_the_file() {
 /// An upstream that speaks HTTP/2 only (TLS with ALPN `h2` alone when
 /// `acceptor` is given, else h2c), answering `<path> <version>
 /// connection=<n>`; the count of connections it accepted.
-async fn h2_only_upstream(
-    acceptor: Option<tokio_rustls::TlsAcceptor>,
-) -> (u16, Arc<AtomicUsize>) {
+async fn h2_only_upstream(acceptor: Option<tokio_rustls::TlsAcceptor>) -> (u16, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let connections = Arc::new(AtomicUsize::new(0));
@@ -463,7 +480,11 @@ async fn h2_only_upstream(
                         };
                         builder.serve_connection(TokioIo::new(tls), service).await
                     }
-                    None => builder.serve_connection(TokioIo::new(stream), service).await,
+                    None => {
+                        builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await
+                    }
                 };
             });
         }
@@ -523,7 +544,11 @@ async fn an_https_upstream_that_only_speaks_h2_is_recorded_on_one_shared_connect
     ouli.stop().assert_success();
     // One HTTP/2 connection carried them all.
     assert_eq!(connections.load(Ordering::SeqCst), 1);
-    assert!(recorded.iter().all(|(_, body)| body.ends_with(b"connection=1")));
+    assert!(
+        recorded
+            .iter()
+            .all(|(_, body)| body.ends_with(b"connection=1"))
+    );
 
     let ouli = Ouli::start("replay", dir.path(), &yaml);
     for (path, body) in recorded {
@@ -570,7 +595,9 @@ fn target_protocol_h2c_on_an_https_upstream_is_a_config_error() {
 }
 
 /// Every future of `futures`, run at once; their outputs in order.
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
 where
     F: Send + 'static,
     F::Output: Send + 'static,
@@ -744,12 +771,17 @@ fn a_stream_over_h2_max_concurrent_streams_is_refused_and_the_process_serves_on(
         burst.extend(request_headers(id, false, &[]));
     }
     stream.write_all(&burst).unwrap();
-    let frames = frames_until(&mut stream, |f| f.kind == FRAME_RST_STREAM || f.kind == FRAME_GOAWAY);
+    let frames = frames_until(&mut stream, |f| {
+        f.kind == FRAME_RST_STREAM || f.kind == FRAME_GOAWAY
+    });
     let refused = frames
         .iter()
         .find(|f| f.kind == FRAME_RST_STREAM)
         .unwrap_or_else(|| panic!("no RST_STREAM: {frames:?}"));
-    assert_eq!((refused.stream, error_code(refused, 0)), (5, REFUSED_STREAM));
+    assert_eq!(
+        (refused.stream, error_code(refused, 0)),
+        (5, REFUSED_STREAM)
+    );
     // The streams within the limit go on: their (empty) bodies end, and
     // each is answered on the same connection.
     let mut ends = frame(0x0, FLAG_END_STREAM, 1, &[]);
@@ -757,7 +789,10 @@ fn a_stream_over_h2_max_concurrent_streams_is_refused_and_the_process_serves_on(
     stream.write_all(&ends).unwrap();
     let mut answered = Vec::new();
     for id in [1, 3] {
-        if !answered.iter().any(|f: &Frame| f.kind == FRAME_HEADERS && f.stream == id) {
+        if !answered
+            .iter()
+            .any(|f: &Frame| f.kind == FRAME_HEADERS && f.stream == id)
+        {
             answered.extend(frames_until(&mut stream, |f| {
                 f.kind == FRAME_HEADERS && f.stream == id
             }));
@@ -765,7 +800,9 @@ fn a_stream_over_h2_max_concurrent_streams_is_refused_and_the_process_serves_on(
     }
     for id in [1, 3] {
         assert!(
-            answered.iter().any(|f| f.kind == FRAME_HEADERS && f.stream == id),
+            answered
+                .iter()
+                .any(|f| f.kind == FRAME_HEADERS && f.stream == id),
             "stream {id}: {answered:?}"
         );
     }
@@ -775,7 +812,10 @@ fn a_stream_over_h2_max_concurrent_streams_is_refused_and_the_process_serves_on(
         .filter(|f| f.kind == 0x0)
         .map(|f| String::from_utf8_lossy(&f.payload).into_owned())
         .collect();
-    assert!(bodies.iter().all(|b| !b.contains("body-timeout")), "{bodies:?}");
+    assert!(
+        bodies.iter().all(|b| !b.contains("body-timeout")),
+        "{bodies:?}"
+    );
     ouli.assert_serving_raw();
     // Closed first: a graceful stop waits for an open HTTP/2 connection to
     // answer its GOAWAY's PING.
@@ -804,13 +844,19 @@ fn a_header_list_over_h2_max_header_list_bytes_is_refused_and_the_process_serves
                 || (f.kind == FRAME_HEADERS && f.flags & FLAG_END_STREAM != 0))
     });
     assert!(refused, "{frames:?}");
-    assert!(!frames.iter().any(|f| f.kind == 0x0 && f.stream == 1), "{frames:?}");
+    assert!(
+        !frames.iter().any(|f| f.kind == 0x0 && f.stream == 1),
+        "{frames:?}"
+    );
     // Under the limit, the same connection is answered (a replay miss).
     stream
         .write_all(&request_headers(3, true, &[("x-small", "s")]))
         .unwrap();
     let answered = frames_until(&mut stream, |f| f.kind == 0x0 && f.stream == 3);
-    assert!(answered.iter().any(|f| f.kind == 0x0 && f.stream == 3), "{answered:?}");
+    assert!(
+        answered.iter().any(|f| f.kind == 0x0 && f.stream == 3),
+        "{answered:?}"
+    );
     ouli.assert_serving_raw();
     // Closed first: a graceful stop waits for an open HTTP/2 connection to
     // answer its GOAWAY's PING.
@@ -871,7 +917,10 @@ fn connections_max_holds_for_tls_and_h2_connections() {
     })
     .join()
     .unwrap();
-    assert!(!got.starts_with(b"HTTP/"), "plaintext on a TLS port: {got:?}");
+    assert!(
+        !got.starts_with(b"HTTP/"),
+        "plaintext on a TLS port: {got:?}"
+    );
     assert!(got.is_empty(), "{got:?}");
     // A cleartext one over the limit gets the 503.
     let answer = raw::exchange(

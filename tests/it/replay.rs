@@ -761,8 +761,12 @@ async fn a_request_on_a_connection_the_upstream_just_closed_goes_on_a_new_one() 
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     });
-    let upstream_client =
-        ouli::upstream::build_client(&[], std::time::Duration::from_secs(5), &[Default::default()]).unwrap();
+    let upstream_client = ouli::upstream::build_client(
+        &[],
+        std::time::Duration::from_secs(5),
+        &[Default::default()],
+    )
+    .unwrap();
     let authority: http::Uri = format!("http://127.0.0.1:{port}").parse().unwrap();
     let held = ouli::upstream::HeldConnection::default();
     let get = || {

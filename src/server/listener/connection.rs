@@ -127,9 +127,7 @@ impl Connection {
                 let server = server.clone();
                 let held = held.clone();
                 async move {
-                    Ok::<_, Infallible>(
-                        answer(server, index, request, held.as_deref(), peer).await,
-                    )
+                    Ok::<_, Infallible>(answer(server, index, request, held.as_deref(), peer).await)
                 }
             })
         };
