@@ -98,11 +98,11 @@ need_tools() {
 # build_release: the ouli binary and the bench examples, release profile.
 build_release() {
     log "building release (cargo build --release --locked) ..."
-    # A profiled run needs the `profiler` feature (--profile); the figures of
+    # A profiled run needs the `profiling` feature (--profile); the figures of
     # an unprofiled run are of the binary users get, without it.
     local features=()
     if [ -n "${BENCH_PROFILE_DIR:-}" ]; then
-        features=(--features profiler)
+        features=(--features profiling)
     fi
     (cd "$REPO_ROOT" && cargo build --release --locked "${features[@]}" --bin ouli \
         --example ceiling --example upstream --example gen-recording >&2)

@@ -61,8 +61,8 @@ pub struct Cli {
     /// Sample the CPU from start to shutdown and write the profile to FILE:
     /// a flamegraph when FILE ends in `.svg`, else pprof protobuf (read by
     /// `pprof` / `go tool pprof`). See rfcs/0003-performance.md.
-    /// (Built with `--features profiler` only.)
-    #[cfg(feature = "profiler")]
+    /// (Built with `--features profiling` only.)
+    #[cfg(feature = "profiling")]
     #[arg(long, global = true, value_name = "FILE")]
     pub profile: Option<PathBuf>,
     #[command(subcommand)]
@@ -98,6 +98,12 @@ pub struct ServeArgs {
     /// Directory of recordings, one `<session>.ouli` file per test.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_RECORDING_DIR)]
     pub recording_dir: PathBuf,
+    /// Where the CA certificate generated for `source_type: https`
+    /// listeners without `tls_cert_file` is written (PEM, never its key).
+    /// Overrides the config's `tls_ca_out`; default: ouli-ca.pem in the
+    /// temporary directory. The ready line names it (`ca=PATH`).
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,7 +117,7 @@ pub enum RawCommand {
     #[command(after_help = concat!(
         "Example:\n    ouli record --config ouli.yaml --recording-dir recordings\n\n",
         "Ready: once every endpoint listens, one line per endpoint goes to stdout:\n",
-        "    ouli listening endpoint=<i> addr=<ip:port> mode=<mode>\n",
+        "    ouli listening endpoint=<i> addr=<ip:port> mode=<mode> [tls=on [ca=<file>]]\n",
         "Logs go to stderr. SIGINT or SIGTERM stops it after closing every recording.\n\n",
         "Exit codes: 0 stopped cleanly, 1 runtime error, 2 usage or config error."
     ))]
@@ -125,7 +131,7 @@ pub enum RawCommand {
         "Example:\n    ouli replay --config recordings/ouli.yaml --recording-dir recordings\n",
         "    curl http://127.0.0.1:8080/get\n\n",
         "Ready: once every endpoint listens, one line per endpoint goes to stdout:\n",
-        "    ouli listening endpoint=<i> addr=<ip:port> mode=<mode>\n",
+        "    ouli listening endpoint=<i> addr=<ip:port> mode=<mode> [tls=on [ca=<file>]]\n",
         "Logs go to stderr. SIGINT or SIGTERM stops it.\n\n",
         "Exit codes: 0 stopped cleanly, 1 runtime error, 2 usage or config error."
     ))]
@@ -137,7 +143,7 @@ pub enum RawCommand {
     #[command(after_help = concat!(
         "Example:\n    ouli record-missing --config ouli.yaml --recording-dir recordings\n\n",
         "Ready: once every endpoint listens, one line per endpoint goes to stdout:\n",
-        "    ouli listening endpoint=<i> addr=<ip:port> mode=<mode>\n",
+        "    ouli listening endpoint=<i> addr=<ip:port> mode=<mode> [tls=on [ca=<file>]]\n",
         "Logs go to stderr. SIGINT or SIGTERM stops it after closing every recording.\n\n",
         "Exit codes: 0 stopped cleanly, 1 runtime error, 2 usage or config error."
     ))]
@@ -146,7 +152,7 @@ pub enum RawCommand {
     #[command(after_help = concat!(
         "Example:\n    ouli passthrough --config ouli.yaml\n\n",
         "Ready: once every endpoint listens, one line per endpoint goes to stdout:\n",
-        "    ouli listening endpoint=<i> addr=<ip:port> mode=<mode>\n",
+        "    ouli listening endpoint=<i> addr=<ip:port> mode=<mode> [tls=on [ca=<file>]]\n",
         "Logs go to stderr. SIGINT or SIGTERM stops it.\n\n",
         "Exit codes: 0 stopped cleanly, 1 runtime error, 2 usage or config error."
     ))]
@@ -473,7 +479,10 @@ fn existing(path: PathBuf) -> Result<PathBuf, CliError> {
 }
 
 fn serve(args: ServeArgs, mode: Mode) -> Result<(Command, Vec<String>), CliError> {
-    let (config, warnings) = load_config(args.config)?;
+    let (mut config, warnings) = load_config(args.config)?;
+    if let Some(path) = args.tls_ca_out {
+        config.tls_ca_out = Some(path);
+    }
     let recording_dir = match mode {
         Mode::Record | Mode::RecordMissing => prepare_writable_dir(&args.recording_dir)?,
         Mode::Replay => existing_dir(&args.recording_dir)?,

@@ -56,6 +56,26 @@ pub enum Scheme {
     Https,
 }
 
+/// How ouli speaks to a cleartext upstream: `target_protocol`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TargetProtocol {
+    /// HTTP/1.1 (`http1`, the default). An `https` upstream negotiates
+    /// HTTP/2 or HTTP/1.1 by ALPN whatever this says.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge over cleartext (`h2c`), as a local gRPC
+    /// server speaks it.
+    H2c,
+}
+
+/// A TLS listener's certificate chain and private key (PEM files), when the
+/// user supplies them; without them ouli makes its own at start (`tls.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
 /// What a replayed request does when its chain has run past what was recorded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ExhaustedPolicy {
@@ -177,6 +197,11 @@ pub struct EndpointConfig {
     pub matching: MatchRules,
     /// This endpoint's `replay_timing`, else the top level's.
     pub replay_timing: ReplayTiming,
+    /// `target_protocol`: HTTP/1.1 or h2c to a cleartext upstream.
+    pub target_protocol: TargetProtocol,
+    /// `tls_cert_file` and `tls_key_file` of the endpoint, else of the top
+    /// level; `None` on a TLS listener means a generated certificate.
+    pub tls_files: Option<TlsFiles>,
 }
 
 /// Every limit, with its default (see `Limits::default`).
@@ -199,6 +224,17 @@ pub struct Limits {
     pub connections_max: usize,
     pub sessions_max: usize,
     pub shutdown_timeout_ms: u64,
+    /// HTTP/2 streams one client connection may have open at once
+    /// (SETTINGS_MAX_CONCURRENT_STREAMS); one more is refused (RST_STREAM
+    /// REFUSED_STREAM).
+    pub h2_max_concurrent_streams: u32,
+    /// Largest HTTP/2 header list (SETTINGS_MAX_HEADER_LIST_SIZE, RFC 9113
+    /// §6.5.2 sizes); by default `header_bytes_max`, HTTP/1's head bound.
+    pub h2_max_header_list_bytes: u32,
+    /// HTTP/2 streams a client may open and reset before ouli has taken
+    /// them up; past it the connection is closed (GOAWAY
+    /// ENHANCE_YOUR_CALM): the rapid-reset attack's guard.
+    pub h2_max_pending_reset_streams: usize,
 }
 
 impl Default for Limits {
@@ -222,6 +258,11 @@ impl Default for Limits {
             connections_max: 10_000,
             sessions_max: 100_000,
             shutdown_timeout_ms: 10_000,
+            // RFC 9113 §6.5.2 recommends no fewer than 100; hyper's default.
+            h2_max_concurrent_streams: 100,
+            h2_max_header_list_bytes: 64 << 10,
+            // hyper's (h2's) default since the rapid-reset fix.
+            h2_max_pending_reset_streams: 20,
         }
     }
 }
@@ -248,6 +289,9 @@ pub struct Config {
     pub read_backend: ReadBackendChoice,
     /// Extra CA certificates (PEM) trusted for upstream TLS.
     pub ca_file: Option<PathBuf>,
+    /// Where a generated listener CA's certificate is written (`tls_ca_out`,
+    /// or `--tls-ca-out`); `None`: `ouli-ca.pem` in the temporary directory.
+    pub tls_ca_out: Option<PathBuf>,
     /// Top-level `replay_timing`: every endpoint's unless it sets its own.
     pub replay_timing: ReplayTiming,
 }
@@ -295,6 +339,7 @@ impl Default for Config {
             durability: Durability::default(),
             read_backend: ReadBackendChoice::default(),
             ca_file: None,
+            tls_ca_out: None,
             replay_timing: ReplayTiming::default(),
         }
     }
@@ -395,6 +440,9 @@ struct RawConfig {
     read_backend: Option<String>,
     ca_file: Option<PathBuf>,
     replay_timing: Option<RawReplayTiming>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    tls_ca_out: Option<PathBuf>,
 }
 
 /// `replay_timing` as written: a word or a number.
@@ -419,6 +467,9 @@ struct RawEndpoint {
     shutdown_timeout_seconds: Option<i64>,
     matching: Option<RawMatching>,
     replay_timing: Option<RawReplayTiming>,
+    target_protocol: Option<String>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -454,6 +505,9 @@ struct RawLimits {
     connections_max: Option<i64>,
     sessions_max: Option<i64>,
     shutdown_timeout_ms: Option<i64>,
+    h2_max_concurrent_streams: Option<i64>,
+    h2_max_header_list_bytes: Option<i64>,
+    h2_max_pending_reset_streams: Option<i64>,
 }
 
 /// Every key ouli reads, by place in the file: the unknown-key walk diffs the
@@ -472,6 +526,9 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "read_backend",
     "ca_file",
     "replay_timing",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_ca_out",
 ];
 const ENDPOINT_KEYS: &[&str] = &[
     "target_host",
@@ -485,6 +542,9 @@ const ENDPOINT_KEYS: &[&str] = &[
     "shutdown_timeout_seconds",
     "matching",
     "replay_timing",
+    "target_protocol",
+    "tls_cert_file",
+    "tls_key_file",
 ];
 const REPLACEMENT_KEYS: &[&str] = &["header", "regex", "replace"];
 const MATCHING_KEYS: &[&str] = &[
@@ -507,6 +567,9 @@ const LIMITS_KEYS: &[&str] = &[
     "connections_max",
     "sessions_max",
     "shutdown_timeout_ms",
+    "h2_max_concurrent_streams",
+    "h2_max_header_list_bytes",
+    "h2_max_pending_reset_streams",
 ];
 
 fn parse(text: &str, format: Format, path: &Path) -> Result<(RawConfig, Vec<String>), ConfigError> {
@@ -656,6 +719,17 @@ impl Checker<'_> {
         usize::try_from(v).map_err(|_| self.invalid(key, format!("{v} is too large")))
     }
 
+    fn positive_u32(
+        &self,
+        key: &str,
+        value: Option<i64>,
+        default: u32,
+    ) -> Result<u32, ConfigError> {
+        let v = self.positive(key, value, u64::from(default))?;
+        u32::try_from(v)
+            .map_err(|_| self.invalid(key, format!("{v} is too large (at most {})", u32::MAX)))
+    }
+
     fn header_name(&self, key: &str, name: &str) -> Result<String, ConfigError> {
         http::HeaderName::from_bytes(name.as_bytes())
             .map(|name| name.as_str().to_string())
@@ -692,6 +766,12 @@ fn validate(
     let global_matching = matching_rules(&check, "matching", raw.matching.as_ref(), None)?;
     let replay_timing = replay_timing(&check, "replay_timing", raw.replay_timing.as_ref())?
         .unwrap_or(defaults.replay_timing);
+    let global_tls = tls_files(
+        &check,
+        "",
+        raw.tls_cert_file.as_deref(),
+        raw.tls_key_file.as_deref(),
+    )?;
     let mut endpoints = Vec::with_capacity(raw_endpoints.len());
     let mut shutdown_timeout_seconds_max: Option<u64> = None;
     for (index, raw_endpoint) in raw_endpoints.into_iter().enumerate() {
@@ -705,7 +785,7 @@ fn validate(
             &check,
             index,
             raw_endpoint,
-            (&global_matching, replay_timing),
+            (&global_matching, replay_timing, global_tls.as_ref()),
             warnings,
         )?);
     }
@@ -786,6 +866,7 @@ fn validate(
         (None, Some(file)) => Some(readable_file(&check, "SSL_CERT_FILE (environment)", &file)?),
         (None, None) => None,
     };
+    let tls_ca_out = raw.tls_ca_out.map(|file| relative_to(path, &file));
 
     Ok(Config {
         source: Some(path.to_path_buf()),
@@ -801,6 +882,7 @@ fn validate(
         durability,
         read_backend,
         ca_file,
+        tls_ca_out,
         replay_timing,
     })
 }
@@ -809,9 +891,9 @@ fn endpoint(
     check: &Checker<'_>,
     index: usize,
     raw: RawEndpoint,
-    // The top level's matching rules and replay timing, which the
-    // endpoint's own keys override.
-    (global_matching, global_timing): (&MatchRules, ReplayTiming),
+    // The top level's matching rules, replay timing and TLS files, which
+    // the endpoint's own keys override.
+    (global_matching, global_timing, global_tls): (&MatchRules, ReplayTiming, Option<&TlsFiles>),
     warnings: &mut Vec<String>,
 ) -> Result<EndpointConfig, ConfigError> {
     let key = |name: &str| format!("endpoints[{index}].{name}");
@@ -848,13 +930,41 @@ fn endpoint(
         None => Scheme::Http,
         Some(text) => scheme(check, &key("source_type"), text)?,
     };
-    if source_type == Scheme::Https {
-        warnings.push(format!(
-            "{}: {}: https is not served; ouli listens with plain HTTP on source ports, as test-server does",
-            check.path.display(),
-            key("source_type"),
-        ));
-    }
+    let own_tls = tls_files(
+        check,
+        &format!("endpoints[{index}]."),
+        raw.tls_cert_file.as_deref(),
+        raw.tls_key_file.as_deref(),
+    )?;
+    let tls_files = match source_type {
+        Scheme::Https => own_tls.or_else(|| global_tls.cloned()),
+        Scheme::Http => {
+            if own_tls.is_some() {
+                warnings.push(format!(
+                    "{}: {}: ignored: the endpoint's source_type is http (set source_type: https to serve TLS)",
+                    check.path.display(),
+                    key("tls_cert_file"),
+                ));
+            }
+            None
+        }
+    };
+    let target_protocol = match raw.target_protocol.as_deref() {
+        None | Some("http1") => TargetProtocol::Http1,
+        Some("h2c") if target_type == Scheme::Https => {
+            return Err(check.invalid(
+                key("target_protocol"),
+                "h2c is cleartext HTTP/2; an https upstream negotiates HTTP/2 by ALPN (leave target_protocol out)",
+            ));
+        }
+        Some("h2c") => TargetProtocol::H2c,
+        Some(other) => {
+            return Err(check.invalid(
+                key("target_protocol"),
+                format!("{other:?}: expected http1 or h2c"),
+            ));
+        }
+    };
     let source_port = match raw.source_port {
         None => 0,
         Some(port) => check.port(&key("source_port"), port)?,
@@ -916,7 +1026,37 @@ fn endpoint(
         response_header_replacements,
         matching,
         replay_timing,
+        target_protocol,
+        tls_files,
     })
+}
+
+/// `tls_cert_file` and `tls_key_file` at `prefix` (the top level, or an
+/// endpoint's `endpoints[i].`): both or neither, each a readable file
+/// (relative to the config's folder), so that a wrong path stops the start.
+fn tls_files(
+    check: &Checker<'_>,
+    prefix: &str,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    let cert_key = format!("{prefix}tls_cert_file");
+    let key_key = format!("{prefix}tls_key_file");
+    match (cert, key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert_file: readable_file(check, &cert_key, &relative_to(check.path, cert))?,
+            key_file: readable_file(check, &key_key, &relative_to(check.path, key))?,
+        })),
+        (Some(_), None) => Err(check.invalid(
+            key_key,
+            format!("required with {cert_key} (the certificate's private key, PEM)"),
+        )),
+        (None, Some(_)) => Err(check.invalid(
+            cert_key,
+            format!("required with {key_key} (the certificate chain, PEM)"),
+        )),
+    }
 }
 
 fn replay_timing(
@@ -1090,7 +1230,37 @@ fn limits(
             raw.shutdown_timeout_ms,
             shutdown_default,
         )?,
+        h2_max_concurrent_streams: check.positive_u32(
+            "limits.h2_max_concurrent_streams",
+            raw.h2_max_concurrent_streams,
+            d.h2_max_concurrent_streams,
+        )?,
+        h2_max_header_list_bytes: h2_max_header_list_bytes(check, &raw)?,
+        h2_max_pending_reset_streams: check.positive_usize(
+            "limits.h2_max_pending_reset_streams",
+            raw.h2_max_pending_reset_streams,
+            d.h2_max_pending_reset_streams,
+        )?,
     })
+}
+
+/// `limits.h2_max_header_list_bytes`, else `limits.header_bytes_max` (the
+/// same bound on a request's head in both protocols), capped to what
+/// HTTP/2's setting can carry.
+fn h2_max_header_list_bytes(check: &Checker<'_>, raw: &RawLimits) -> Result<u32, ConfigError> {
+    if raw.h2_max_header_list_bytes.is_some() {
+        return check.positive_u32(
+            "limits.h2_max_header_list_bytes",
+            raw.h2_max_header_list_bytes,
+            0,
+        );
+    }
+    let head = check.positive_usize(
+        "limits.header_bytes_max",
+        raw.header_bytes_max,
+        Limits::default().header_bytes_max,
+    )?;
+    Ok(u32::try_from(head).unwrap_or(u32::MAX))
 }
 
 fn check_distinct_source_ports(

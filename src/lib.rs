@@ -27,7 +27,7 @@ pub mod fingerprint;
 pub mod go_regexp;
 pub mod identity;
 pub mod interaction;
-#[cfg(feature = "profiler")]
+#[cfg(feature = "profiling")]
 pub mod profile;
 pub mod record;
 pub mod recording;
@@ -35,5 +35,6 @@ pub mod redact;
 pub mod server;
 pub mod session_name;
 pub mod testserver;
+pub mod tls;
 pub mod tools;
 pub mod upstream;

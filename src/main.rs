@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         eprintln!("ouli: {error:#}");
         return ExitCode::from(EXIT_USAGE);
     }
-    #[cfg(feature = "profiler")]
+    #[cfg(feature = "profiling")]
     let profile = cli.profile.clone();
     let (command, warnings) = match cli.validate() {
         Ok(validated) => validated,
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
     for warning in &warnings {
         tracing::warn!("{warning}");
     }
-    #[cfg(feature = "profiler")]
+    #[cfg(feature = "profiling")]
     let profiler = match profile.as_deref().map(ouli::profile::Profiler::start) {
         None => None,
         Some(Ok(profiler)) => Some(profiler),
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         }
     };
     let outcome = run(command);
-    #[cfg(feature = "profiler")]
+    #[cfg(feature = "profiling")]
     if let Some(profiler) = profiler {
         match profiler.finish() {
             Ok(path) => tracing::info!("CPU profile written to {}", path.display()),

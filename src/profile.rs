@@ -1,7 +1,7 @@
 //! CPU profiles of a running ouli (rfcs/0003-performance.md, Method): the CLI's
 //! `--profile FILE` samples from start to shutdown ([`Profiler`]), and the
 //! loopback-only `GET /__ouli/debug/pprof?seconds=N` samples for N seconds
-//! ([`capture`]). Built only with the `profiler` feature. Both use `pprof` (SIGPROF sampling of every thread): no
+//! ([`capture`]). Built only with the `profiling` feature. Both use `pprof` (SIGPROF sampling of every thread): no
 //! hardware counters needed, which the benchmark machines lack.
 //!
 //! The output format follows the file name: `.svg` is a flamegraph, anything

@@ -1,7 +1,15 @@
-//! The upstream client of record and passthrough modes: HTTP/1.1 connections
-//! to each endpoint's upstream, http and https (rustls), trusting the
-//! system's CA certificates plus `ca_file` and `SSL_CERT_FILE` (test-server's
-//! users point it at a private CA).
+//! The upstream client of record and passthrough modes: connections to each
+//! endpoint's upstream, http and https (rustls), trusting the system's CA
+//! certificates plus `ca_file` and `SSL_CERT_FILE` (test-server's users
+//! point it at a private CA).
+//!
+//! HTTP/1.1 by default. An https upstream is offered `h2` and `http/1.1` by
+//! ALPN and spoken to in what it picks; a cleartext one with
+//! `target_protocol: h2c` is spoken to in HTTP/2 with prior knowledge. An
+//! HTTP/2 upstream gets one connection per endpoint, shared by every client
+//! request ([`Upstream::send`]): its streams carry the requests side by side,
+//! as many at once as the upstream's SETTINGS_MAX_CONCURRENT_STREAMS allows
+//! (hyper queues the rest); when it closes, the next request opens another.
 //!
 //! A client connection keeps the upstream connection its last request used
 //! ([`HeldConnection`]) and sends its next request on it: no pool lookup per
@@ -17,7 +25,7 @@ use http::{Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -25,8 +33,14 @@ use std::time::{Duration, Instant};
 /// Dials an upstream: TCP, then TLS for `https`.
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
-/// One upstream connection's request side.
+/// One upstream HTTP/1 connection's request side.
 type Sender = SendRequest<Full<Bytes>>;
+
+/// An upstream HTTP/2 connection's request side (cloned for each request).
+type H2Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+
+/// A dialed upstream connection: TCP, TLS for `https`.
+type Dialed = hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>;
 
 /// Idle upstream connections kept per endpoint, for client connections to come.
 pub const IDLE_CONNECTIONS_PER_ENDPOINT_MAX: usize = 64;
@@ -64,9 +78,23 @@ pub enum UpstreamError {
 
 /// The upstream connections of a record or passthrough server.
 pub struct Upstream {
+    /// Offers `h2` and `http/1.1` by ALPN (requests).
     connector: Connector,
+    /// Offers `http/1.1` only (WebSocket upgrades, which HTTP/2 does not
+    /// carry here).
+    connector_h1: Connector,
     /// Per endpoint: connections left by closed client connections.
     idle: Vec<Mutex<Vec<Parked>>>,
+    /// Per endpoint: its upstream's HTTP/2 connection, once one is open.
+    shared_h2: Vec<Mutex<Option<H2Sender>>>,
+    /// Per endpoint: `target_protocol: h2c`.
+    h2c: Vec<bool>,
+}
+
+/// A new upstream connection, in the protocol it speaks.
+enum Connected {
+    Http1(Sender),
+    H2(H2Sender),
 }
 
 /// An upstream connection between two requests, and since when.
@@ -127,6 +155,10 @@ impl Upstream {
     /// idempotent (RFC 9112 §9.3.1; Go's `http.Transport`, test-server's
     /// client, does the same). A non-idempotent request that may have reached
     /// the upstream is not sent twice: that is an error.
+    ///
+    /// An endpoint whose upstream speaks HTTP/2 sends on its shared
+    /// connection instead, and on a new one when that one has closed and
+    /// handed the request back unsent.
     pub async fn send(
         &self,
         endpoint: usize,
@@ -134,6 +166,16 @@ impl Upstream {
         held: &HeldConnection,
         build: impl Fn() -> Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        if let Some(mut shared) = self.shared_h2(endpoint) {
+            match shared.try_send_request(as_h2(build(), upstream)).await {
+                Ok(response) => return Ok(response),
+                // Handed back unsent: the connection had closed.
+                Err(mut error) => match error.take_message() {
+                    Some(_) => self.forget_h2(endpoint),
+                    None => return Err(error.into_error().into()),
+                },
+            }
+        }
         let mut request = build();
         if let Some(mut sender) = held.take().or_else(|| self.take_idle(endpoint))
             && sender.ready().await.is_ok()
@@ -162,10 +204,39 @@ impl Upstream {
         // Boxed: the connect future (TCP, TLS, handshake) is large and rare;
         // inline, it would grow every client connection's idle state (hyper
         // keeps the service's future inline) by about 2 KB.
-        let mut sender = Box::pin(self.connect(upstream)).await?;
-        let response = sender.send_request(request).await?;
-        held.put(sender);
-        Ok(response)
+        match Box::pin(self.connect(endpoint, upstream)).await? {
+            Connected::Http1(mut sender) => {
+                let response = sender.send_request(request).await?;
+                held.put(sender);
+                Ok(response)
+            }
+            Connected::H2(mut sender) => {
+                *self.shared_h2[endpoint]
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(sender.clone());
+                Ok(sender.send_request(as_h2(request, upstream)).await?)
+            }
+        }
+    }
+
+    /// The endpoint's HTTP/2 connection, if one is open.
+    fn shared_h2(&self, endpoint: usize) -> Option<H2Sender> {
+        let shared = self.shared_h2[endpoint]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        shared
+            .as_ref()
+            .filter(|sender| !sender.is_closed())
+            .cloned()
+    }
+
+    fn forget_h2(&self, endpoint: usize) {
+        let mut shared = self.shared_h2[endpoint]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if shared.as_ref().is_some_and(H2Sender::is_closed) {
+            *shared = None;
+        }
     }
 
     /// A client connection of `endpoint` closed: its upstream connection,
@@ -207,7 +278,7 @@ impl Upstream {
         upstream: &Uri,
         request: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let io = Box::pin(self.dial(upstream)).await?;
+        let io = Box::pin(self.dial(&self.connector_h1, upstream)).await?;
         let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
             .handshake(io)
             .await?;
@@ -220,14 +291,8 @@ impl Upstream {
     }
 
     /// TCP, then TLS for `https`.
-    async fn dial(
-        &self,
-        upstream: &Uri,
-    ) -> Result<
-        hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>,
-        UpstreamError,
-    > {
-        let mut connector = self.connector.clone();
+    async fn dial(&self, connector: &Connector, upstream: &Uri) -> Result<Dialed, UpstreamError> {
+        let mut connector = connector.clone();
         std::future::poll_fn(|cx| tower_service::Service::poll_ready(&mut connector, cx))
             .await
             .map_err(UpstreamError::Connect)?;
@@ -236,8 +301,23 @@ impl Upstream {
             .map_err(UpstreamError::Connect)
     }
 
-    async fn connect(&self, upstream: &Uri) -> Result<Sender, UpstreamError> {
-        let io = self.dial(upstream).await?;
+    /// A new connection: HTTP/2 when TLS negotiated `h2` or the endpoint
+    /// is h2c, else HTTP/1.1.
+    async fn connect(&self, endpoint: usize, upstream: &Uri) -> Result<Connected, UpstreamError> {
+        let io = self.dial(&self.connector, upstream).await?;
+        if io.connected().is_negotiated_h2() || self.h2c[endpoint] {
+            let (sender, connection) =
+                hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .handshake(io)
+                    .await?;
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!("upstream HTTP/2 connection ended: {error}");
+                }
+            });
+            return Ok(Connected::H2(sender));
+        }
         let (sender, connection) = hyper::client::conn::http1::Builder::new()
             .handshake(io)
             .await?;
@@ -246,8 +326,26 @@ impl Upstream {
                 tracing::debug!("upstream connection ended: {error}");
             }
         });
-        Ok(sender)
+        Ok(Connected::Http1(sender))
     }
+}
+
+/// An origin-form request with `Host` (HTTP/1's shape) in HTTP/2's: the
+/// target absolute (`:scheme`, `:authority`, `:path`), the authority the
+/// `Host` that would have been sent, and no `Host` field beside it.
+fn as_h2(mut request: Request<Full<Bytes>>, upstream: &Uri) -> Request<Full<Bytes>> {
+    let host = request.headers_mut().remove(http::header::HOST);
+    let authority = host
+        .and_then(|host| http::uri::Authority::try_from(host.as_bytes()).ok())
+        .or_else(|| upstream.authority().cloned());
+    let mut parts = request.uri().clone().into_parts();
+    parts.scheme = upstream.scheme().cloned();
+    parts.authority = authority;
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+    *request.version_mut() = http::Version::HTTP_2;
+    request
 }
 
 /// Builds the upstream client of `endpoints` endpoints. `ca_files` are PEM
@@ -255,8 +353,9 @@ impl Upstream {
 pub fn build_client(
     ca_files: &[PathBuf],
     connect_timeout: Duration,
-    endpoints: usize,
+    protocols: &[crate::config::TargetProtocol],
 ) -> Result<Upstream, UpstreamSetupError> {
+    let endpoints = protocols.len();
     let mut roots = rustls::RootCertStore::empty();
     add_system_roots(&mut roots);
     for path in ca_files {
@@ -277,13 +376,24 @@ pub fn build_client(
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls.clone())
+        .https_or_http()
+        .enable_all_versions()
+        .wrap_connector(http.clone());
+    let connector_h1 = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
     Ok(Upstream {
         connector,
+        connector_h1,
         idle: (0..endpoints).map(|_| Mutex::default()).collect(),
+        shared_h2: (0..endpoints).map(|_| Mutex::default()).collect(),
+        h2c: protocols
+            .iter()
+            .map(|protocol| *protocol == crate::config::TargetProtocol::H2c)
+            .collect(),
     })
 }
 

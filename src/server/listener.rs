@@ -1,10 +1,12 @@
 //! Listener: binds every endpoint (and `[::1]` beside IPv4 loopback),
 //! accepts connections (up to `limits.connections_max`; out of descriptors
-//! it backs off and sheds, `shed`), hands each to hyper with the configured
-//! limits, and on SIGINT/SIGTERM stops accepting, lets in-flight requests
-//! finish, and closes the recordings.
+//! it backs off and sheds, `shed`), hands each to [`connection`] (TLS,
+//! HTTP/1.1 or HTTP/2, with the configured limits), and on SIGINT/SIGTERM
+//! stops accepting, lets in-flight requests finish, and closes the
+//! recordings.
 
-use super::protocol_errors::{ConnectionState, HeadLimits, ProtocolErrorIo, connection_ended};
+mod connection;
+
 use super::session::report_interrupted_recordings;
 use super::shed;
 use super::{Mode, ServeError, ServeOptions, Server};
@@ -15,7 +17,9 @@ use std::time::Duration;
 
 /// Serves until SIGINT/SIGTERM (builds its own tokio runtime). Prints one line
 /// per endpoint to stdout when it is ready:
-/// `ouli listening endpoint=<i> addr=<ip:port> mode=<mode>`.
+/// `ouli listening endpoint=<i> addr=<ip:port> mode=<mode>`, followed for a
+/// TLS listener by ` tls=on`, and ` ca=<file>` when its certificate was
+/// generated (the CA certificate to trust).
 pub fn run(options: ServeOptions) -> Result<(), ServeError> {
     if matches!(options.mode, Mode::Record | Mode::RecordMissing) {
         std::fs::create_dir_all(&options.recording_dir).map_err(|e| ServeError::RecordingDir {
@@ -38,8 +42,11 @@ pub fn run(options: ServeOptions) -> Result<(), ServeError> {
 }
 
 pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
+    let options = Arc::new(options);
     let config = &options.config;
     let server = Arc::new(Server::new(&options)?);
+    // Before any port is bound: a bad certificate stops the start.
+    let tls = crate::tls::ListenerTls::new(config).map_err(|e| ServeError::Setup(e.to_string()))?;
     let mut listeners = Vec::with_capacity(config.endpoints.len());
     for (index, endpoint) in config.endpoints.iter().enumerate() {
         let addr = SocketAddr::new(config.listen_address, endpoint.source_port);
@@ -86,8 +93,9 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                 .map_err(|e| ServeError::Setup(e.to_string()))?;
             let _ = writeln!(
                 stdout,
-                "ouli listening endpoint={index} addr={addr} mode={}",
-                options.mode.as_str()
+                "ouli listening endpoint={index} addr={addr} mode={}{}",
+                options.mode.as_str(),
+                tls.ready_fields(index, config),
             );
         }
         let _ = stdout.flush();
@@ -95,6 +103,13 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let (conn_tx, mut conn_rx) = tokio::sync::mpsc::unbounded_channel();
     let health_paths: Arc<Vec<Option<String>>> =
         Arc::new(config.endpoints.iter().map(|e| e.health.clone()).collect());
+    // A connection refused on a TLS listener is closed, never answered in
+    // plaintext; the others get their 503 (`shed`).
+    let is_tls: Arc<Vec<bool>> = Arc::new(
+        (0..config.endpoints.len())
+            .map(|i| tls.acceptor(i).is_some())
+            .collect(),
+    );
     let spare = Arc::new(shed::Spare::open());
     let all_listeners = listeners.into_iter().enumerate().chain(loopback_v6);
     for (index, listener) in all_listeners {
@@ -104,11 +119,15 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             conn_tx.clone(),
             stop_rx.clone(),
             spare.clone(),
-            health_paths.clone(),
+            (health_paths.clone(), is_tls[index]),
         )));
     }
     drop(conn_tx);
-    let slots = shed::ConnectionSlots::new(config.limits.connections_max, health_paths.clone());
+    let slots = shed::ConnectionSlots::new(
+        config.limits.connections_max,
+        health_paths.clone(),
+        is_tls.clone(),
+    );
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -118,84 +137,18 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                 // Over the limit, the stream is answered 503 and closed.
                 let Some((slot, stream)) = slots.admit(index, stream) else { continue };
                 let _ = stream.set_nodelay(true);
-                // Proxy modes: the upstream connection this client connection
-                // keeps between its requests (replay has none to keep).
-                let held = matches!(server.side, super::Side::Proxy(_))
-                    .then(|| Arc::new(crate::upstream::HeldConnection::default()));
-                let protocol = Arc::new(ConnectionState::default());
-                #[cfg(feature = "profiler")]
-                let peer = stream.peer_addr().map(|addr| addr.ip());
-                let service = {
-                    let server = server.clone();
-                    let held = held.clone();
-                    let protocol = protocol.clone();
-                    hyper::service::service_fn(move |request| {
-                        protocol.served();
-                        let server = server.clone();
-                        let held = held.clone();
-                        #[cfg(feature = "profiler")]
-                        let peer = peer.as_ref().ok().copied();
-                        async move {
-                            #[cfg(feature = "profiler")]
-                            if request.uri().path() == super::PPROF_PATH {
-                                return Ok(super::profile_answer(peer, request.uri().query()).await);
-                            }
-                            Ok::<_, std::convert::Infallible>(
-                                server.handle(index, request, held.as_deref()).await,
-                            )
-                        }
-                    })
+                let connection = connection::Connection {
+                    server: server.clone(),
+                    index,
+                    options: options.clone(),
+                    tls: tls.acceptor(index).cloned(),
+                    stop: stop_rx.clone(),
+                    peer: stream.peer_addr().ok().map(|addr| addr.ip()),
                 };
-                let limits = &options.config.limits;
-                let mut builder = hyper::server::conn::http1::Builder::new();
-                builder
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_millis(limits.header_read_timeout_ms))
-                    .max_headers(limits.header_count_max)
-                    // The head's exact bound (request line, headers, blank
-                    // line); the buffer only bounds one read.
-                    .max_header_size(limits.header_bytes_max)
-                    .max_buf_size(limits.header_bytes_max.max(8192))
-                    // A client that shuts its sending side after its request
-                    // still gets the answer.
-                    .half_close(true);
-                let io = ProtocolErrorIo::new(stream, protocol.clone(), limits.header_bytes_max);
-                let connection = builder
-                    .serve_connection(hyper_util::rt::TokioIo::new(io), service)
-                    .with_upgrades();
-                let head_limits = HeadLimits {
-                    header_bytes_max: limits.header_bytes_max,
-                    header_count_max: limits.header_count_max,
-                    header_read_timeout_ms: limits.header_read_timeout_ms,
-                };
-                let mut stop = stop_rx.clone();
-                let server = server.clone();
                 connections.spawn(async move {
                     // Freed when this connection closes.
                     let _slot = slot;
-                    let ended = {
-                        let mut connection = std::pin::pin!(connection);
-                        let ended = tokio::select! {
-                            ended = connection.as_mut() => ended,
-                            () = async { drop(stop.wait_for(|stopping| *stopping).await) } => {
-                                // Finish the request in flight, then close.
-                                connection.as_mut().graceful_shutdown();
-                                connection.await
-                            }
-                        };
-                        // Before the connection (and its socket) is dropped:
-                        // the socket writes the answer hyper did not.
-                        if let Err(error) = &ended {
-                            connection_ended(&protocol, error, &head_limits);
-                        }
-                        ended
-                    };
-                    if let Err(error) = ended {
-                        tracing::debug!("connection ended: {error}");
-                    }
-                    if let (super::Side::Proxy(proxy), Some(held)) = (&server.side, &held) {
-                        proxy.upstream.release(index, held);
-                    }
+                    connection.serve(stream).await;
                 });
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -242,7 +195,7 @@ async fn accept_loop(
     conn_tx: tokio::sync::mpsc::UnboundedSender<(usize, tokio::net::TcpStream)>,
     mut stop: tokio::sync::watch::Receiver<bool>,
     spare: Arc<shed::Spare>,
-    health_paths: Arc<Vec<Option<String>>>,
+    (health_paths, is_tls): (Arc<Vec<Option<String>>>, bool),
 ) {
     let mut backoff = shed::Backoff::new();
     let log = shed::LogEvery::new();
@@ -262,8 +215,13 @@ async fn accept_loop(
                 let spare = spare.clone();
                 let health = health_paths[index].clone();
                 tokio::spawn(async move {
-                    let answered =
-                        shed::answer(stream, health.as_deref(), shed::Why::OutOfDescriptors).await;
+                    let answered = shed::answer(
+                        stream,
+                        health.as_deref(),
+                        shed::Why::OutOfDescriptors,
+                        is_tls,
+                    )
+                    .await;
                     spare.put_back(answered.into_std().ok());
                 });
                 continue;

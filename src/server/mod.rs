@@ -316,7 +316,8 @@ impl Server {
         let config = &options.config;
         let ca_files = crate::upstream::ca_files(config.ca_file.as_deref());
         let connect_timeout = Duration::from_millis(config.limits.upstream_connect_timeout_ms);
-        let upstream = crate::upstream::build_client(&ca_files, connect_timeout, routes.len())
+        let protocols: Vec<_> = config.endpoints.iter().map(|e| e.target_protocol).collect();
+        let upstream = crate::upstream::build_client(&ca_files, connect_timeout, &protocols)
             .map_err(|e| ServeError::Setup(e.to_string()))?;
         let recorder = || {
             Arc::new(crate::record::Recorder::new(
@@ -336,6 +337,14 @@ impl Server {
             routes,
             store,
         })
+    }
+
+    /// The upstream client (proxy modes only: replay has none).
+    fn upstream(&self) -> Option<&crate::upstream::Upstream> {
+        match &self.side {
+            Side::Replay => None,
+            Side::Proxy(proxy) => Some(&proxy.upstream),
+        }
     }
 
     /// Where recordings are appended (record modes only).
@@ -609,12 +618,12 @@ struct Outgoing {
     identity: Option<(Identified, ChainStep)>,
 }
 
-/// A CPU profile of the next N seconds (`--features profiler` builds only;
+/// A CPU profile of the next N seconds (`--features profiling` builds only;
 /// loopback peers only): `go tool pprof http://127.0.0.1:PORT/__ouli/debug/pprof?seconds=10`.
-#[cfg(feature = "profiler")]
+#[cfg(feature = "profiling")]
 pub(super) const PPROF_PATH: &str = "/__ouli/debug/pprof";
 
-#[cfg(feature = "profiler")]
+#[cfg(feature = "profiling")]
 async fn profile_answer(
     peer: Option<std::net::IpAddr>,
     query: Option<&str>,

@@ -1,5 +1,7 @@
 //! Answers to requests hyper refuses before ouli's service sees them: a
-//! malformed or oversized head, a head that never arrives, an HTTP/2 preface.
+//! malformed or oversized head, a head that never arrives, an HTTP/2 preface
+//! after an HTTP/1 request (one that opens a connection is served as h2c,
+//! `listener/connection.rs`).
 //!
 //! hyper 1.x answers a head it cannot parse itself (`400`, `414`, `431`, an
 //! empty body, then it closes) and closes silently on a header timeout or an
@@ -98,7 +100,7 @@ pub(super) fn connection_ended(state: &ConnectionState, error: &hyper::Error, li
         })
     } else if error.is_parse_version_h2() {
         tracing::info!(
-            "a client sent the HTTP/2 preface: HTTP/2 is not served on this listener (HTTP/1.1 only); answered 505 and closed"
+            "a client sent the HTTP/2 preface after an HTTP/1 request on the same connection; answered 505 and closed"
         );
         Ending::Unanswered(http2_preface_answer())
     } else if error.is_parse() {
@@ -113,7 +115,7 @@ fn http2_preface_answer() -> Answer {
     Answer {
         status: StatusCode::HTTP_VERSION_NOT_SUPPORTED,
         kind: "http-version-not-supported",
-        message: "this listener speaks HTTP/1.1 (and 1.0), not HTTP/2".into(),
+        message: "HTTP/2 is served on a connection that opens with its preface (prior knowledge) or by TLS ALPN, not after an HTTP/1 request".into(),
     }
 }
 

@@ -43,10 +43,16 @@ pub(super) struct ConnectionSlots {
     answering: Arc<Semaphore>,
     log: LogEvery,
     health_paths: Arc<Vec<Option<String>>>,
+    /// Per endpoint: a TLS listener, whose refused connections are closed.
+    is_tls: Arc<Vec<bool>>,
 }
 
 impl ConnectionSlots {
-    pub(super) fn new(max: usize, health_paths: Arc<Vec<Option<String>>>) -> ConnectionSlots {
+    pub(super) fn new(
+        max: usize,
+        health_paths: Arc<Vec<Option<String>>>,
+        is_tls: Arc<Vec<bool>>,
+    ) -> ConnectionSlots {
         ConnectionSlots {
             max,
             // Tokio's semaphore holds at most `MAX_PERMITS`; a larger limit
@@ -55,6 +61,7 @@ impl ConnectionSlots {
             answering: Arc::new(Semaphore::new(SHED_CONCURRENT_MAX)),
             log: LogEvery::new(),
             health_paths,
+            is_tls,
         }
     }
 
@@ -77,8 +84,10 @@ impl ConnectionSlots {
         }
         if let Ok(answering) = self.answering.clone().try_acquire_owned() {
             let health = self.health_paths[endpoint].clone();
+            let is_tls = self.is_tls[endpoint];
             tokio::spawn(async move {
-                drop(answer(stream, health.as_deref(), Why::ConnectionsMax(max)).await);
+                let why = Why::ConnectionsMax(max);
+                drop(answer(stream, health.as_deref(), why, is_tls).await);
                 drop(answering);
             });
         }
@@ -229,8 +238,20 @@ pub(super) enum Why {
 
 /// Answers a connection ouli does not serve, from its request line, and
 /// closes it. `health` is its endpoint's own health path, if it has one.
+/// On a TLS listener (`is_tls`) the connection is closed unanswered: a
+/// plaintext answer would be garbage to a TLS client, and a handshake is
+/// the work an overloaded server must not take on.
 /// Returns the stream, shut down, for its descriptor (`Spare::put_back`).
-pub(super) async fn answer(mut stream: TcpStream, health: Option<&str>, why: Why) -> TcpStream {
+pub(super) async fn answer(
+    mut stream: TcpStream,
+    health: Option<&str>,
+    why: Why,
+    is_tls: bool,
+) -> TcpStream {
+    if is_tls {
+        let _ = tokio::time::timeout(SHED_REQUEST_WAIT, stream.shutdown()).await;
+        return stream;
+    }
     let mut head = Vec::with_capacity(256);
     let _ =
         tokio::time::timeout(SHED_REQUEST_WAIT, read_request_line(&mut stream, &mut head)).await;

@@ -261,13 +261,57 @@ limits:
 }
 
 #[test]
-fn source_type_https_is_a_warning() {
-    let (_, warnings) = load_text("ouli.yaml", &endpoint_yaml("    source_type: https\n")).unwrap();
+fn source_type_https_is_served_and_its_tls_keys_are_read() {
+    use ouli::config::{Scheme, TargetProtocol};
+    let (config, warnings) =
+        load_text("ouli.yaml", &endpoint_yaml("    source_type: https\n")).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let endpoint = &config.endpoints[0];
+    assert_eq!(endpoint.source_type, Scheme::Https);
+    assert_eq!(endpoint.tls_files, None, "a generated certificate");
+    assert_eq!(endpoint.target_protocol, TargetProtocol::Http1);
+    assert_eq!(config.limits.h2_max_concurrent_streams, 100);
+    assert_eq!(config.limits.h2_max_pending_reset_streams, 20);
+    assert_eq!(
+        config.limits.h2_max_header_list_bytes as usize,
+        config.limits.header_bytes_max
+    );
+    // One of the pair alone is refused, naming the missing key.
+    let error = load_text(
+        "ouli.yaml",
+        &endpoint_yaml("    source_type: https\n    tls_cert_file: cert.pem\n"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("endpoints[0].tls_key_file"), "{error}");
+    let error = load_text("ouli.yaml", &endpoint_yaml("    target_protocol: h3\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("endpoints[0].target_protocol"), "{error}");
+}
+
+#[test]
+fn the_h2_header_list_limit_follows_header_bytes_max_unless_set() {
+    let text = format!("{}limits:\n  header_bytes_max: 4096\n", endpoint_yaml(""));
+    let (config, _) = load_text("ouli.yaml", &text).unwrap();
+    assert_eq!(config.limits.h2_max_header_list_bytes, 4096);
+    let text = format!(
+        "{}limits:\n  header_bytes_max: 4096\n  h2_max_header_list_bytes: 9000\n  h2_max_concurrent_streams: 3\n  h2_max_pending_reset_streams: 4\n",
+        endpoint_yaml("")
+    );
+    let (config, warnings) = load_text("ouli.yaml", &text).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(config.limits.h2_max_header_list_bytes, 9000);
+    assert_eq!(config.limits.h2_max_concurrent_streams, 3);
+    assert_eq!(config.limits.h2_max_pending_reset_streams, 4);
+    let text = format!(
+        "{}limits:\n  h2_max_concurrent_streams: 0\n",
+        endpoint_yaml("")
+    );
+    let error = load_text("ouli.yaml", &text).unwrap_err().to_string();
     assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("endpoints[0].source_type")),
-        "{warnings:?}"
+        error.contains("limits.h2_max_concurrent_streams"),
+        "{error}"
     );
 }
 

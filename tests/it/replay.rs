@@ -762,8 +762,12 @@ async fn a_request_on_a_connection_the_upstream_just_closed_goes_on_a_new_one() 
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     });
-    let upstream_client =
-        ouli::upstream::build_client(&[], std::time::Duration::from_secs(5), 1).unwrap();
+    let upstream_client = ouli::upstream::build_client(
+        &[],
+        std::time::Duration::from_secs(5),
+        &[Default::default()],
+    )
+    .unwrap();
     let authority: http::Uri = format!("http://127.0.0.1:{port}").parse().unwrap();
     let held = ouli::upstream::HeldConnection::default();
     let get = || {
@@ -1347,7 +1351,7 @@ async fn an_interrupted_rerecording_leaves_the_old_recording_in_force_and_says_h
 /// A build with the profiler serves a CPU profile of the running server to a
 /// loopback client (`/__ouli/debug/pprof`), while the server goes on serving;
 /// a bad query is a JSON 400.
-#[cfg(feature = "profiler")]
+#[cfg(feature = "profiling")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cpu_profile_of_the_running_server_is_served_to_loopback() {
     let dir = tempfile::tempdir().unwrap();

@@ -47,6 +47,7 @@ pub struct Start {
     recording_dir: PathBuf,
     create_recording_dir: bool,
     global_args: Vec<OsString>,
+    mode_args: Vec<OsString>,
     envs: Vec<(OsString, Option<OsString>)>,
     log: Log,
     stdout_copy: Option<PathBuf>,
@@ -66,6 +67,7 @@ impl Start {
             recording_dir: dir.join("recordings"),
             create_recording_dir: false,
             global_args: Vec::new(),
+            mode_args: Vec::new(),
             envs: Vec::new(),
             log: Log::Append(dir.join(format!("ouli-{mode}.log"))),
             stdout_copy: None,
@@ -111,6 +113,12 @@ impl Start {
     /// An argument before the mode (`--log-level debug`).
     pub fn global_arg(mut self, arg: &str) -> Start {
         self.global_args.push(arg.into());
+        self
+    }
+
+    /// An argument after the subcommand's own (`--tls-ca-out FILE`).
+    pub fn mode_arg(mut self, arg: impl Into<OsString>) -> Start {
+        self.mode_args.push(arg.into());
         self
     }
 
@@ -191,7 +199,8 @@ impl Start {
             .arg("--config")
             .arg(&self.config)
             .arg("--recording-dir")
-            .arg(&self.recording_dir);
+            .arg(&self.recording_dir)
+            .args(&self.mode_args);
         for (name, value) in &self.envs {
             match value {
                 Some(value) => command.env(name, value),
@@ -254,6 +263,7 @@ impl Start {
             mode: self.mode.clone(),
             addr: String::new(),
             addrs: Vec::new(),
+            ready_lines: Vec::new(),
             recording_dir: self.recording_dir.clone(),
             log: self.log.clone(),
             collected,
@@ -264,8 +274,17 @@ impl Start {
             let wait = deadline.saturating_duration_since(Instant::now());
             let line = ready_rx.recv_timeout(wait).unwrap_or_default();
             let prefix = format!("ouli listening endpoint={endpoint} addr=");
-            let suffix = format!(" mode={}", self.mode);
-            if !(line.starts_with(&prefix) && line.trim_end().ends_with(&suffix)) {
+            // `mode=` is the last field but for a TLS listener's
+            // `tls=on [ca=FILE]`.
+            let mode = format!("mode={}", self.mode);
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let mode_at = fields.iter().position(|field| *field == mode);
+            let tail_ok = mode_at.is_some_and(|at| {
+                fields[at + 1..]
+                    .iter()
+                    .all(|field| *field == "tls=on" || field.starts_with("ca="))
+            });
+            if !(line.starts_with(&prefix) && tail_ok) {
                 let _ = ouli.child.kill();
                 let status = ouli.child.wait().unwrap();
                 return Err(Failed {
@@ -280,6 +299,7 @@ impl Start {
                 .unwrap()
                 .to_owned();
             ouli.addrs.push(addr);
+            ouli.ready_lines.push(line.trim_end().to_owned());
         }
         ouli.addr = ouli.addrs.first().cloned().unwrap_or_default();
         Ok(ouli)
@@ -304,6 +324,8 @@ pub struct Ouli {
     /// Every endpoint's address, in endpoint order.
     pub addrs: Vec<String>,
     pub recording_dir: PathBuf,
+    /// Each endpoint's ready line, as printed.
+    pub ready_lines: Vec<String>,
     log: Log,
     collected: Option<std::thread::JoinHandle<String>>,
     stdout: Option<std::thread::JoinHandle<String>>,
