@@ -58,6 +58,10 @@ pub const VOLATILE_HEADERS: &[&str] = &[
     "amz-sdk-invocation-id",
     "amz-sdk-request",
     "x-amz-date",
+    // gRPC's deadline, sent as the time left when the call leaves ("gRPC
+    // over HTTP2"): the same call made later, or with another deadline,
+    // carries another value; the server's answer does not change.
+    "grpc-timeout",
     // A WebSocket handshake's nonce, new on every upgrade.
     "sec-websocket-key",
     // Session naming (test-server and ouli).

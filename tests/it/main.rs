@@ -10,6 +10,7 @@ mod deep_json;
 mod format_v1;
 mod fuzz_corpora;
 mod genai_flow;
+mod grpc;
 mod h2_tls;
 mod header_rewrite;
 mod identity;
