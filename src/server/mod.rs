@@ -482,7 +482,9 @@ impl Server {
             ..
         } = found
         {
-            return self.answer_hit(endpoint, admitted, &parts, recording, location).await;
+            return self
+                .answer_hit(endpoint, admitted, &parts, recording, location)
+                .await;
         }
         let answer = replay::ReplayAnswer {
             head: parts.method == http::Method::HEAD,
@@ -495,7 +497,8 @@ impl Server {
             miss_index: &state.miss_index,
             canonical: &identified.canonical,
         };
-        self.answer_miss(endpoint, missed, admitted.upgrade, &parts.headers, answer).await
+        self.answer_miss(endpoint, missed, admitted.upgrade, &parts.headers, answer)
+            .await
     }
 
     /// record, record-missing, passthrough: identify → session → chain step
@@ -548,7 +551,11 @@ impl Server {
                     recording,
                     location,
                     ..
-                } => return self.answer_hit(endpoint, admitted, &parts, recording, location).await,
+                } => {
+                    return self
+                        .answer_hit(endpoint, admitted, &parts, recording, location)
+                        .await;
+                }
                 // Not recorded yet: upstream, and recorded.
                 other => *other.step(),
             }
