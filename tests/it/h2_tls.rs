@@ -595,11 +595,9 @@ fn target_protocol_h2c_on_an_https_upstream_is_a_config_error() {
 }
 
 /// Every future of `futures`, run at once; their outputs in order.
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output>
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let tasks: Vec<_> = futures.map(tokio::spawn).collect();
@@ -938,14 +936,64 @@ fn connections_max_holds_for_tls_and_h2_connections() {
         .unwrap();
     let status = runtime.block_on(async {
         for _ in 0..100 {
-            let (status, _, _) = h2_tls(&tls_addr, &pem, "/__ouli/health", &[]).await;
-            if status == 200 {
-                return status;
+            // Until the slots are seen free, the handshake may still be
+            // refused (the helper panics then): try again.
+            let (addr, pem) = (tls_addr.clone(), pem.clone());
+            let tried =
+                tokio::spawn(async move { h2_tls(&addr, &pem, "/__ouli/health", &[]).await }).await;
+            if let Ok((200, _, _)) = tried {
+                return 200;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         0
     });
     assert_eq!(status, 200);
+    ouli.stop().assert_success();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_count_max_holds_for_http2_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("recordings")).unwrap();
+    let yaml = support::config_with_limits(support::free_port(), "  header_count_max: 4\n");
+    let ouli = Ouli::start("replay", dir.path(), &yaml);
+    let many: Vec<(String, String)> = (0..6)
+        .map(|i| (format!("x-many-{i}"), "v".into()))
+        .collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let (status, headers, _) = h2c(&ouli.addr, "/many", &many).await;
+    assert_eq!(status, 431);
+    assert_eq!(headers["x-ouli-error"], "headers-too-large");
+    let (status, headers, _) = h2c(&ouli.addr, "/few", &many[..2]).await;
+    assert_eq!(status, 404);
+    assert_eq!(headers["x-ouli-error"], "replay-miss");
+    ouli.stop().assert_success();
+}
+
+#[test]
+fn a_tls_handshake_that_never_comes_is_dropped_after_header_read_timeout_ms() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("recordings")).unwrap();
+    let yaml = config(
+        "http",
+        support::free_port(),
+        "    source_type: https\n",
+        &format!(
+            "tls_ca_out: {}\nlimits:\n  header_read_timeout_ms: 300\n",
+            dir.path().join("ca.pem").display()
+        ),
+    );
+    let ouli = Ouli::start("replay", dir.path(), &yaml);
+    let mut stream = raw::connect(&ouli.addr, Duration::from_secs(20));
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let _ = stream.read_to_end(&mut got);
+    let waited = started.elapsed();
+    assert!(got.is_empty(), "{got:?}");
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(10),
+        "closed after {waited:?}"
+    );
     ouli.stop().assert_success();
 }
