@@ -11,7 +11,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Longest accepted name, in bytes (DESIGN.md: at most 255 bytes).
+/// Longest accepted name, in bytes: a file name's limit on common file
+/// systems (each segment must also fit with its `.ouli.partial` suffix).
 pub const SESSION_NAME_BYTES_MAX: usize = 255;
 
 /// File extension of an ouli recording.

@@ -113,7 +113,8 @@ impl Server {
         }
     }
 
-    /// The process no longer knows this session: its slot is free.
+    /// Drops `name` from the sessions held, freeing its `limits.sessions_max`
+    /// slot.
     pub(super) fn forget_session(&self, name: &SessionName) {
         if self.sessions.remove(name).is_some() {
             self.sessions_known.fetch_sub(1, Ordering::AcqRel);

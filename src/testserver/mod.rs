@@ -1,5 +1,5 @@
 //! Compatibility with Google's `test-server` recording directories
-//! (/work/shared/TEST-SERVER-FORMAT.md): serve them as they are, import them.
+//! (README, "Coming from test-server"): serve them as they are, import them.
 //!
 //! A test-server file is converted into ouli [`Interaction`]s the same way for
 //! both uses, so that `ouli replay` answers the same on a directory and on its

@@ -1,4 +1,4 @@
-//! Secrets never reach the disk (DESIGN.md, Redaction): whatever the secrets
+//! Secrets never reach the disk (README, redaction): whatever the secrets
 //! (arbitrary bytes, overlapping each other, split across body chunks,
 //! inside a gzip body), no byte sequence equal to one of them is anywhere in
 //! the written recording file. The pipeline is the record path's: decode,
