@@ -6,6 +6,7 @@
 //! recordings.
 
 mod connection;
+mod replay_lane;
 
 use super::session::report_interrupted_recordings;
 use super::shed;

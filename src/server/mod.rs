@@ -573,6 +573,45 @@ impl Server {
             .await
     }
 
+    /// Whether every request is answered from the recordings (replay
+    /// mode): the replay lane's condition (`listener/replay_lane.rs`).
+    fn replays_only(&self) -> bool {
+        matches!(self.side, Side::Replay)
+    }
+
+    /// How `endpoint`'s answers are paced when a request does not say.
+    fn endpoint_timing(&self, endpoint: usize) -> ReplayTiming {
+        self.endpoints[endpoint].replay_timing
+    }
+
+    /// Whether `path` is `endpoint`'s health path (answered by `admit`).
+    fn is_health_path(&self, endpoint: usize, path: &str) -> bool {
+        path == "/__ouli/health" || self.endpoints[endpoint].health.as_deref() == Some(path)
+    }
+
+    /// The replay lane's identify stage for a request with no body: its
+    /// session and hashed canonical form, as `admit` and `identify` make
+    /// them; `None` for a request they would refuse (the stages answer it).
+    fn lane_identify(
+        &self,
+        endpoint: usize,
+        method: &str,
+        path_and_query: &str,
+        headers: &http::HeaderMap,
+    ) -> Option<(SessionName, HashedCanonical)> {
+        let session = self.session_name(headers).ok()?;
+        let head = RequestHead {
+            method: method.as_bytes(),
+            path_and_query: path_and_query.as_bytes(),
+            headers,
+        };
+        let identified = self.endpoints[endpoint]
+            .identity
+            .identify_live(head, Bytes::new(), &self.options.config.limits)
+            .ok()?;
+        Some((session, HashedCanonical::new(&identified.canonical)))
+    }
+
     /// The identify stage on a live request; its refusal (413, the
     /// client's) ready to send (boxed: refusals are rare, identities not).
     fn identify(

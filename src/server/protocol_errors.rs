@@ -90,14 +90,7 @@ pub(super) struct HeadLimits {
 /// socket wrapper, which writes the answer) is dropped.
 pub(super) fn connection_ended(state: &ConnectionState, error: &hyper::Error, limits: &HeadLimits) {
     let ending = if error.is_timeout() {
-        Ending::Unanswered(Answer {
-            status: StatusCode::REQUEST_TIMEOUT,
-            kind: "header-timeout",
-            message: format!(
-                "the request head was not received within limits.header_read_timeout_ms = {} ms",
-                limits.header_read_timeout_ms
-            ),
-        })
+        Ending::Unanswered(header_timeout(limits.header_read_timeout_ms))
     } else if error.is_parse_version_h2() {
         tracing::info!(
             "a client sent the HTTP/2 preface after an HTTP/1 request on the same connection; answered 505 and closed"
@@ -109,6 +102,23 @@ pub(super) fn connection_ended(state: &ConnectionState, error: &hyper::Error, li
         return;
     };
     *state.ending.lock().unwrap_or_else(|p| p.into_inner()) = Some(ending);
+}
+
+/// The whole answer to a head not received within
+/// `limits.header_read_timeout_ms` (the replay lane's; hyper's goes through
+/// [`connection_ended`]).
+pub(super) fn header_timeout_answer(header_read_timeout_ms: u64) -> Vec<u8> {
+    answer_bytes(&header_timeout(header_read_timeout_ms))
+}
+
+fn header_timeout(header_read_timeout_ms: u64) -> Answer {
+    Answer {
+        status: StatusCode::REQUEST_TIMEOUT,
+        kind: "header-timeout",
+        message: format!(
+            "the request head was not received within limits.header_read_timeout_ms = {header_read_timeout_ms} ms"
+        ),
+    }
 }
 
 fn http2_preface_answer() -> Answer {
@@ -210,6 +220,9 @@ fn hyper_error_status(bytes: &[u8]) -> Option<StatusCode> {
 /// The connection's socket as hyper sees it; see the module docs.
 pub(super) struct ProtocolErrorIo {
     stream: TcpStream,
+    /// Bytes read before hyper took the connection (the replay lane's),
+    /// given to hyper first.
+    prefix: bytes::Bytes,
     state: Arc<ConnectionState>,
     /// Bytes were read since the last write: a request (part of one) is in.
     read_since_write: bool,
@@ -228,11 +241,13 @@ pub(super) struct ProtocolErrorIo {
 impl ProtocolErrorIo {
     pub(super) fn new(
         stream: TcpStream,
+        prefix: bytes::Bytes,
         state: Arc<ConnectionState>,
         header_bytes_max: usize,
     ) -> ProtocolErrorIo {
         ProtocolErrorIo {
             stream,
+            prefix,
             state,
             read_since_write: false,
             read_count: 0,
@@ -392,7 +407,13 @@ impl AsyncRead for ProtocolErrorIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
-        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let polled = if self.prefix.is_empty() {
+            Pin::new(&mut self.stream).poll_read(cx, buf)
+        } else {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix.split_to(n));
+            Poll::Ready(Ok(()))
+        };
         let read = &buf.filled()[before..];
         if !read.is_empty() {
             let this = &mut *self;

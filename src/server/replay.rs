@@ -111,7 +111,7 @@ impl Server {
         self.serve_record_now(view, answer)
     }
 
-    fn serve_record_now(
+    pub(super) fn serve_record_now(
         &self,
         view: Result<RecordView, crate::recording::RecordingError>,
         answer: ReplayAnswer,

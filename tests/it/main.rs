@@ -21,6 +21,7 @@ mod protocol_errors;
 mod recording;
 mod redaction_on_disk;
 mod replay;
+mod replay_lane;
 mod sample;
 mod secrets;
 mod session_names;

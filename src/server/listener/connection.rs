@@ -94,10 +94,19 @@ impl Connection {
 
     /// HTTP/1 on a cleartext socket, whose errors ouli answers itself
     /// (`protocol_errors.rs`).
-    async fn serve_h1_cleartext(self, stream: TcpStream) {
+    async fn serve_h1_cleartext(self, mut stream: TcpStream) {
         let limits = &self.options.config.limits;
+        let mut prefix = Bytes::new();
+        if super::replay_lane::serves(&self.server, self.index) {
+            let lane = super::replay_lane::Lane::new(&self.server, self.index, limits);
+            let mut stop = self.stop.clone();
+            match lane.serve(&mut stream, &mut stop).await {
+                super::replay_lane::LaneEnd::Closed => return,
+                super::replay_lane::LaneEnd::HandOff(read) => prefix = read,
+            }
+        }
         let protocol = Arc::new(ConnectionState::default());
-        let io = ProtocolErrorIo::new(stream, protocol.clone(), limits.header_bytes_max);
+        let io = ProtocolErrorIo::new(stream, prefix, protocol.clone(), limits.header_bytes_max);
         self.serve_h1(TokioIo::new(io), Some(protocol)).await;
     }
 
