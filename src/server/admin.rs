@@ -116,7 +116,11 @@ impl AdminState {
         if !active.set.load(Ordering::Acquire) {
             return None;
         }
-        active.name.read().unwrap_or_else(|p| p.into_inner()).clone()
+        active
+            .name
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Sets (or clears, `None`) endpoint `index`'s active session; returns
@@ -186,7 +190,11 @@ fn ok_json(body: serde_json::Value) -> Response<ResponseBody> {
     json_response(StatusCode::OK, "none", body).tap_remove_error_header()
 }
 
-fn method_not_allowed(path: &str, method: &Method, allowed: &'static str) -> Response<ResponseBody> {
+fn method_not_allowed(
+    path: &str,
+    method: &Method,
+    allowed: &'static str,
+) -> Response<ResponseBody> {
     let mut answer = error_response(
         StatusCode::METHOD_NOT_ALLOWED,
         "client",
@@ -225,7 +233,12 @@ impl Server {
                 request.headers(),
             )
         {
-            return error_response(StatusCode::FORBIDDEN, "client", "admin-forbidden", why.into());
+            return error_response(
+                StatusCode::FORBIDDEN,
+                "client",
+                "admin-forbidden",
+                why.into(),
+            );
         }
         let method = request.method().clone();
         match rest.as_str() {
@@ -239,7 +252,9 @@ impl Server {
             && !name.ends_with("/end")
             && !name.ends_with("/reset")
         {
-            return self.session_answer(&rest, name, &method, request.uri().query()).await;
+            return self
+                .session_answer(&rest, name, &method, request.uri().query())
+                .await;
         }
         self.handle(index, request, held).await
     }
@@ -341,7 +356,11 @@ impl Server {
     /// Switches to `wanted`, building its proxy side first if it needs one;
     /// returns the mode before. `Err`: why it cannot (409).
     fn switch_mode(&self, wanted: Mode) -> Result<Mode, String> {
-        let _one = self.admin.switching.lock().unwrap_or_else(|p| p.into_inner());
+        let _one = self
+            .admin
+            .switching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let previous = self.admin.mode();
         if self.options.mode == Mode::Record {
             return Err("a record run does not switch modes (its recordings replace the old ones when it ends); start `ouli replay` or `ouli record-missing` to switch".into());
@@ -376,15 +395,18 @@ impl Server {
             self.admin.replayed.store(true, Ordering::Relaxed);
         }
         self.admin.mode.store(mode_to_u8(wanted), Ordering::Release);
-        tracing::info!("mode: {} -> {} (admin API)", previous.as_str(), wanted.as_str());
+        tracing::info!(
+            "mode: {} -> {} (admin API)",
+            previous.as_str(),
+            wanted.as_str()
+        );
         Ok(previous)
     }
 
     /// The upstream client and store of `mode`, as at start.
     fn build_proxy(&self, mode: Mode) -> Result<Proxy, String> {
         let config = &self.options.config;
-        let secrets =
-            crate::identity::configured_secrets(config).map_err(|e| e.to_string())?;
+        let secrets = crate::identity::configured_secrets(config).map_err(|e| e.to_string())?;
         let routes = config
             .endpoints
             .iter()
@@ -403,7 +425,10 @@ impl Server {
             .map(|e| (e.key().clone(), e.value().clone()))
             .collect();
         for (name, session) in live {
-            session.reload(name.recording_path(&self.options.recording_dir), self.backend);
+            session.reload(
+                name.recording_path(&self.options.recording_dir),
+                self.backend,
+            );
         }
     }
 
@@ -421,7 +446,9 @@ impl Server {
         }
         if method == Method::DELETE {
             let previous = self.admin.set_active_session(index, None);
-            return ok_json(serde_json::json!({ "name": null, "previous": now(previous.as_ref()) }));
+            return ok_json(
+                serde_json::json!({ "name": null, "previous": now(previous.as_ref()) }),
+            );
         }
         if method != Method::PUT {
             return method_not_allowed("session", &method, "GET, PUT, DELETE");
@@ -479,15 +506,15 @@ async fn admin_body(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "client",
                 "body-too-large",
-                format!("an admin request's body is at most ADMIN_BODY_BYTES_MAX = {ADMIN_BODY_BYTES_MAX} bytes of JSON"),
+                format!(
+                    "an admin request's body is at most ADMIN_BODY_BYTES_MAX = {ADMIN_BODY_BYTES_MAX} bytes of JSON"
+                ),
             )));
         }
     };
     match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(value) if value.is_object() => Ok(value),
-        _ => Err(Box::new(bad_body(
-            "the body must be a JSON object".into(),
-        ))),
+        _ => Err(Box::new(bad_body("the body must be a JSON object".into()))),
     }
 }
 
@@ -543,11 +570,17 @@ mod tests {
     }
 
     fn token(text: &str) -> AdminToken {
-        let yaml = format!("admin_token: {text}\nendpoints: [{{target_host: h, target_port: 1, source_port: 0}}]\n");
+        let yaml = format!(
+            "admin_token: {text}\nendpoints: [{{target_host: h, target_port: 1, source_port: 0}}]\n"
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
         std::fs::write(&path, yaml).unwrap();
-        crate::config::Config::load(&path).unwrap().0.admin_token.unwrap()
+        crate::config::Config::load(&path)
+            .unwrap()
+            .0
+            .admin_token
+            .unwrap()
     }
 
     #[test]
@@ -589,7 +622,12 @@ mod tests {
 
     #[test]
     fn modes_round_trip_through_the_atomic() {
-        for mode in [Mode::Record, Mode::Replay, Mode::RecordMissing, Mode::Passthrough] {
+        for mode in [
+            Mode::Record,
+            Mode::Replay,
+            Mode::RecordMissing,
+            Mode::Passthrough,
+        ] {
             assert_eq!(mode_from_u8(mode_to_u8(mode)), mode);
         }
     }

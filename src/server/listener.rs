@@ -177,7 +177,9 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let mut late = tokio::task::JoinSet::new();
     let accepting = async {
         while let Some((index, stream)) = conn_rx.recv().await {
-            let Some((slot, stream)) = slots.admit(index, stream) else { continue };
+            let Some((slot, stream)) = slots.admit(index, stream) else {
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let connection = connection::Connection {
                 server: server.clone(),
@@ -208,7 +210,10 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     }
     let _ = late_stop_tx.send(true);
     let late_closed = async { while late.join_next().await.is_some() {} };
-    if tokio::time::timeout(LATE_CONNECTIONS_GRACE, late_closed).await.is_err() {
+    if tokio::time::timeout(LATE_CONNECTIONS_GRACE, late_closed)
+        .await
+        .is_err()
+    {
         late.abort_all();
     }
     if let Some(writer) = server.recorder().cloned() {
@@ -223,7 +228,10 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         }
     }
     // After the recordings are closed: the report reads them as they are.
-    let replayed = server.admin.replayed.load(std::sync::atomic::Ordering::Relaxed);
+    let replayed = server
+        .admin
+        .replayed
+        .load(std::sync::atomic::Ordering::Relaxed);
     let reporter = server.clone();
     tokio::task::spawn_blocking(move || reporter.report_unused(replayed))
         .await

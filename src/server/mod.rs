@@ -468,17 +468,19 @@ impl Server {
         if let Some(refused) = refuse_request_form(request) {
             return Err(Box::new(refused));
         }
-        let session = self.session_name(endpoint.index, request.headers()).map_err(|error| {
-            Box::new(error_response(
-                StatusCode::BAD_REQUEST,
-                "client",
-                "bad-test-name",
-                endpoint
-                    .redactor
-                    .redact_str(&error.to_string())
-                    .into_owned(),
-            ))
-        })?;
+        let session = self
+            .session_name(endpoint.index, request.headers())
+            .map_err(|error| {
+                Box::new(error_response(
+                    StatusCode::BAD_REQUEST,
+                    "client",
+                    "bad-test-name",
+                    endpoint
+                        .redactor
+                        .redact_str(&error.to_string())
+                        .into_owned(),
+                ))
+            })?;
         // A WebSocket upgrade is identified like any request; its IO is
         // taken here, before the request is split.
         let mut upgrade = None;
@@ -536,7 +538,13 @@ impl Server {
         } = found
         {
             return self
-                .answer_hit(endpoint, admitted, &parts, (recording, &state.usage), location)
+                .answer_hit(
+                    endpoint,
+                    admitted,
+                    &parts,
+                    (recording, &state.usage),
+                    location,
+                )
                 .await;
         }
         state.usage.note_miss(endpoint.index);
@@ -608,7 +616,13 @@ impl Server {
                     ..
                 } => {
                     return self
-                        .answer_hit(endpoint, admitted, &parts, (recording, &state.usage), location)
+                        .answer_hit(
+                            endpoint,
+                            admitted,
+                            &parts,
+                            (recording, &state.usage),
+                            location,
+                        )
                         .await;
                 }
                 // Not recorded yet: upstream, and recorded.

@@ -435,7 +435,11 @@ impl Server {
         let mut reports = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for (name, session) in &live {
-            reports.extend(reports_of(name, session.recording(), Some(session.as_ref())));
+            reports.extend(reports_of(
+                name,
+                session.recording(),
+                Some(session.as_ref()),
+            ));
             seen.insert(name.clone());
         }
         for (name, path) in recorded_sessions(&self.options.recording_dir) {

@@ -35,7 +35,8 @@ async fn echo_upstream(delay: Duration) -> u16 {
 async fn record(dir: &Path, port: u16, requests: &[(&str, &str)]) {
     let ouli = Ouli::start("record", dir, &config(port, ""));
     for (session, path) in requests {
-        let (status, _, body) = send_text(&ouli.addr, "GET", path, &[("Test-Name", session)], "").await;
+        let (status, _, body) =
+            send_text(&ouli.addr, "GET", path, &[("Test-Name", session)], "").await;
         assert_eq!(status, 200, "{body}");
     }
     ouli.stop().assert_success();
@@ -96,27 +97,56 @@ async fn the_unused_report_lists_what_a_replay_never_served() {
     assert_eq!(t1["served"], 1);
     assert_eq!(t1["misses"], 1);
     let file = t1["file"].as_str().unwrap();
-    assert!(file.starts_with('/') && file.ends_with("/t1.ouli"), "{file}");
+    assert!(
+        file.starts_with('/') && file.ends_with("/t1.ouli"),
+        "{file}"
+    );
     let chains = t1["chains"].as_array().unwrap();
     assert_eq!(chains.len(), 3, "{t1}");
     let a = chains.iter().find(|c| c["request"] == "GET /a").unwrap();
-    assert_eq!((a["position"].as_u64(), a["length"].as_u64()), (Some(1), Some(1)));
-    let b = chains.iter().find(|c| c["request"] == "GET /b?q=1").unwrap();
+    assert_eq!(
+        (a["position"].as_u64(), a["length"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let b = chains
+        .iter()
+        .find(|c| c["request"] == "GET /b?q=1")
+        .unwrap();
     assert_eq!(b["position"], 0);
     // Recorded, never touched in this run: listed with served 0.
     let t2 = session(&sessions, "t2");
-    assert_eq!((t2["interactions"].as_u64(), t2["served"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(
+        (t2["interactions"].as_u64(), t2["served"].as_u64()),
+        (Some(1), Some(0))
+    );
 
     let (status, one) = get_json(&addr, "/__ouli/sessions/t1").await;
     assert_eq!(status, 200);
     let list = one["interaction_list"].as_array().unwrap();
     let listed: Vec<_> = list
         .iter()
-        .map(|e| (e["ordinal"].as_u64().unwrap(), e["path"].as_str().unwrap(), e["served"].as_bool().unwrap()))
+        .map(|e| {
+            (
+                e["ordinal"].as_u64().unwrap(),
+                e["path"].as_str().unwrap(),
+                e["served"].as_bool().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(listed, [(1, "/a", true), (2, "/b?q=1", false), (3, "/c", false)]);
-    assert!(list.iter().all(|e| e["method"] == "GET" && e["status"] == 200));
-    let unused: Vec<_> = one["unused"].as_array().unwrap().iter().map(|e| e["ordinal"].as_u64().unwrap()).collect();
+    assert_eq!(
+        listed,
+        [(1, "/a", true), (2, "/b?q=1", false), (3, "/c", false)]
+    );
+    assert!(
+        list.iter()
+            .all(|e| e["method"] == "GET" && e["status"] == 200)
+    );
+    let unused: Vec<_> = one["unused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["ordinal"].as_u64().unwrap())
+        .collect();
     assert_eq!(unused, [2, 3]);
     let (status, missing) = get_json(&addr, "/__ouli/sessions/never-recorded").await;
     assert_eq!(status, 404, "{missing}");
@@ -126,8 +156,16 @@ async fn the_unused_report_lists_what_a_replay_never_served() {
     let written: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     let t1 = session(&written, "t1");
-    assert_eq!((t1["interactions"].as_u64(), t1["served"].as_u64()), (Some(3), Some(1)));
-    let paths: Vec<_> = t1["unused"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        (t1["interactions"].as_u64(), t1["served"].as_u64()),
+        (Some(3), Some(1))
+    );
+    let paths: Vec<_> = t1["unused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
     assert_eq!(paths, ["/b?q=1", "/c"]);
     assert_eq!(t1["unused"][0]["ordinal"], 2);
     assert_eq!(t1["unused"][0]["status"], 200);
@@ -139,7 +177,10 @@ async fn the_unused_report_lists_what_a_replay_never_served() {
         log.contains("unused: session t1 endpoint 0: 2 of 3 recorded interactions never served: GET /b?q=1, GET /c"),
         "{log}"
     );
-    assert!(log.contains("unused: session t2 endpoint 0: 1 of 1"), "{log}");
+    assert!(
+        log.contains("unused: session t2 endpoint 0: 1 of 1"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -173,28 +214,47 @@ async fn the_mode_switches_under_concurrent_traffic_and_a_miss_is_recorded() {
             served
         }));
     }
-    let (status, switched) = send_json(&addr, "PUT", "/__ouli/mode", r#"{"mode":"record-missing"}"#).await;
+    let (status, switched) =
+        send_json(&addr, "PUT", "/__ouli/mode", r#"{"mode":"record-missing"}"#).await;
     assert_eq!(status, 200, "{switched}");
-    assert_eq!(switched, serde_json::json!({"mode": "record-missing", "previous": "replay"}));
+    assert_eq!(
+        switched,
+        serde_json::json!({"mode": "record-missing", "previous": "replay"})
+    );
     let (status, _, fresh) = send_text(&addr, "GET", "/new", &[("Test-Name", "s")], "").await;
     assert_eq!(status, 200, "{fresh}");
-    assert!(fresh.starts_with("call ") && fresh.contains("/new"), "{fresh}");
+    assert!(
+        fresh.starts_with("call ") && fresh.contains("/new"),
+        "{fresh}"
+    );
     // On disk before the switch back (the append follows the answer).
     let file = dir.path().join("recordings/s.ouli");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while crate::support::files::interactions(&file).len() < 2 {
-        assert!(std::time::Instant::now() < deadline, "/new was not recorded");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/new was not recorded"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (status, back) = send_json(&addr, "PUT", "/__ouli/mode", r#"{"mode":"replay"}"#).await;
-    assert_eq!((status, back), (200, serde_json::json!({"mode": "replay", "previous": "record-missing"})));
+    assert_eq!(
+        (status, back),
+        (
+            200,
+            serde_json::json!({"mode": "replay", "previous": "record-missing"})
+        )
+    );
     let upstream_calls = calls.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(upstream_calls, before + 1, "only /new went upstream");
     // Replayed now, from what record-missing recorded; upstream untouched.
     let headers = [("Test-Name", "s"), ("x-ouli-chain-reset", "1")];
     let (status, _, replayed) = send_text(&addr, "GET", "/new", &headers, "").await;
     assert_eq!((status, replayed.as_str()), (200, fresh.as_str()));
-    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), upstream_calls);
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        upstream_calls
+    );
     // A miss in replay again is a miss.
     let (status, _, _) = send_text(&addr, "GET", "/newer", &[("Test-Name", "s")], "").await;
     assert_eq!(status, 404);
@@ -225,21 +285,37 @@ async fn the_mode_switches_under_concurrent_traffic_and_a_miss_is_recorded() {
 async fn record_missing_without_a_writable_dir_is_refused_with_409() {
     let dir = tempfile::tempdir().unwrap();
     let port = echo_upstream(Duration::ZERO).await;
-    let ouli = Ouli::start("replay", dir.path(), &config(port, ""));
+    let ouli = Start::new("replay", dir.path(), &config(port, ""))
+        .create_recording_dir()
+        .spawn();
     let addr = ouli.addr.clone();
     // A file where the recording dir was: nobody, root included, can write
     // recordings there.
     let recordings = dir.path().join("recordings");
     std::fs::remove_dir_all(&recordings).unwrap();
     std::fs::write(&recordings, b"").unwrap();
-    let (status, refused) = send_json(&addr, "PUT", "/__ouli/mode", r#"{"mode":"record-missing"}"#).await;
+    let (status, refused) =
+        send_json(&addr, "PUT", "/__ouli/mode", r#"{"mode":"record-missing"}"#).await;
     assert_eq!(status, 409, "{refused}");
     assert_eq!(refused["error"], "mode-not-switched");
-    assert!(refused["message"].as_str().unwrap().contains("writable recording dir"), "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("writable recording dir"),
+        "{refused}"
+    );
     assert_eq!(get_json(&addr, "/__ouli/mode").await.1["mode"], "replay");
     // Passthrough writes nothing: it switches, and proxies.
-    let (status, switched) = send_json(&addr, "PUT", "/__ouli/mode", r#"{"mode":"passthrough"}"#).await;
-    assert_eq!((status, switched), (200, serde_json::json!({"mode": "passthrough", "previous": "replay"})));
+    let (status, switched) =
+        send_json(&addr, "PUT", "/__ouli/mode", r#"{"mode":"passthrough"}"#).await;
+    assert_eq!(
+        (status, switched),
+        (
+            200,
+            serde_json::json!({"mode": "passthrough", "previous": "replay"})
+        )
+    );
     let (status, _, body) = send_text(&addr, "GET", "/live", &[], "").await;
     assert_eq!((status, body.as_str()), (200, "answer /live"));
     ouli.stop().assert_success();
@@ -252,7 +328,10 @@ async fn the_active_session_serves_requests_that_name_none() {
     record(dir.path(), port, &[("alpha", "/p1"), ("beta", "/p2")]).await;
     let ouli = Ouli::start("replay", dir.path(), &config(port, ""));
     let addr = ouli.addr.clone();
-    assert_eq!(get_json(&addr, "/__ouli/session").await.1, serde_json::json!({"name": null}));
+    assert_eq!(
+        get_json(&addr, "/__ouli/session").await.1,
+        serde_json::json!({"name": null})
+    );
     // Requests that name their own session, all along.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let named = {
@@ -269,8 +348,14 @@ async fn the_active_session_serves_requests_that_name_none() {
         })
     };
     let (status, set) = send_json(&addr, "PUT", "/__ouli/session", r#"{"name":"alpha"}"#).await;
-    assert_eq!((status, set), (200, serde_json::json!({"name": "alpha", "previous": null})));
-    assert_eq!(get_json(&addr, "/__ouli/session").await.1, serde_json::json!({"name": "alpha"}));
+    assert_eq!(
+        (status, set),
+        (200, serde_json::json!({"name": "alpha", "previous": null}))
+    );
+    assert_eq!(
+        get_json(&addr, "/__ouli/session").await.1,
+        serde_json::json!({"name": "alpha"})
+    );
     let (status, _, body) = send_text(&addr, "GET", "/p1", &[], "").await;
     assert_eq!((status, body.as_str()), (200, "answer /p1"));
     // alpha has no /p2: the miss names alpha.
@@ -280,7 +365,8 @@ async fn the_active_session_serves_requests_that_name_none() {
     assert_eq!(miss["session"], "alpha", "{miss}");
     // A bad name: the same error as a bad Test-Name header.
     let (status, bad) = send_json(&addr, "PUT", "/__ouli/session", r#"{"name":"../up"}"#).await;
-    let (header_status, _, header_bad) = send_text(&addr, "GET", "/p1", &[("Test-Name", "../up")], "").await;
+    let (header_status, _, header_bad) =
+        send_text(&addr, "GET", "/p1", &[("Test-Name", "../up")], "").await;
     let header_bad: serde_json::Value = serde_json::from_str(&header_bad).unwrap();
     assert_eq!((status, header_status), (400, 400));
     assert_eq!(bad["error"], "bad-test-name");
@@ -288,11 +374,17 @@ async fn the_active_session_serves_requests_that_name_none() {
     assert_eq!(bad["message"], header_bad["message"]);
     assert_eq!(get_json(&addr, "/__ouli/session").await.1["name"], "alpha");
     let (status, cleared) = send_json(&addr, "DELETE", "/__ouli/session", "").await;
-    assert_eq!((status, cleared), (200, serde_json::json!({"name": null, "previous": "alpha"})));
+    assert_eq!(
+        (status, cleared),
+        (200, serde_json::json!({"name": null, "previous": "alpha"}))
+    );
     // Back to the default session, which has no recording.
     let (status, _, miss) = send_text(&addr, "GET", "/p1", &[], "").await;
     assert_eq!(status, 404);
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&miss).unwrap()["session"], "default");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&miss).unwrap()["session"],
+        "default"
+    );
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     assert!(named.await.unwrap() > 0);
     ouli.stop().assert_success();
@@ -305,7 +397,10 @@ async fn ready_turns_503_at_sigterm_while_a_slow_request_finishes() {
     record(dir.path(), port, &[("s", "/slow")]).await;
     let ouli = Ouli::start("replay", dir.path(), &config(port, ""));
     let addr = ouli.addr.clone();
-    assert_eq!(get_json(&addr, "/__ouli/ready").await, (200, serde_json::json!({"ready": true})));
+    assert_eq!(
+        get_json(&addr, "/__ouli/ready").await,
+        (200, serde_json::json!({"ready": true}))
+    );
     // Paced as recorded: its head waits the recorded 2.5 s.
     let slow = {
         let addr = addr.clone();
@@ -316,14 +411,23 @@ async fn ready_turns_503_at_sigterm_while_a_slow_request_finishes() {
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pid = ouli.pid().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     let drained = loop {
         let (status, body) = get_json(&addr, "/__ouli/ready").await;
         if status == 503 {
             break body;
         }
-        assert!(std::time::Instant::now() < deadline, "ready stayed {status}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ready stayed {status}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(drained, serde_json::json!({"ready": false}));
@@ -340,7 +444,8 @@ async fn the_profile_route_answers_as_the_build_allows() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("recordings")).unwrap();
     let ouli = Ouli::start("replay", dir.path(), &config(1, ""));
-    let (status, _, body) = send_text(&ouli.addr, "GET", "/__ouli/debug/pprof?seconds=1", &[], "").await;
+    let (status, _, body) =
+        send_text(&ouli.addr, "GET", "/__ouli/debug/pprof?seconds=1", &[], "").await;
     if cfg!(feature = "profiling") {
         assert_eq!(status, 200, "{body}");
     } else {
@@ -399,8 +504,10 @@ fn a_peer_off_loopback_needs_the_admin_token() {
         assert!(ouli.addr.starts_with(OFF_LOOPBACK), "{}", ouli.addr);
         let ask = |method: &str, path: &str, auth: Option<&str>, body: &str| {
             let header = auth.map(|token| format!("Bearer {token}"));
-            let headers: Vec<(&str, &str)> =
-                header.iter().map(|h| ("Authorization", h.as_str())).collect();
+            let headers: Vec<(&str, &str)> = header
+                .iter()
+                .map(|h| ("Authorization", h.as_str()))
+                .collect();
             crate::support::raw::request(&ouli.addr, method, path, &headers, body)
         };
         for (method, path, body) in [

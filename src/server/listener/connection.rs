@@ -263,7 +263,11 @@ async fn answer(
     peer: Option<std::net::IpAddr>,
 ) -> Response<ResponseBody> {
     // The admin API decides by the peer (`admin.rs`).
-    if request.uri().path().starts_with(super::super::CONTROL_PREFIX) {
+    if request
+        .uri()
+        .path()
+        .starts_with(super::super::CONTROL_PREFIX)
+    {
         return server.admin(index, request, held, peer).await;
     }
     server.handle(index, request, held).await
