@@ -645,7 +645,7 @@ impl Server {
     /// Whether every request is answered from the recordings (replay
     /// mode): the replay lane's condition (`listener/replay_lane.rs`).
     fn replays_only(&self) -> bool {
-        matches!(self.side, Side::Replay)
+        self.proxy_now().is_none()
     }
 
     /// How `endpoint`'s answers are paced when a request does not say.
@@ -658,17 +658,19 @@ impl Server {
         path == "/__ouli/health" || self.endpoints[endpoint].health.as_deref() == Some(path)
     }
 
-    /// The replay lane's identify stage for a request with no body: its
-    /// session and hashed canonical form, as `admit` and `identify` make
-    /// them; `None` for a request they would refuse (the stages answer it).
+    /// The replay lane's identify stage for a request with no body: the
+    /// session its header names (none: the endpoint's active or default
+    /// session, resolved per request) and its hashed canonical form, as
+    /// `admit` and `identify` make them; `None` for a request they would
+    /// refuse (the stages answer it).
     fn lane_identify(
         &self,
         endpoint: usize,
         method: &str,
         path_and_query: &str,
         headers: &http::HeaderMap,
-    ) -> Option<(SessionName, HashedCanonical)> {
-        let session = self.session_name(headers).ok()?;
+    ) -> Option<(Option<SessionName>, HashedCanonical)> {
+        let session = self.header_session(headers).ok()?;
         let head = RequestHead {
             method: method.as_bytes(),
             path_and_query: path_and_query.as_bytes(),

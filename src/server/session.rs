@@ -76,18 +76,33 @@ impl Server {
         endpoint: usize,
         headers: &HeaderMap,
     ) -> Result<SessionName, crate::session_name::SessionNameError> {
+        match self.header_session(headers)? {
+            Some(name) => Ok(name),
+            None => Ok(self.session_without_header(endpoint)),
+        }
+    }
+
+    /// The session a request's own header names, if it names one.
+    pub(super) fn header_session(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<Option<SessionName>, crate::session_name::SessionNameError> {
         let configured = self.options.config.session_header.as_deref();
         let value = ["test-name", "x-ouli-test-name"]
             .into_iter()
             .chain(configured)
             .find_map(|name| headers.get(name));
-        match value {
-            Some(value) => SessionName::parse_bytes(value.as_bytes()),
-            None => Ok(self
-                .admin
-                .active_session(endpoint)
-                .unwrap_or_else(SessionName::default_session)),
-        }
+        value
+            .map(|value| SessionName::parse_bytes(value.as_bytes()))
+            .transpose()
+    }
+
+    /// The session of a request that names none: the endpoint's active
+    /// session, else the default one.
+    pub(super) fn session_without_header(&self, endpoint: usize) -> SessionName {
+        self.admin
+            .active_session(endpoint)
+            .unwrap_or_else(SessionName::default_session)
     }
 
     /// The session's state, opened at its first request. A new session is

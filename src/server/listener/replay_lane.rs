@@ -85,7 +85,8 @@ pub(super) fn serves(server: &Server, endpoint: usize) -> bool {
 /// What the lane remembers of one request head.
 struct Remembered {
     head: Box<[u8]>,
-    session: SessionName,
+    /// The session its header names; `None`: the active or default one.
+    session: Option<SessionName>,
     hashed: HashedCanonical,
     head_request: bool,
 }
@@ -194,30 +195,39 @@ impl<'a> Lane<'a> {
         let Some(remembered) = self.identified(request) else {
             return Served::NotLane;
         };
-        let (session, hashed, head_request) = (
-            &remembered.session,
-            &remembered.hashed,
-            remembered.head_request,
-        );
-        let Ok(state) = self.server.session(session) else {
+        // The mode can change at run time (`admin.rs`): a proxy mode's
+        // requests are the stages'.
+        if !self.server.replays_only() {
+            return Served::NotLane;
+        }
+        let (hashed, head_request) = (&remembered.hashed, remembered.head_request);
+        let Ok(state) = (match &remembered.session {
+            Some(session) => self.server.session(session),
+            None => self
+                .server
+                .session(&self.server.session_without_header(self.endpoint)),
+        }) else {
             return Served::NotLane;
         };
-        let (recording, location) = match lookup(&state, hashed, false, Policy::Replay) {
+        let (recording, location, hit) = match lookup(&state, hashed, false, Policy::Replay) {
             Lookup::Hit {
                 recording,
                 location,
                 ..
-            } => (recording, location),
+            } => (recording, location, true),
             Lookup::Exhausted {
                 recording, last, ..
             } if self.server.options.config.on_chain_exhausted == ExhaustedPolicy::RepeatLast => {
-                (recording, last)
+                (recording, last, false)
             }
             // The stages answer misses (nothing was taken: a miss commits
             // no step in replay).
             Lookup::Exhausted { .. } | Lookup::Miss { .. } => return Served::NotLane,
         };
         let view = recording.read(location);
+        if let (true, Ok(view)) = (hit, &view) {
+            state.usage.mark_served(view.ordinal());
+        }
         let key = (std::ptr::from_ref(recording) as usize, location.offset);
         let (written, close) = match (&view, self.cached_head(&state, key, head_request)) {
             (Ok(view), Some(head)) => (
