@@ -104,6 +104,11 @@ pub struct ServeArgs {
     /// temporary directory. The ready line names it (`ca=PATH`).
     #[arg(long, value_name = "FILE")]
     pub tls_ca_out: Option<PathBuf>,
+    /// Port of the first endpoint's listener, overriding its `source_port`
+    /// (0: a free port, named by the ready line). The other endpoints keep
+    /// theirs.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -241,6 +246,30 @@ pub enum RawCommand {
     /// Write recordings in another format.
     #[command(subcommand)]
     Export(ExportCommand),
+    // Shell conveniences, generated from these definitions (write_completions,
+    // write_man) so that they never drift from --help.
+    /// Print a shell completion script to stdout.
+    #[command(after_help = "Example:\n    ouli completions bash > ~/.local/share/bash-completion/completions/ouli\n    \
+                            ouli completions zsh > ~/.zfunc/_ouli\n    \
+                            ouli completions fish > ~/.config/fish/completions/ouli.fish\n\n\
+                            Exit codes: 0 printed, 2 usage error.")]
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print the manual page (roff, man(7)) to stdout.
+    #[command(after_help = "Example:\n    ouli man > ouli.1 && man ./ouli.1\n\n\
+                            Exit codes: 0 printed, 2 usage error.")]
+    Man,
+}
+
+/// Shells `ouli completions` writes a script for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Subcommand)]
@@ -343,6 +372,8 @@ pub enum Command {
         session: Option<String>,
         config: Box<Config>,
     },
+    Completions(CompletionShell),
+    Man,
 }
 
 /// Why a command could not start: always the user's to fix (exit 2).
@@ -360,6 +391,10 @@ pub enum CliError {
     RecordingDir { path: PathBuf, why: String },
     #[error("{path}: {why}")]
     Input { path: PathBuf, why: String },
+    #[error(
+        "--port {port}: endpoints[{endpoint}] already listens on it; --port sets endpoints[0]'s source_port"
+    )]
+    Port { port: u16, endpoint: usize },
 }
 
 impl Cli {
@@ -425,6 +460,8 @@ impl Cli {
                 };
                 Ok((Command::Diff { a, b, config, json }, warnings))
             }
+            RawCommand::Completions { shell } => Ok((Command::Completions(shell), Vec::new())),
+            RawCommand::Man => Ok((Command::Man, Vec::new())),
             RawCommand::Export(ExportCommand::Har { src, output }) => {
                 let src = existing(src)?;
                 Ok((Command::ExportHar { src, output }, Vec::new()))
@@ -483,6 +520,9 @@ fn serve(args: ServeArgs, mode: Mode) -> Result<(Command, Vec<String>), CliError
     if let Some(path) = args.tls_ca_out {
         config.tls_ca_out = Some(path);
     }
+    if let Some(port) = args.port {
+        override_first_port(&mut config, port)?;
+    }
     let recording_dir = match mode {
         Mode::Record | Mode::RecordMissing => prepare_writable_dir(&args.recording_dir)?,
         Mode::Replay => existing_dir(&args.recording_dir)?,
@@ -495,6 +535,28 @@ fn serve(args: ServeArgs, mode: Mode) -> Result<(Command, Vec<String>), CliError
         recording_dir,
     };
     Ok((Command::Serve(options), warnings))
+}
+
+/// `--port`: the first endpoint listens on `port`; refused when another
+/// endpoint already has it (two listeners cannot share a port).
+fn override_first_port(config: &mut Config, port: u16) -> Result<(), CliError> {
+    if port != 0
+        && let Some(other) = config
+            .endpoints
+            .iter()
+            .skip(1)
+            .position(|endpoint| endpoint.source_port == port)
+    {
+        return Err(CliError::Port {
+            port,
+            endpoint: other + 1,
+        });
+    }
+    // The config always has at least one endpoint (checked by its loader).
+    if let Some(first) = config.endpoints.first_mut() {
+        first.source_port = port;
+    }
+    Ok(())
 }
 
 /// `--config` as given, else the first default name present in the current dir.
@@ -598,6 +660,26 @@ pub fn write_import_report(
         "{} file(s) converted, {skipped} skipped, {notes} note(s)",
         report.converted.len()
     )
+}
+
+// ---------------------------------------------------------------------------
+// Completions and the manual page: generated from the clap definitions.
+
+/// `ouli completions SHELL`: the completion script, for the name `ouli`.
+pub fn write_completions(shell: CompletionShell, out: &mut dyn Write) {
+    let shell = match shell {
+        CompletionShell::Bash => clap_complete::Shell::Bash,
+        CompletionShell::Zsh => clap_complete::Shell::Zsh,
+        CompletionShell::Fish => clap_complete::Shell::Fish,
+    };
+    let mut command = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut command, "ouli", out);
+}
+
+/// `ouli man`: ouli(1) in roff, with a SUBCOMMANDS section listing each.
+pub fn write_man(out: &mut dyn Write) -> std::io::Result<()> {
+    let command = <Cli as clap::CommandFactory>::command();
+    clap_mangen::Man::new(command).render(out)
 }
 
 // ---------------------------------------------------------------------------
