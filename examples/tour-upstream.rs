@@ -67,7 +67,11 @@ async fn serve(port: u16) -> Result<(), Box<dyn std::error::Error>> {
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        writeln!(out, "tour-upstream listening addr={}", listener.local_addr()?)?;
+        writeln!(
+            out,
+            "tour-upstream listening addr={}",
+            listener.local_addr()?
+        )?;
         out.flush()?;
     }
     let steps: Steps = Arc::default();
@@ -83,7 +87,10 @@ async fn serve(port: u16) -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-async fn answer(request: http::Request<Incoming>, steps: Steps) -> Result<Response<Body>, Infallible> {
+async fn answer(
+    request: http::Request<Incoming>,
+    steps: Steps,
+) -> Result<Response<Body>, Infallible> {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or("").to_owned();
@@ -93,18 +100,31 @@ async fn answer(request: http::Request<Incoming>, steps: Steps) -> Result<Respon
         .await
     {
         Ok(collected) => collected.to_bytes(),
-        Err(_) => return Ok(json(StatusCode::PAYLOAD_TOO_LARGE, r#"{"error":"body too large"}"#.into())),
+        Err(_) => {
+            return Ok(json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                r#"{"error":"body too large"}"#.into(),
+            ));
+        }
     };
     Ok(match (&method, path.as_str()) {
         (&Method::GET, "/v1/items") => json(StatusCode::OK, items().to_string()),
-        (&Method::GET, item) if item.starts_with("/v1/items/") => one_item(&item["/v1/items/".len()..]),
+        (&Method::GET, item) if item.starts_with("/v1/items/") => {
+            one_item(&item["/v1/items/".len()..])
+        }
         (&Method::POST, "/v1/echo") => echo(&body),
         (&Method::GET, "/v1/steps") => {
             let step = next_step(&steps, &session);
-            json(StatusCode::OK, serde_json::json!({"session": session, "step": step}).to_string())
+            json(
+                StatusCode::OK,
+                serde_json::json!({"session": session, "step": step}).to_string(),
+            )
         }
         (&Method::GET, "/v1/stream") => stream(&query),
-        _ => json(StatusCode::NOT_FOUND, serde_json::json!({"error": "no such endpoint", "path": path}).to_string()),
+        _ => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": "no such endpoint", "path": path}).to_string(),
+        ),
     })
 }
 
@@ -125,24 +145,37 @@ fn items() -> serde_json::Value {
 }
 
 fn one_item(id: &str) -> Response<Body> {
-    let found = items()
-        .as_array()
-        .and_then(|all| all.iter().find(|item| item["id"].to_string() == id).cloned());
+    let found = items().as_array().and_then(|all| {
+        all.iter()
+            .find(|item| item["id"].to_string() == id)
+            .cloned()
+    });
     match found {
         Some(item) => json(StatusCode::OK, item.to_string()),
-        None => json(StatusCode::NOT_FOUND, serde_json::json!({"error": "no such item", "id": id}).to_string()),
+        None => json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({"error": "no such item", "id": id}).to_string(),
+        ),
     }
 }
 
 fn echo(body: &[u8]) -> Response<Body> {
     match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(value) => json(StatusCode::OK, serde_json::json!({"received": value}).to_string()),
-        Err(error) => json(StatusCode::BAD_REQUEST, serde_json::json!({"error": error.to_string()}).to_string()),
+        Ok(value) => json(
+            StatusCode::OK,
+            serde_json::json!({"received": value}).to_string(),
+        ),
+        Err(error) => json(
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({"error": error.to_string()}).to_string(),
+        ),
     }
 }
 
 fn next_step(steps: &Steps, session: &str) -> u64 {
-    let mut steps = steps.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut steps = steps
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     if steps.len() >= SESSIONS_MAX && !steps.contains_key(session) {
         steps.clear();
     }
@@ -158,8 +191,14 @@ fn query_number(query: &str, key: &str) -> Option<u64> {
 }
 
 fn stream(query: &str) -> Response<Body> {
-    let count = query_number(query, "count").unwrap_or(3).min(u64::from(STREAM_EVENTS_MAX));
-    let gap = Duration::from_millis(query_number(query, "gap_ms").unwrap_or(100).min(STREAM_GAP_MS_MAX));
+    let count = query_number(query, "count")
+        .unwrap_or(3)
+        .min(u64::from(STREAM_EVENTS_MAX));
+    let gap = Duration::from_millis(
+        query_number(query, "gap_ms")
+            .unwrap_or(100)
+            .min(STREAM_GAP_MS_MAX),
+    );
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(4);
     tokio::spawn(async move {
         for n in 1..=count {
@@ -175,17 +214,19 @@ fn stream(query: &str) -> Response<Body> {
     let mut rx = rx;
     let events = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let mut response = Response::new(BodyExt::boxed(StreamBody::new(events)));
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/event-stream"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
     response
 }
 
 fn json(status: StatusCode, body: String) -> Response<Body> {
     let mut response = Response::new(BodyExt::boxed(Full::new(Bytes::from(body))));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     response
 }

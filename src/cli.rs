@@ -249,10 +249,12 @@ pub enum RawCommand {
     // Shell conveniences, generated from these definitions (write_completions,
     // write_man) so that they never drift from --help.
     /// Print a shell completion script to stdout.
-    #[command(after_help = "Example:\n    ouli completions bash > ~/.local/share/bash-completion/completions/ouli\n    \
+    #[command(
+        after_help = "Example:\n    ouli completions bash > ~/.local/share/bash-completion/completions/ouli\n    \
                             ouli completions zsh > ~/.zfunc/_ouli\n    \
                             ouli completions fish > ~/.config/fish/completions/ouli.fish\n\n\
-                            Exit codes: 0 printed, 2 usage error.")]
+                            Exit codes: 0 printed, 2 usage error."
+    )]
     Completions {
         /// The shell to complete for.
         #[arg(value_enum)]

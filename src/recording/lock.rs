@@ -126,7 +126,9 @@ fn write_holder(file: &mut File) -> std::io::Result<()> {
 /// The holder's pid, if its lock file says (it may not have written it yet).
 fn read_holder(file: &mut File) -> Option<u32> {
     let mut text = String::new();
-    std::io::Read::take(&mut *file, HOLDER_BYTES_MAX).read_to_string(&mut text).ok()?;
+    std::io::Read::take(&mut *file, HOLDER_BYTES_MAX)
+        .read_to_string(&mut text)
+        .ok()?;
     text.trim().parse().ok()
 }
 

@@ -351,7 +351,12 @@ fn completions_for_each_shell_name_the_subcommands() {
         ("fish", "complete -c ouli"),
     ] {
         let output = ouli(&["completions", shell], dir.path());
-        assert_eq!(output.status.code(), Some(0), "{shell}: {}", stderr(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{shell}: {}",
+            stderr(&output)
+        );
         let script = stdout(&output);
         assert!(script.contains(marker), "{shell}: no {marker:?}: {script}");
         for subcommand in SUBCOMMANDS {
@@ -441,7 +446,13 @@ fn port_flag_overrides_the_first_endpoints_source_port() {
     write(dir.path(), "ouli.yaml", &yaml);
     std::fs::create_dir_all(dir.path().join("r")).unwrap();
     let clash = ouli(
-        &["replay", "--recording-dir", "r", "--port", &second.to_string()],
+        &[
+            "replay",
+            "--recording-dir",
+            "r",
+            "--port",
+            &second.to_string(),
+        ],
         dir.path(),
     );
     assert_refused(&clash, &[&format!("--port {second}"), "endpoints[1]"]);
@@ -452,10 +463,9 @@ fn port_flag_overrides_the_first_endpoints_source_port() {
 fn warning_log(dir: &Path, env: &[(&str, &str)], terminal: bool) -> String {
     let mut command = if terminal {
         let mut script = Command::new("script");
-        script.args(["-q", "-e", "-c"]).arg(format!(
-            "'{OULI}' import test-server old new-{}",
-            env.len()
-        ));
+        script
+            .args(["-q", "-e", "-c"])
+            .arg(format!("'{OULI}' import test-server old new-{}", env.len()));
         script.arg("/dev/null");
         script
     } else {
@@ -473,7 +483,10 @@ fn warning_log(dir: &Path, env: &[(&str, &str)], terminal: bool) -> String {
     let output = command.output().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let text = format!("{}{}", stdout(&output), stderr(&output));
-    assert!(text.contains("not_an_ouli_key"), "no warning logged: {text}");
+    assert!(
+        text.contains("not_an_ouli_key"),
+        "no warning logged: {text}"
+    );
     text
 }
 
@@ -495,10 +508,16 @@ fn logs_carry_no_colour_escapes_when_piped_or_with_no_color() {
     }
     // At a terminal, colour (so the checks above are not vacuous) ...
     let terminal = warning_log(dir.path(), &[], true);
-    assert!(terminal.contains("\x1b["), "no colour at a terminal: {terminal:?}");
+    assert!(
+        terminal.contains("\x1b["),
+        "no colour at a terminal: {terminal:?}"
+    );
     // ... unless NO_COLOR says otherwise; an empty NO_COLOR does not.
     let terminal = warning_log(dir.path(), &[("NO_COLOR", "1")], true);
-    assert!(!terminal.contains("\x1b["), "NO_COLOR ignored: {terminal:?}");
+    assert!(
+        !terminal.contains("\x1b["),
+        "NO_COLOR ignored: {terminal:?}"
+    );
     let terminal = warning_log(dir.path(), &[("NO_COLOR", ""), ("X", "")], true);
     assert!(terminal.contains("\x1b["), "empty NO_COLOR: {terminal:?}");
 }

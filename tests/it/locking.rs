@@ -46,7 +46,10 @@ async fn a_second_record_process_is_refused_a_session_the_first_writes() {
 
     let stopped = first.stop();
     stopped.assert_success();
-    assert!(file.is_file(), "the first writer's recording is not in place");
+    assert!(
+        file.is_file(),
+        "the first writer's recording is not in place"
+    );
     assert!(
         !recordings.join("locked/one.ouli.lock").exists(),
         "the first writer left its lock file"
