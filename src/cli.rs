@@ -260,10 +260,16 @@ pub enum RawCommand {
         #[arg(value_enum)]
         shell: CompletionShell,
     },
-    /// Print the manual page (roff, man(7)) to stdout.
-    #[command(after_help = "Example:\n    ouli man > ouli.1 && man ./ouli.1\n\n\
-                            Exit codes: 0 printed, 2 usage error.")]
-    Man,
+    /// Print a manual page (roff, man(7)) to stdout: ouli(1), or with a
+    /// subcommand's name that subcommand's page (ouli-record(1), ...).
+    #[command(after_help = "Example:\n    ouli man > ouli.1 && man ./ouli.1\n    \
+                            ouli man record > ouli-record.1\n    \
+                            ouli man import har > ouli-import-har.1\n\n\
+                            Exit codes: 0 printed, 2 usage error (no such subcommand).")]
+    Man {
+        /// The subcommand (and its subcommand) whose page to print.
+        subcommand: Vec<String>,
+    },
 }
 
 /// Shells `ouli completions` writes a script for.
@@ -375,7 +381,7 @@ pub enum Command {
         config: Box<Config>,
     },
     Completions(CompletionShell),
-    Man,
+    Man(Box<clap::Command>),
 }
 
 /// Why a command could not start: always the user's to fix (exit 2).
@@ -463,7 +469,9 @@ impl Cli {
                 Ok((Command::Diff { a, b, config, json }, warnings))
             }
             RawCommand::Completions { shell } => Ok((Command::Completions(shell), Vec::new())),
-            RawCommand::Man => Ok((Command::Man, Vec::new())),
+            RawCommand::Man { subcommand } => {
+                Ok((Command::Man(Box::new(man_page(&subcommand)?)), Vec::new()))
+            }
             RawCommand::Export(ExportCommand::Har { src, output }) => {
                 let src = existing(src)?;
                 Ok((Command::ExportHar { src, output }, Vec::new()))
@@ -678,9 +686,28 @@ pub fn write_completions(shell: CompletionShell, out: &mut dyn Write) {
     clap_complete::generate(shell, &mut command, "ouli", out);
 }
 
-/// `ouli man`: ouli(1) in roff, with a SUBCOMMANDS section listing each.
-pub fn write_man(out: &mut dyn Write) -> std::io::Result<()> {
-    let command = <Cli as clap::CommandFactory>::command();
+/// The command whose page `ouli man NAME...` prints: ouli itself, or the
+/// subcommand at that path (named `ouli-NAME` in its page, as the
+/// SUBCOMMANDS section of its parent's page refers to it).
+fn man_page(path: &[String]) -> Result<clap::Command, CliError> {
+    let mut command = <Cli as clap::CommandFactory>::command().disable_help_subcommand(true);
+    // Gives each subcommand its display name (`ouli-record`).
+    command.build();
+    for (depth, name) in path.iter().enumerate() {
+        let Some(sub) = command.find_subcommand(name).cloned() else {
+            return Err(CliError::Input {
+                path: PathBuf::from(path[..=depth].join(" ")),
+                why: "no such subcommand (see `ouli --help`)".into(),
+            });
+        };
+        command = sub;
+    }
+    Ok(command)
+}
+
+/// `ouli man [NAME...]`: the page in roff; a page of a command with
+/// subcommands has a SUBCOMMANDS section listing each.
+pub fn write_man(command: clap::Command, out: &mut dyn Write) -> std::io::Result<()> {
     clap_mangen::Man::new(command).render(out)
 }
 

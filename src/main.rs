@@ -121,9 +121,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             stdout.flush()?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Man => {
+        Command::Man(page) => {
             let mut stdout = std::io::stdout().lock();
-            ouli::cli::write_man(&mut stdout)?;
+            ouli::cli::write_man(*page, &mut stdout)?;
             stdout.flush()?;
             Ok(ExitCode::SUCCESS)
         }

@@ -387,7 +387,22 @@ fn man_page_is_roff_naming_the_subcommands() {
             "{subcommand} missing: {page}"
         );
     }
-    // groff, where it is installed, formats it without a warning.
+    assert_roff_clean(&page);
+    // Each page the SUBCOMMANDS section refers to is there.
+    let record = stdout(&ouli(&["man", "record"], dir.path()));
+    assert!(record.contains(".TH ouli\\-record 1"), "{record}");
+    assert!(record.contains("\\-\\-recording\\-dir"), "{record}");
+    assert_roff_clean(&record);
+    let har = stdout(&ouli(&["man", "import", "har"], dir.path()));
+    assert!(har.contains(".TH ouli\\-import\\-har 1"), "{har}");
+    assert_refused(
+        &ouli(&["man", "nope"], dir.path()),
+        &["nope", "no such subcommand"],
+    );
+}
+
+/// groff, where it is installed, formats `page` without a warning.
+fn assert_roff_clean(page: &str) {
     let groff = Command::new("groff")
         .args(["-man", "-Tutf8", "-ww", "-z"])
         .stdin(std::process::Stdio::piped())
