@@ -708,7 +708,9 @@ fn man_page(path: &[String]) -> Result<clap::Command, CliError> {
 /// `ouli man [NAME...]`: the page in roff; a page of a command with
 /// subcommands has a SUBCOMMANDS section listing each.
 pub fn write_man(command: clap::Command, out: &mut dyn Write) -> std::io::Result<()> {
-    clap_mangen::Man::new(command).render(out)
+    // Every page names ouli's version, not the subcommand's name.
+    let source = format!("ouli {}", env!("CARGO_PKG_VERSION"));
+    clap_mangen::Man::new(command).source(source).render(out)
 }
 
 // ---------------------------------------------------------------------------
