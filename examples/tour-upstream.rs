@@ -145,9 +145,10 @@ fn items() -> serde_json::Value {
 }
 
 fn one_item(id: &str) -> Response<Body> {
+    let wanted: Option<u64> = id.parse().ok();
     let found = items().as_array().and_then(|all| {
         all.iter()
-            .find(|item| item["id"].to_string() == id)
+            .find(|item| wanted.is_some() && item["id"].as_u64() == wanted)
             .cloned()
     });
     match found {
