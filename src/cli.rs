@@ -109,6 +109,11 @@ pub struct ServeArgs {
     /// served, and the unused ones) to FILE.
     #[arg(long, value_name = "FILE")]
     pub unused_report: Option<PathBuf>,
+    /// Port of the first endpoint's listener, overriding its `source_port`
+    /// (0: a free port, named by the ready line). The other endpoints keep
+    /// theirs.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -246,6 +251,38 @@ pub enum RawCommand {
     /// Write recordings in another format.
     #[command(subcommand)]
     Export(ExportCommand),
+    // Shell conveniences, generated from these definitions (write_completions,
+    // write_man) so that they never drift from --help.
+    /// Print a shell completion script to stdout.
+    #[command(
+        after_help = "Example:\n    ouli completions bash > ~/.local/share/bash-completion/completions/ouli\n    \
+                            ouli completions zsh > ~/.zfunc/_ouli\n    \
+                            ouli completions fish > ~/.config/fish/completions/ouli.fish\n\n\
+                            Exit codes: 0 printed, 2 usage error."
+    )]
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print a manual page (roff, man(7)) to stdout: ouli(1), or with a
+    /// subcommand's name that subcommand's page (ouli-record(1), ...).
+    #[command(after_help = "Example:\n    ouli man > ouli.1 && man ./ouli.1\n    \
+                            ouli man record > ouli-record.1\n    \
+                            ouli man import har > ouli-import-har.1\n\n\
+                            Exit codes: 0 printed, 2 usage error (no such subcommand).")]
+    Man {
+        /// The subcommand (and its subcommand) whose page to print.
+        subcommand: Vec<String>,
+    },
+}
+
+/// Shells `ouli completions` writes a script for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Subcommand)]
@@ -348,6 +385,8 @@ pub enum Command {
         session: Option<String>,
         config: Box<Config>,
     },
+    Completions(CompletionShell),
+    Man(Box<clap::Command>),
 }
 
 /// Why a command could not start: always the user's to fix (exit 2).
@@ -365,6 +404,10 @@ pub enum CliError {
     RecordingDir { path: PathBuf, why: String },
     #[error("{path}: {why}")]
     Input { path: PathBuf, why: String },
+    #[error(
+        "--port {port}: endpoints[{endpoint}] already listens on it; --port sets endpoints[0]'s source_port"
+    )]
+    Port { port: u16, endpoint: usize },
 }
 
 impl Cli {
@@ -430,6 +473,10 @@ impl Cli {
                 };
                 Ok((Command::Diff { a, b, config, json }, warnings))
             }
+            RawCommand::Completions { shell } => Ok((Command::Completions(shell), Vec::new())),
+            RawCommand::Man { subcommand } => {
+                Ok((Command::Man(Box::new(man_page(&subcommand)?)), Vec::new()))
+            }
             RawCommand::Export(ExportCommand::Har { src, output }) => {
                 let src = existing(src)?;
                 Ok((Command::ExportHar { src, output }, Vec::new()))
@@ -488,6 +535,9 @@ fn serve(args: ServeArgs, mode: Mode) -> Result<(Command, Vec<String>), CliError
     if let Some(path) = args.tls_ca_out {
         config.tls_ca_out = Some(path);
     }
+    if let Some(port) = args.port {
+        override_first_port(&mut config, port)?;
+    }
     let recording_dir = match mode {
         Mode::Record | Mode::RecordMissing => prepare_writable_dir(&args.recording_dir)?,
         Mode::Replay => existing_dir(&args.recording_dir)?,
@@ -512,6 +562,28 @@ fn serve(args: ServeArgs, mode: Mode) -> Result<(Command, Vec<String>), CliError
         unused_report: args.unused_report,
     };
     Ok((Command::Serve(options), warnings))
+}
+
+/// `--port`: the first endpoint listens on `port`; refused when another
+/// endpoint already has it (two listeners cannot share a port).
+fn override_first_port(config: &mut Config, port: u16) -> Result<(), CliError> {
+    if port != 0
+        && let Some(other) = config
+            .endpoints
+            .iter()
+            .skip(1)
+            .position(|endpoint| endpoint.source_port == port)
+    {
+        return Err(CliError::Port {
+            port,
+            endpoint: other + 1,
+        });
+    }
+    // The config always has at least one endpoint (checked by its loader).
+    if let Some(first) = config.endpoints.first_mut() {
+        first.source_port = port;
+    }
+    Ok(())
 }
 
 /// `--config` as given, else the first default name present in the current dir.
@@ -615,6 +687,47 @@ pub fn write_import_report(
         "{} file(s) converted, {skipped} skipped, {notes} note(s)",
         report.converted.len()
     )
+}
+
+// ---------------------------------------------------------------------------
+// Completions and the manual page: generated from the clap definitions.
+
+/// `ouli completions SHELL`: the completion script, for the name `ouli`.
+pub fn write_completions(shell: CompletionShell, out: &mut dyn Write) {
+    let shell = match shell {
+        CompletionShell::Bash => clap_complete::Shell::Bash,
+        CompletionShell::Zsh => clap_complete::Shell::Zsh,
+        CompletionShell::Fish => clap_complete::Shell::Fish,
+    };
+    let mut command = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut command, "ouli", out);
+}
+
+/// The command whose page `ouli man NAME...` prints: ouli itself, or the
+/// subcommand at that path (named `ouli-NAME` in its page, as the
+/// SUBCOMMANDS section of its parent's page refers to it).
+fn man_page(path: &[String]) -> Result<clap::Command, CliError> {
+    let mut command = <Cli as clap::CommandFactory>::command().disable_help_subcommand(true);
+    // Gives each subcommand its display name (`ouli-record`).
+    command.build();
+    for (depth, name) in path.iter().enumerate() {
+        let Some(sub) = command.find_subcommand(name).cloned() else {
+            return Err(CliError::Input {
+                path: PathBuf::from(path[..=depth].join(" ")),
+                why: "no such subcommand (see `ouli --help`)".into(),
+            });
+        };
+        command = sub;
+    }
+    Ok(command)
+}
+
+/// `ouli man [NAME...]`: the page in roff; a page of a command with
+/// subcommands has a SUBCOMMANDS section listing each.
+pub fn write_man(command: clap::Command, out: &mut dyn Write) -> std::io::Result<()> {
+    // Every page names ouli's version, not the subcommand's name.
+    let source = format!("ouli {}", env!("CARGO_PKG_VERSION"));
+    clap_mangen::Man::new(command).source(source).render(out)
 }
 
 // ---------------------------------------------------------------------------

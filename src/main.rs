@@ -115,6 +115,18 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Completions(shell) => {
+            let mut stdout = std::io::stdout().lock();
+            ouli::cli::write_completions(shell, &mut stdout);
+            stdout.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man(page) => {
+            let mut stdout = std::io::stdout().lock();
+            ouli::cli::write_man(*page, &mut stdout)?;
+            stdout.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Verify { path } => {
             let report = ouli::cli::verify(&path)?;
             let mut stdout = std::io::stdout().lock();
@@ -163,13 +175,24 @@ fn init_logging(log: &LogArgs) -> anyhow::Result<()> {
                     .with_default(tracing_subscriber::filter::LevelFilter::INFO)
             }),
     };
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(log_colour());
     let registry = tracing_subscriber::registry().with(filter);
     match log.log_format {
         LogFormat::Text => registry.with(layer).init(),
         LogFormat::Json => registry.with(layer.json()).init(),
     }
     Ok(())
+}
+
+/// Colour escapes in the logs only for a person at a terminal: never when
+/// stderr is a pipe or a file (a CI log, a test harness reading it), nor when
+/// `NO_COLOR` is set to anything but the empty string (no-color.org).
+fn log_colour() -> bool {
+    use std::io::IsTerminal as _;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|value| !value.is_empty());
+    !no_color && std::io::stderr().is_terminal()
 }
 
 /// Parses a comma-separated list of `LEVEL` and `TARGET=LEVEL` directives;

@@ -20,7 +20,7 @@
 
 use crate::interaction::{BodyChunk, HeaderPair, Interaction};
 use crate::recording::secret_scan::SecretScan;
-use crate::recording::{Durability, RecordingError, RecordingWriter};
+use crate::recording::{Durability, RecordingError, RecordingWriter, WriterLock};
 use crate::session_name::SessionName;
 use dashmap::DashMap;
 use std::path::{Path, PathBuf};
@@ -33,10 +33,12 @@ enum SessionWriter {
     /// it failed: the next request tries again).
     Idle,
     /// Appending; `rename_to` is where an interrupted recording resumed by
-    /// record-missing goes when finished.
+    /// record-missing goes when finished. `lock` keeps other ouli processes
+    /// from writing the same recording until it is finished.
     Open {
         writer: RecordingWriter,
         rename_to: Option<PathBuf>,
+        lock: WriterLock,
     },
 }
 
@@ -108,8 +110,12 @@ impl Recorder {
         }
         let path = session.recording_path(&self.recording_dir);
         match off_executor(|| open_writer(&path, self.durability, self.extend_existing)) {
-            Ok((writer, rename_to)) => {
-                *state = SessionWriter::Open { writer, rename_to };
+            Ok((writer, rename_to, lock)) => {
+                *state = SessionWriter::Open {
+                    writer,
+                    rename_to,
+                    lock,
+                };
                 Ok(())
             }
             Err(error) => {
@@ -171,12 +177,20 @@ impl Recorder {
         };
         let mut state = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match std::mem::replace(&mut *state, SessionWriter::Idle) {
-            SessionWriter::Open { writer, .. } if writer.is_empty() => {
+            // The lock is released only once the file is in place (or gone).
+            SessionWriter::Open { writer, lock, .. } if writer.is_empty() => {
                 discard(writer);
+                drop(lock);
                 Ok(None)
             }
-            SessionWriter::Open { writer, rename_to } => {
-                finish_writer(writer, rename_to, self.scan.as_ref()).map(Some)
+            SessionWriter::Open {
+                writer,
+                rename_to,
+                lock,
+            } => {
+                let finished = finish_writer(writer, rename_to, self.scan.as_ref());
+                drop(lock);
+                finished.map(Some)
             }
             SessionWriter::Idle => Ok(None),
         }
@@ -227,25 +241,29 @@ pub(crate) fn off_executor<T>(f: impl FnOnce() -> T) -> T {
 
 /// How a session's writer starts: a fresh recording beside the old one, or
 /// (record-missing) appending to what exists, the complete recording first,
-/// else an interrupted one (renamed into place when finished).
+/// else an interrupted one (renamed into place when finished). The
+/// recording's lock is taken first: nothing is touched while another
+/// process writes it.
 fn open_writer(
     path: &Path,
     durability: Durability,
     extend_existing: bool,
-) -> Result<(RecordingWriter, Option<PathBuf>), RecordingError> {
+) -> Result<(RecordingWriter, Option<PathBuf>, WriterLock), RecordingError> {
+    let lock = WriterLock::acquire(path)?;
     if extend_existing {
         if path.is_file() {
-            return Ok((RecordingWriter::append_to(path, durability)?, None));
+            return Ok((RecordingWriter::append_to(path, durability)?, None, lock));
         }
         let partial = path.with_extension("ouli.partial");
         if partial.is_file() {
             return Ok((
                 RecordingWriter::append_to(&partial, durability)?,
                 Some(path.to_path_buf()),
+                lock,
             ));
         }
     }
-    Ok((RecordingWriter::create(path, durability)?, None))
+    Ok((RecordingWriter::create(path, durability)?, None, lock))
 }
 
 /// A session started (its request was forwarded) but nothing recorded, as

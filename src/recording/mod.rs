@@ -13,10 +13,13 @@
 //!   once per process, falling back to mmap (logged) where the kernel refuses.
 //! * `format.rs` holds the bytes: zerocopy structs, payload encoding, the
 //!   record walker that finds torn tails and steps over damage.
+//! * [`WriterLock`] (`lock.rs`) — one writer per recording across
+//!   processes: an advisory lock on `<session>.ouli.lock`.
 //! * `verify.rs` — `ouli verify`: every record, the index and the footer
 //!   checked, each problem named with its offset.
 
 mod format;
+mod lock;
 mod mmap;
 mod reader;
 pub mod secret_scan;
@@ -27,6 +30,7 @@ mod writer;
 pub use format::{
     FORMAT_VERSION, FORMAT_VERSION_1, FORMAT_VERSION_2, FORMAT_VERSION_OLDEST, MAGIC,
 };
+pub use lock::{LOCK_ATTEMPTS_MAX, WriterLock, lock_path};
 pub use reader::{RecordView, Recording};
 pub use verify::{Damage, Expect, Verified, verify_bytes, verify_file};
 pub use writer::{PendingSync, RecordingWriter, SyncPoint, encode_recording};
@@ -69,6 +73,13 @@ pub enum RecordingError {
     /// removed, not completed.
     #[error("{path}: a secret is in the written recording; it was removed, not completed: {hits}")]
     SecretFound { path: PathBuf, hits: String },
+    /// Another process writes this recording ([`WriterLock`]): the
+    /// operator's to fix (two record runs on one recording dir).
+    #[error(
+        "{path}: recording is held by another ouli process{} (one writer per recording; stop the other record run or give this one another --recording-dir)",
+        holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    Locked { path: PathBuf, holder: Option<u32> },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

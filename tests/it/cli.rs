@@ -324,3 +324,216 @@ fn log_filters_select_by_level_and_target() {
     assert!(import(Some("warn"), Some("error")), "--log-level wins");
     assert!(import(None, Some("=[")), "a bad RUST_LOG means info");
 }
+
+// ---------------------------------------------------------------------------
+// Shell conveniences: completions, the manual page, --port, log colour.
+
+/// The subcommands a user completes or looks up first.
+const SUBCOMMANDS: &[&str] = &[
+    "record",
+    "replay",
+    "record-missing",
+    "passthrough",
+    "inspect",
+    "verify",
+    "show",
+    "diff",
+    "completions",
+    "man",
+];
+
+#[test]
+fn completions_for_each_shell_name_the_subcommands() {
+    let dir = tempfile::tempdir().unwrap();
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef ouli"),
+        ("fish", "complete -c ouli"),
+    ] {
+        let output = ouli(&["completions", shell], dir.path());
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "{shell}: {}",
+            stderr(&output)
+        );
+        let script = stdout(&output);
+        assert!(script.contains(marker), "{shell}: no {marker:?}: {script}");
+        for subcommand in SUBCOMMANDS {
+            assert!(
+                script.contains(subcommand),
+                "{shell}: {subcommand} missing: {script}"
+            );
+        }
+        assert!(script.contains("recording-dir"), "{shell}: no flags");
+    }
+    assert_refused(&ouli(&["completions", "tcsh"], dir.path()), &["tcsh"]);
+}
+
+#[test]
+fn man_page_is_roff_naming_the_subcommands() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = ouli(&["man"], dir.path());
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let page = stdout(&output);
+    assert!(page.starts_with(".ie") || page.starts_with(".TH"), "{page}");
+    assert!(page.contains(".TH ouli 1"), "{page}");
+    for section in [".SH NAME", ".SH SYNOPSIS", ".SH OPTIONS", ".SH SUBCOMMANDS"] {
+        assert!(page.contains(section), "{section} missing: {page}");
+    }
+    for subcommand in SUBCOMMANDS {
+        assert!(
+            page.contains(&format!("ouli\\-{}", subcommand.replace('-', "\\-"))),
+            "{subcommand} missing: {page}"
+        );
+    }
+    assert_roff_clean(&page);
+    // Each page the SUBCOMMANDS section refers to is there.
+    let record = stdout(&ouli(&["man", "record"], dir.path()));
+    assert!(record.contains(".TH ouli-record 1"), "{record}");
+    assert!(record.contains("\"ouli 0.1.0\""), "{record}");
+    assert!(record.contains("\\-\\-recording\\-dir"), "{record}");
+    assert_roff_clean(&record);
+    let har = stdout(&ouli(&["man", "import", "har"], dir.path()));
+    assert!(har.contains(".TH ouli-import-har 1"), "{har}");
+    assert_refused(
+        &ouli(&["man", "nope"], dir.path()),
+        &["nope", "no such subcommand"],
+    );
+}
+
+/// groff, where it is installed, formats `page` without a warning.
+fn assert_roff_clean(page: &str) {
+    let groff = Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    if let Ok(mut groff) = groff {
+        use std::io::Write as _;
+        groff
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(page.as_bytes())
+            .unwrap();
+        let checked = groff.wait_with_output().unwrap();
+        assert!(checked.status.success(), "groff failed");
+        assert!(
+            checked.stderr.is_empty(),
+            "groff warns: {}",
+            String::from_utf8_lossy(&checked.stderr)
+        );
+    }
+}
+
+#[test]
+fn port_flag_overrides_the_first_endpoints_source_port() {
+    use crate::support::ouli::Start;
+    let dir = tempfile::tempdir().unwrap();
+    let (configured, wanted, second) = (
+        crate::support::free_port(),
+        crate::support::free_port(),
+        crate::support::free_port(),
+    );
+    let yaml = format!(
+        "endpoints:\n  - target_host: 127.0.0.1\n    target_port: 9\n    source_port: {configured}\n  \
+         - target_host: 127.0.0.1\n    target_port: 9\n    source_port: {second}\n"
+    );
+    let server = Start::new("replay", dir.path(), &yaml)
+        .create_recording_dir()
+        .endpoints(2)
+        .mode_arg("--port")
+        .mode_arg(wanted.to_string())
+        .spawn();
+    assert!(
+        server.ready_lines[0].contains(&format!("addr=127.0.0.1:{wanted} ")),
+        "{:?}",
+        server.ready_lines
+    );
+    assert!(
+        server.ready_lines[1].contains(&format!("addr=127.0.0.1:{second} ")),
+        "the second endpoint moved: {:?}",
+        server.ready_lines
+    );
+    server.stop().assert_success();
+
+    // The port of another endpoint is refused before anything listens.
+    write(dir.path(), "ouli.yaml", &yaml);
+    std::fs::create_dir_all(dir.path().join("r")).unwrap();
+    let clash = ouli(
+        &[
+            "replay",
+            "--recording-dir",
+            "r",
+            "--port",
+            &second.to_string(),
+        ],
+        dir.path(),
+    );
+    assert_refused(&clash, &[&format!("--port {second}"), "endpoints[1]"]);
+}
+
+/// `ouli import` of a config with an unknown key logs a warning: its log
+/// line, under `env`, through a pipe or (`script`) a terminal.
+fn warning_log(dir: &Path, env: &[(&str, &str)], terminal: bool) -> String {
+    let mut command = if terminal {
+        let mut script = Command::new("script");
+        script
+            .args(["-q", "-e", "-c"])
+            .arg(format!("'{OULI}' import test-server old new-{}", env.len()));
+        script.arg("/dev/null");
+        script
+    } else {
+        let mut direct = Command::new(OULI);
+        direct.args(["import", "test-server", "old", "new"]);
+        direct
+    };
+    command
+        .current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let text = format!("{}{}", stdout(&output), stderr(&output));
+    assert!(
+        text.contains("not_an_ouli_key"),
+        "no warning logged: {text}"
+    );
+    text
+}
+
+#[test]
+fn logs_carry_no_colour_escapes_when_piped_or_with_no_color() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "ouli.yaml",
+        &format!("{VALID_CONFIG}not_an_ouli_key: 1\n"),
+    );
+    std::fs::create_dir(dir.path().join("old")).unwrap();
+    let piped = warning_log(dir.path(), &[], false);
+    assert!(!piped.contains("\x1b["), "escapes in a pipe: {piped:?}");
+    let piped = warning_log(dir.path(), &[("NO_COLOR", "1")], false);
+    assert!(!piped.contains("\x1b["), "{piped:?}");
+    if Command::new("script").arg("--version").output().is_err() {
+        return; // no util-linux `script`: the terminal half cannot run
+    }
+    // At a terminal, colour (so the checks above are not vacuous) ...
+    let terminal = warning_log(dir.path(), &[], true);
+    assert!(
+        terminal.contains("\x1b["),
+        "no colour at a terminal: {terminal:?}"
+    );
+    // ... unless NO_COLOR says otherwise; an empty NO_COLOR does not.
+    let terminal = warning_log(dir.path(), &[("NO_COLOR", "1")], true);
+    assert!(
+        !terminal.contains("\x1b["),
+        "NO_COLOR ignored: {terminal:?}"
+    );
+    let terminal = warning_log(dir.path(), &[("NO_COLOR", ""), ("X", "")], true);
+    assert!(terminal.contains("\x1b["), "empty NO_COLOR: {terminal:?}");
+}

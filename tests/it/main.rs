@@ -17,6 +17,7 @@ mod header_rewrite;
 mod identity;
 mod identity_rules;
 mod limits;
+mod locking;
 mod misses;
 mod protocol_errors;
 mod recording;
