@@ -106,7 +106,9 @@ fn read_answer_head(reader: &mut BufReader<std::net::TcpStream>) -> Answer {
     }
 }
 
-async fn recorded_dir() -> tempfile::TempDir {
+/// The recordings, and the upstream's port (part of every fingerprint: the
+/// replay's config names it too).
+async fn recorded_dir() -> (tempfile::TempDir, u16) {
     let upstream = upstream::start(Options::default(), |_, request: http::Request<_>| async move {
         Ok::<_, Infallible>(upstream_answer(request.method(), request.uri().path()))
     })
@@ -128,17 +130,18 @@ async fn recorded_dir() -> tempfile::TempDir {
     .await
     .unwrap();
     recorder.stop().assert_success();
+    let port = upstream.port;
     upstream.stop().await;
-    dir
+    (dir, port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lane_answers_what_hypers_path_answers_byte_for_byte() {
-    let dir = recorded_dir().await;
+    let (dir, port) = recorded_dir().await;
     let replay = Ouli::start(
         "replay",
         dir.path(),
-        &config(1, "on_chain_exhausted: repeat-last\n"),
+        &config(port, "on_chain_exhausted: repeat-last\n"),
     );
     let addr = replay.addr.clone();
     tokio::task::spawn_blocking(move || {
@@ -195,8 +198,8 @@ async fn the_lane_answers_what_hypers_path_answers_byte_for_byte() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_a_miss_after_hits_and_a_silent_half_head() {
-    let dir = recorded_dir().await;
-    let replay = Ouli::start("replay", dir.path(), &config(1, ""));
+    let (dir, port) = recorded_dir().await;
+    let replay = Ouli::start("replay", dir.path(), &config(port, ""));
     let addr = replay.addr.clone();
     tokio::task::spawn_blocking(move || {
         // Two requests in one write, then a miss on the same connection:
@@ -229,8 +232,8 @@ async fn pipelined_requests_a_miss_after_hits_and_a_silent_half_head() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_that_stops_halfway_is_408_after_the_header_timeout() {
-    let dir = recorded_dir().await;
-    let yaml = crate::support::config_with_limits(1, "  header_read_timeout_ms: 300\n");
+    let (dir, port) = recorded_dir().await;
+    let yaml = crate::support::config_with_limits(port, "  header_read_timeout_ms: 300\n");
     let replay = Ouli::start("replay", dir.path(), &yaml);
     let addr = replay.addr.clone();
     tokio::task::spawn_blocking(move || {
