@@ -32,10 +32,12 @@
 //! proxied and its conversation recorded (`websocket_record`), or played
 //! from the recording (`websocket`).
 
+mod admin_page;
 mod body_timeout;
 mod control;
 mod listener;
 mod lookup;
+mod metrics;
 mod miss;
 mod misses;
 mod protocol_errors;
@@ -264,6 +266,8 @@ struct Server {
     conversations: websocket_record::Conversations,
     /// The last misses, for `/__ouli/misses`.
     misses: Arc<misses::Misses>,
+    /// The counters of `/__ouli/metrics`.
+    metrics: Arc<metrics::Metrics>,
 }
 
 impl Server {
@@ -304,6 +308,7 @@ impl Server {
             side,
             conversations: websocket_record::Conversations::new(),
             misses: Arc::new(misses::Misses::new()),
+            metrics: Arc::new(metrics::Metrics::new(config.endpoints.len())),
         })
     }
 
@@ -366,8 +371,23 @@ struct Admitted {
 }
 
 impl Server {
-    /// The request path (module doc): admit, collect, then the side's stages.
+    /// The request path, counted (`metrics`).
     pub(super) async fn handle(
+        self: Arc<Self>,
+        endpoint_index: usize,
+        request: Request<Incoming>,
+        held: Option<&crate::upstream::HeldConnection>,
+    ) -> Response<ResponseBody> {
+        let health = self.endpoints[endpoint_index].health.as_deref();
+        let started = metrics::Metrics::start(request.uri().path(), health);
+        let answer = self.clone().handle_request(endpoint_index, request, held).await;
+        let mode = self.options.mode;
+        self.metrics.observe(endpoint_index, mode, started, &answer);
+        answer
+    }
+
+    /// The request path (module doc): admit, collect, then the side's stages.
+    async fn handle_request(
         self: Arc<Self>,
         endpoint_index: usize,
         mut request: Request<Incoming>,
@@ -569,8 +589,8 @@ impl Server {
             body: raw_body_for_upstream,
             identity: Some((identified, step)),
         };
-        self.forward(proxy, endpoint, held, outgoing, admitted.upgrade)
-            .await
+        let answer = self.forward(proxy, endpoint, held, outgoing, admitted.upgrade);
+        metrics::mark(answer.await, metrics::Outcome::Proxied)
     }
 
     /// The identify stage on a live request; its refusal (413, the
