@@ -81,7 +81,10 @@ mod tests {
     fn the_page_has_one_script_and_one_style_and_builds_no_markup_from_data() {
         assert_eq!(PAGE.matches("<script").count(), 1);
         assert_eq!(PAGE.matches("<style").count(), 1);
-        assert!(!PAGE.contains("innerHTML"), "the DOM is built from text nodes");
+        assert!(
+            !PAGE.contains("innerHTML"),
+            "the DOM is built from text nodes"
+        );
         assert!(!PAGE.contains("outerHTML") && !PAGE.contains("insertAdjacentHTML"));
         assert!(!PAGE.contains("document.write"));
     }
@@ -90,7 +93,10 @@ mod tests {
     fn the_policy_names_the_inline_script_by_its_hash() {
         let policy = POLICY.to_str().unwrap();
         let script = inline_hash(PAGE, "<script>", "</script>");
-        assert!(policy.contains(&format!("script-src '{script}'")), "{policy}");
+        assert!(
+            policy.contains(&format!("script-src '{script}'")),
+            "{policy}"
+        );
         assert!(policy.starts_with("default-src 'none'"), "{policy}");
         assert_ne!(script, inline_hash("", "<script>", "</script>"));
     }

@@ -511,18 +511,23 @@ mod tests {
             recording: None,
         };
         let text = scrape.text();
-        assert!(text.contains(
-            "ouli_requests_total{endpoint=\"0\",mode=\"replay\",outcome=\"hit\"} 1\n"
-        ));
-        assert!(text.contains(
-            "ouli_request_duration_seconds_bucket{endpoint=\"0\",le=\"0.0025\"} 0\n"
-        ));
+        assert!(
+            text.contains(
+                "ouli_requests_total{endpoint=\"0\",mode=\"replay\",outcome=\"hit\"} 1\n"
+            )
+        );
+        assert!(
+            text.contains("ouli_request_duration_seconds_bucket{endpoint=\"0\",le=\"0.0025\"} 0\n")
+        );
         assert!(
             text.contains("ouli_request_duration_seconds_bucket{endpoint=\"0\",le=\"0.005\"} 1\n")
         );
         assert!(text.contains("ouli_request_duration_seconds_count{endpoint=\"0\"} 1\n"));
         assert!(text.contains("ouli_sessions 2\n"));
-        assert!(!text.contains("mode=\"record\""), "an unused mode is left out");
+        assert!(
+            !text.contains("mode=\"record\""),
+            "an unused mode is left out"
+        );
         for family in [
             "ouli_requests_total",
             "ouli_request_duration_seconds",

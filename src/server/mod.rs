@@ -380,7 +380,10 @@ impl Server {
     ) -> Response<ResponseBody> {
         let health = self.endpoints[endpoint_index].health.as_deref();
         let started = metrics::Metrics::start(request.uri().path(), health);
-        let answer = self.clone().handle_request(endpoint_index, request, held).await;
+        let answer = self
+            .clone()
+            .handle_request(endpoint_index, request, held)
+            .await;
         let mode = self.options.mode;
         self.metrics.observe(endpoint_index, mode, started, &answer);
         answer

@@ -74,7 +74,10 @@ fn make_venv() -> Option<PathBuf> {
         .unwrap();
     assert!(installed.success(), "pip install prometheus_client");
     assert!(started.elapsed() < VENV_SETUP_MAX);
-    assert!(has_parser(&python), "prometheus_client installed but not importable");
+    assert!(
+        has_parser(&python),
+        "prometheus_client installed but not importable"
+    );
     Some(python)
 }
 
@@ -272,7 +275,10 @@ async fn open_connections_go_up_and_back_down() {
         if open <= busy - 3.0 {
             break;
         }
-        assert!(Instant::now() < deadline, "still {open} open after closing three");
+        assert!(
+            Instant::now() < deadline,
+            "still {open} open after closing three"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     server.stop().assert_success();

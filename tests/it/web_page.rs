@@ -161,7 +161,10 @@ async fn a_browser_renders_the_sessions_and_the_miss_differences() {
         dom.contains("&lt;i&gt;injected&lt;/i&gt;"),
         "recorded markup is shown as text: {dom}"
     );
-    assert!(!dom.contains(MARKUP), "recorded markup became markup: {dom}");
+    assert!(
+        !dom.contains(MARKUP),
+        "recorded markup became markup: {dom}"
+    );
 
     let shot = profile.path().join("page.png");
     let args = [
@@ -198,7 +201,9 @@ async fn the_page_is_self_contained_and_names_no_other_host() {
     assert_eq!(headers["content-type"], "text/html; charset=utf-8");
     assert!(html.starts_with("<!doctype html>"), "{html}");
     assert!(html.contains("<script>") && html.contains("fetch("));
-    for external in ["http://", "https://", "//cdn", "src=", "<link", "@import", "url("] {
+    for external in [
+        "http://", "https://", "//cdn", "src=", "<link", "@import", "url(",
+    ] {
         assert!(!html.contains(external), "the page names {external:?}");
     }
     let policy = headers["content-security-policy"].to_str().unwrap();

@@ -10,10 +10,10 @@
 //! the same fingerprint whichever protocol carried it, and a recording made
 //! over one replays over the other.
 
+use super::super::metrics::{CountedBody, OpenConnection};
 use super::super::protocol_errors::{
     ConnectionState, HeadLimits, ProtocolErrorIo, connection_ended,
 };
-use super::super::metrics::{CountedBody, OpenConnection};
 use super::super::response::{ResponseBody, error_response};
 use super::super::{ServeOptions, Server};
 use crate::upstream::HeldConnection;
