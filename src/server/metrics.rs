@@ -302,7 +302,7 @@ impl Server {
         let recording = self.recorder().map(|recorder| recorder.totals());
         let scrape = Scrape {
             metrics: &self.metrics,
-            mode: self.options.mode,
+            mode: self.admin.mode(),
             sessions: self.sessions.len() as u64,
             recording,
         };
