@@ -59,6 +59,47 @@ pub struct Recorder {
     /// failed): each is logged, and the run ends with an error
     /// ([`Recorder::finish_all`]), so that a lost record is never silent.
     failed: AtomicU64,
+    /// What `/__ouli/metrics` reports of the writing.
+    totals: RecordingTotals,
+}
+
+/// Bytes appended (per endpoint) and syncs made, counted as they happen
+/// (relaxed adds) for `/__ouli/metrics`.
+pub struct RecordingTotals {
+    bytes_appended: [AtomicU64; crate::config::ENDPOINTS_MAX],
+    syncs: AtomicU64,
+}
+
+impl RecordingTotals {
+    fn new() -> RecordingTotals {
+        RecordingTotals {
+            bytes_appended: std::array::from_fn(|_| AtomicU64::new(0)),
+            syncs: AtomicU64::new(0),
+        }
+    }
+
+    /// Bytes of the records appended for `endpoint`'s interactions.
+    pub fn bytes_appended(&self, endpoint: usize) -> u64 {
+        self.bytes_appended
+            .get(endpoint)
+            .map_or(0, |bytes| bytes.load(Ordering::Relaxed))
+    }
+
+    /// `fdatasync` (every interaction, one per group commit) and `fsync`
+    /// (a recording finished) calls made.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    fn appended(&self, endpoint: u16, bytes: u64) {
+        if let Some(total) = self.bytes_appended.get(usize::from(endpoint)) {
+            total.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    fn synced(&self) {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Recorder {
@@ -76,7 +117,13 @@ impl Recorder {
             sessions: DashMap::new(),
             scan: SecretScan::new(secrets),
             failed: AtomicU64::new(0),
+            totals: RecordingTotals::new(),
         }
+    }
+
+    /// Bytes appended and syncs made so far.
+    pub fn totals(&self) -> &RecordingTotals {
+        &self.totals
     }
 
     fn session_slot(&self, session: &SessionName) -> Arc<Mutex<SessionWriter>> {
@@ -154,12 +201,14 @@ impl Recorder {
             let SessionWriter::Open { writer, .. } = &mut *state else {
                 unreachable!("open_if_idle leaves the session open or fails");
             };
-            writer.append_deferring_sync(interaction)?.1
+            let (location, pending) = writer.append_deferring_sync(interaction)?;
+            self.totals.appended(interaction.endpoint, location.len);
+            pending
         };
         // Every-interaction: the fdatasync runs without the session's lock,
         // so the appends that come meanwhile share the next one.
-        if pending.is_owed() {
-            off_executor(|| pending.wait())?;
+        if pending.is_owed() && off_executor(|| pending.wait())? {
+            self.totals.synced();
         }
         Ok(())
     }
@@ -188,9 +237,14 @@ impl Recorder {
                 rename_to,
                 lock,
             } => {
+                let synced = self.durability != Durability::None;
                 let finished = finish_writer(writer, rename_to, self.scan.as_ref());
                 drop(lock);
-                finished.map(Some)
+                let finished = finished?;
+                if synced {
+                    self.totals.synced();
+                }
+                Ok(Some(finished))
             }
             SessionWriter::Idle => Ok(None),
         }

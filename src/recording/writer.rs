@@ -72,15 +72,16 @@ impl SyncPoint {
         })))
     }
 
-    /// Returns once every byte before `end` is durable. Blocking.
-    fn sync_to(&self, end: u64) -> Result<(), RecordingError> {
+    /// Returns once every byte before `end` is durable, and whether this
+    /// call made the sync (not one that covered it already). Blocking.
+    fn sync_to(&self, end: u64) -> Result<bool, RecordingError> {
         let mut synced_to = self
             .synced_to
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if *synced_to >= end {
             // A sync that started after this record was written covered it.
-            return Ok(());
+            return Ok(false);
         }
         // Everything written up to here is covered by the sync below,
         // including records appended while this caller waited for the lock.
@@ -89,7 +90,7 @@ impl SyncPoint {
         self.file.sync_data().map_err(io(&self.path))?;
         self.syncs.fetch_add(1, Ordering::Relaxed);
         *synced_to = target;
-        Ok(())
+        Ok(true)
     }
 
     /// Number of `fdatasync` calls made so far.
@@ -112,11 +113,13 @@ impl PendingSync {
         self.point.is_some()
     }
 
-    /// Blocks until the record is durable (at once when no sync is owed).
-    pub fn wait(self) -> Result<(), RecordingError> {
+    /// Blocks until the record is durable (at once when no sync is owed);
+    /// whether this call made an `fdatasync` (another append's may have
+    /// covered it).
+    pub fn wait(self) -> Result<bool, RecordingError> {
         match self.point {
             Some(point) => point.sync_to(self.end),
-            None => Ok(()),
+            None => Ok(false),
         }
     }
 }

@@ -19,6 +19,12 @@ impl Server {
         if path == "misses" {
             return self.misses.answer();
         }
+        if path == "metrics" {
+            return self.metrics_answer();
+        }
+        if path.is_empty() {
+            return super::admin_page::answer();
+        }
         if let Some(rest) = path.strip_prefix("sessions/")
             && (rest.ends_with("/end") || rest.ends_with("/reset"))
             && method != http::Method::POST

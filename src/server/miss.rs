@@ -337,7 +337,11 @@ impl Server {
         let report = redact_json(&endpoint.redactor, report);
         let entry = super::misses::http_entry(&endpoint.redactor, &report, &got, &path);
         self.misses.push(entry);
-        json_response(StatusCode::NOT_FOUND, kind, report)
+        let outcome = match exhausted {
+            true => super::metrics::Outcome::Exhausted,
+            false => super::metrics::Outcome::Miss,
+        };
+        super::metrics::mark(json_response(StatusCode::NOT_FOUND, kind, report), outcome)
     }
 }
 

@@ -37,10 +37,12 @@
 //! from the recording (`websocket`).
 
 mod admin;
+mod admin_page;
 mod body_timeout;
 mod control;
 mod listener;
 mod lookup;
+mod metrics;
 mod miss;
 mod misses;
 mod protocol_errors;
@@ -279,6 +281,8 @@ struct Server {
     conversations: websocket_record::Conversations,
     /// The last misses, for `/__ouli/misses`.
     misses: Arc<misses::Misses>,
+    /// The counters of `/__ouli/metrics`.
+    metrics: Arc<metrics::Metrics>,
     /// What the admin API changes at run time: the mode, the active
     /// sessions, readiness (`admin.rs`).
     admin: admin::AdminState,
@@ -322,6 +326,7 @@ impl Server {
             side,
             conversations: websocket_record::Conversations::new(),
             misses: Arc::new(misses::Misses::new()),
+            metrics: Arc::new(metrics::Metrics::new(config.endpoints.len())),
             admin: admin::AdminState::new(options.mode, config.endpoints.len()),
         })
     }
@@ -418,8 +423,27 @@ struct Admitted {
 }
 
 impl Server {
-    /// The request path (module doc): admit, collect, then the side's stages.
+    /// The request path, counted (`metrics`).
     pub(super) async fn handle(
+        self: Arc<Self>,
+        endpoint_index: usize,
+        request: Request<Incoming>,
+        held: Option<&crate::upstream::HeldConnection>,
+    ) -> Response<ResponseBody> {
+        let health = self.endpoints[endpoint_index].health.as_deref();
+        let started = metrics::Metrics::start(request.uri().path(), health);
+        // The mode the request starts in (the admin API may switch it).
+        let mode = self.admin.mode();
+        let answer = self
+            .clone()
+            .handle_request(endpoint_index, request, held)
+            .await;
+        self.metrics.observe(endpoint_index, mode, started, &answer);
+        answer
+    }
+
+    /// The request path (module doc): admit, collect, then the side's stages.
+    async fn handle_request(
         self: Arc<Self>,
         endpoint_index: usize,
         mut request: Request<Incoming>,
@@ -638,8 +662,8 @@ impl Server {
             body: raw_body_for_upstream,
             identity: Some((identified, step)),
         };
-        self.forward(proxy, endpoint, held, outgoing, admitted.upgrade)
-            .await
+        let answer = self.forward(proxy, endpoint, held, outgoing, admitted.upgrade);
+        metrics::mark(answer.await, metrics::Outcome::Proxied)
     }
 
     /// Whether every request is answered from the recordings (replay

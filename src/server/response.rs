@@ -41,11 +41,12 @@ pub(super) fn error_response(
     kind: &str,
     message: String,
 ) -> Response<ResponseBody> {
-    json_response(
+    let answer = json_response(
         status,
         kind,
         serde_json::json!({ "error": kind, "fault": fault, "message": message }),
-    )
+    );
+    super::metrics::mark(answer, super::metrics::Outcome::of_fault(fault))
 }
 
 /// Successful control answers carry no error header.

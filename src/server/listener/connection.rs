@@ -10,6 +10,7 @@
 //! the same fingerprint whichever protocol carried it, and a recording made
 //! over one replays over the other.
 
+use super::super::metrics::{CountedBody, OpenConnection};
 use super::super::protocol_errors::{
     ConnectionState, HeadLimits, ProtocolErrorIo, connection_ended,
 };
@@ -59,6 +60,7 @@ enum Opening {
 impl Connection {
     /// Serves `stream` until it closes or the server stops.
     pub(super) async fn serve(self, stream: TcpStream) {
+        let _open = OpenConnection::new(self.server.metrics.clone(), self.index);
         let timeout = Duration::from_millis(self.options.config.limits.header_read_timeout_ms);
         let Some(acceptor) = self.tls.clone() else {
             match opening(&stream, timeout).await {
@@ -136,7 +138,9 @@ impl Connection {
                 let server = server.clone();
                 let held = held.clone();
                 async move {
-                    Ok::<_, Infallible>(answer(server, index, request, held.as_deref(), peer).await)
+                    let metrics = server.metrics.clone();
+                    let response = answer(server, index, request, held.as_deref(), peer).await;
+                    Ok::<_, Infallible>(response.map(|b| CountedBody::new(b, metrics, index)))
                 }
             })
         };
@@ -194,9 +198,10 @@ impl Connection {
             hyper::service::service_fn(move |request| {
                 let server = server.clone();
                 async move {
-                    Ok::<_, Infallible>(
-                        answer_h2(server, index, request, (header_count_max, peer)).await,
-                    )
+                    let metrics = server.metrics.clone();
+                    let response =
+                        answer_h2(server, index, request, (header_count_max, peer)).await;
+                    Ok::<_, Infallible>(response.map(|b| CountedBody::new(b, metrics, index)))
                 }
             })
         };
