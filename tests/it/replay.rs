@@ -90,6 +90,7 @@ impl SessionWriter {
                     })
                     .collect(),
                 body: Bytes::copy_from_slice(body.as_bytes()),
+                trailers: Vec::new(),
             },
             exchange: Exchange::Http(RecordedResponse {
                 status,
