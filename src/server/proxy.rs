@@ -8,9 +8,9 @@ use super::response::{ResponseBody, error_response};
 use super::{Endpoint, Outgoing, Proxy, Server};
 use crate::identity::RequestHead;
 pub(super) use crate::identity::owned_headers;
+use crate::upstream::RequestBody;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode};
-use crate::upstream::RequestBody;
 use http_body_util::BodyExt;
 use std::time::Duration;
 

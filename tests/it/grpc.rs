@@ -204,8 +204,8 @@ impl tonic::server::StreamingService<Hello> for ChatMethod {
     fn call(&mut self, request: tonic::Request<tonic::Streaming<Hello>>) -> Self::Future {
         let call = self.0.next_call();
         let messages = request.into_inner();
-        let answers = futures_util::stream::unfold((messages, 0), move |(mut messages, seq)| {
-            async move {
+        let answers =
+            futures_util::stream::unfold((messages, 0), move |(mut messages, seq)| async move {
                 let hello = messages.message().await.transpose()?;
                 let item = hello.map(|hello| Greeting {
                     text: format!("hi {}", hello.name),
@@ -213,8 +213,7 @@ impl tonic::server::StreamingService<Hello> for ChatMethod {
                     seq: seq + 1,
                 });
                 Some((item, (messages, seq + 1)))
-            }
-        });
+            });
         Box::pin(async move { Ok(tonic::Response::new(Box::pin(answers) as GreetingStream)) })
     }
 }
@@ -489,7 +488,9 @@ async fn sessions_from_test_name_metadata_replay_their_own_answers() {
         .unwrap_err();
     assert_eq!(missed.code(), Code::NotFound, "{missed:?}");
     assert!(
-        missed.message().starts_with("ouli replay-miss: no recording for session gamma")
+        missed
+            .message()
+            .starts_with("ouli replay-miss: no recording for session gamma")
             && missed.message().ends_with(&format!("POST {GREET}")),
         "{missed:?}"
     );
@@ -502,7 +503,9 @@ async fn sessions_from_test_name_metadata_replay_their_own_answers() {
     let other = other.unwrap_err();
     assert_eq!(other.code(), Code::NotFound, "{other:?}");
     assert!(
-        other.message().contains("session alpha: no recorded request matches"),
+        other
+            .message()
+            .contains("session alpha: no recorded request matches"),
         "{other:?}"
     );
     assert_eq!(other.metadata().get("x-ouli-error").unwrap(), "replay-miss");

@@ -242,10 +242,7 @@ async fn post_with_trailers(addr: &str, trailers: &[(&str, &str)]) -> (u16, Vec<
     tokio::spawn(connection);
     let mut map = http::HeaderMap::new();
     for (name, value) in trailers {
-        map.insert(
-            http::HeaderName::from_static(name),
-            value.parse().unwrap(),
-        );
+        map.insert(http::HeaderName::from_static(name), value.parse().unwrap());
     }
     let mut frames: Vec<Result<hyper::body::Frame<Bytes>, Infallible>> = vec![Ok(
         hyper::body::Frame::data(Bytes::from_static(REQUEST_BODY.as_bytes())),
@@ -322,7 +319,10 @@ async fn request_trailers_are_forwarded_recorded_redacted_shown_and_not_identity
 
     let file = file.to_str().unwrap();
     let text = run_show(&[file, "1"]);
-    assert!(text.contains(&format!("trailer x-checksum: {CHECKSUM}")), "{text}");
+    assert!(
+        text.contains(&format!("trailer x-checksum: {CHECKSUM}")),
+        "{text}"
+    );
     assert!(text.contains("trailer x-token: REDACTED"), "{text}");
     let json: serde_json::Value = serde_json::from_str(&run_show(&["--json", file, "1"])).unwrap();
     let trailers = json["request"]["trailers"].to_string();
@@ -356,7 +356,11 @@ async fn chunked_http1_request_trailers_reach_the_upstream_and_the_file() {
     })
     .await
     .unwrap();
-    assert_eq!((answer.status, &answer.body[..]), (200, &b"stored"[..]), "{answer:?}");
+    assert_eq!(
+        (answer.status, &answer.body[..]),
+        (200, &b"stored"[..]),
+        "{answer:?}"
+    );
     server.stop().assert_success();
     upstream.stop().await;
 
