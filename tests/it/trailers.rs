@@ -242,7 +242,10 @@ async fn post_with_trailers(addr: &str, trailers: &[(&str, &str)]) -> (u16, Vec<
     tokio::spawn(connection);
     let mut map = http::HeaderMap::new();
     for (name, value) in trailers {
-        map.insert(http::HeaderName::from_static(name), value.parse().unwrap());
+        map.insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
     }
     let mut frames: Vec<Result<hyper::body::Frame<Bytes>, Infallible>> = vec![Ok(
         hyper::body::Frame::data(Bytes::from_static(REQUEST_BODY.as_bytes())),
@@ -334,6 +337,12 @@ async fn request_trailers_are_forwarded_recorded_redacted_shown_and_not_identity
     for trailers in [&[("x-checksum", "sha256=other")][..], &[]] {
         let (status, body) = post_with_trailers(&server.addr, trailers).await;
         assert_eq!((status, &body[..]), (200, &b"stored"[..]), "{trailers:?}");
+        // The same request again is the chain's next position: back to
+        // its head for the next one.
+        let reset = "/__ouli/sessions/request-trailers/reset";
+        let (status, _, _) =
+            crate::support::client::send(&server.addr, "POST", reset, &[], Vec::new()).await;
+        assert_eq!(status, 200);
     }
     server.stop().assert_success();
 }
