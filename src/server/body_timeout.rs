@@ -282,9 +282,9 @@ mod tests {
             .body(StreamBody::new(frames))
             .unwrap();
         let (parts, body) = collect(request, &limits(4)).await.unwrap();
+        assert!(super::super::trailers::RequestTrailers::of(&parts).is_none());
         assert_eq!((parts.method, parts.uri.path()), (http::Method::PUT, "/x"));
         assert_eq!(&body[..], b"abcd");
-        assert!(super::super::trailers::RequestTrailers::of(&parts).is_none());
     }
 
     #[tokio::test]
