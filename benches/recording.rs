@@ -53,6 +53,7 @@ fn interaction(i: u32) -> Interaction {
             target: Bytes::from(format!("/item/{i}")),
             headers: vec![(Bytes::from_static(b"host"), Bytes::from_static(b"api"))],
             body: Bytes::new(),
+            trailers: Vec::new(),
         },
         exchange: Exchange::Http(RecordedResponse {
             status: 200,

@@ -103,6 +103,7 @@ fn write_recording(path: &Path, count: u32, body_len: usize) -> Vec<Fingerprint>
                         Bytes::from_static(b"127.0.0.1:8080"),
                     )],
                     body: Bytes::new(),
+                    trailers: Vec::new(),
                 },
                 exchange: Exchange::Http(RecordedResponse {
                     status: 200,

@@ -10,6 +10,10 @@
 //!
 //! Used only for comparison; never part of ouli.
 //!
+//! Over TLS (`--tls-cert`, `--tls-key`: the PEM pair ouli's endpoint is
+//! given too) it offers ALPN `h2` then `http/1.1` and serves what the
+//! handshake chose, as ouli's TLS listener does (tokio-rustls, ring).
+//!
 //! ```text
 //! cargo run --release --example ceiling -- --port 0 --body-bytes 1024
 //! ceiling listening addr=127.0.0.1:40123
@@ -71,6 +75,12 @@ struct Args {
     /// which sniffs for an HTTP/2 preface first), as ouli's listener does.
     #[arg(long, default_value = "http1")]
     protocol: String,
+    /// TLS: the certificate chain (PEM) to serve; needs `--tls-key`.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS: the private key (PEM) of `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// What every request gets.
@@ -79,6 +89,8 @@ struct StaticResponse {
     body: Bytes,
     /// Serve with hyper-util's auto (HTTP/1 or HTTP/2) builder.
     auto: bool,
+    /// TLS handshake first (`--tls-cert`); then the protocol ALPN chose.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -110,10 +122,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "auto" => true,
         other => return Err(format!("--protocol {other}: expected http1 or auto").into()),
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        _ => None,
+    };
     let response = Arc::new(StaticResponse {
         headers,
         body,
         auto,
+        tls,
     });
     let workers = if args.workers == 0 {
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -182,31 +199,86 @@ async fn accept_loop(
         let (stream, _) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         let response = response.clone();
-        let auto = response.auto;
         tokio::spawn(async move {
-            let service = service_fn(move |_request: Request<Incoming>| {
-                let response = response.clone();
-                async move {
-                    let mut reply = Response::new(Full::new(response.body.clone()));
-                    *reply.status_mut() = StatusCode::OK;
-                    *reply.headers_mut() = response.headers.clone();
-                    Ok::<_, Infallible>(reply)
+            match response.tls.clone() {
+                None => serve(stream, response).await,
+                Some(acceptor) => {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    serve(tls, response).await;
                 }
-            });
-            if auto {
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-            } else {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
             }
         });
     }
+}
+
+/// One connection: HTTP/2 when ALPN chose `h2`, else as `--protocol` says.
+async fn serve<S>(stream: S, response: Arc<StaticResponse>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static + Alpn,
+{
+    let h2 = stream.alpn_h2();
+    let auto = response.auto;
+    let service = service_fn(move |_request: Request<Incoming>| {
+        let response = response.clone();
+        async move {
+            let mut reply = Response::new(Full::new(response.body.clone()));
+            *reply.status_mut() = StatusCode::OK;
+            *reply.headers_mut() = response.headers.clone();
+            Ok::<_, Infallible>(reply)
+        }
+    });
+    let io = TokioIo::new(stream);
+    if h2 {
+        let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .serve_connection(io, service)
+            .await;
+    } else if auto {
+        let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .serve_connection(io, service)
+            .await;
+    } else {
+        let _ = hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(io, service)
+            .await;
+    }
+}
+
+/// Whether the connection's TLS handshake chose `h2` (never, in clear).
+trait Alpn {
+    fn alpn_h2(&self) -> bool;
+}
+
+impl Alpn for tokio::net::TcpStream {
+    fn alpn_h2(&self) -> bool {
+        false
+    }
+}
+
+impl Alpn for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    fn alpn_h2(&self) -> bool {
+        self.get_ref().1.alpn_protocol() == Some(b"h2")
+    }
+}
+
+/// A TLS acceptor serving `cert` and `key`, offering `h2` then `http/1.1`.
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, Box<dyn std::error::Error>> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
+    let key = PrivateKeyDer::from_pem_file(key)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
 fn reuseport_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {

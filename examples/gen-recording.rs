@@ -144,6 +144,7 @@ impl Generator {
                 target: Bytes::copy_from_slice(path.as_bytes()),
                 headers: recorded_headers,
                 body: Bytes::new(),
+                trailers: Vec::new(),
             },
             exchange: Exchange::Http(RecordedResponse {
                 status: 200,

@@ -138,6 +138,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     })
                     .collect(),
                 body: Bytes::new(),
+                trailers: Vec::new(),
             },
             exchange: Exchange::Http(RecordedResponse {
                 status: 200,

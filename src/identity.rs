@@ -218,11 +218,23 @@ impl Identified {
     /// and the stored body, redacted (dropped headers, secrets, sensitive
     /// JSON keys; `content-length` kept consistent).
     pub fn stored_request(&self, head: RequestHead<'_>) -> RecordedRequest {
+        self.stored_request_with_trailers(head, None)
+    }
+
+    /// [`Self::stored_request`] with the trailers the request body ended
+    /// with, redacted as its headers are (they are not part of the
+    /// identity: rfcs/0002, "Request trailers").
+    pub fn stored_request_with_trailers(
+        &self,
+        head: RequestHead<'_>,
+        trailers: Option<&HeaderMap>,
+    ) -> RecordedRequest {
         let mut request = RecordedRequest {
             method: Bytes::copy_from_slice(head.method),
             target: Bytes::copy_from_slice(head.path_and_query),
             headers: owned_headers(head.headers),
             body: self.stored_body.clone(),
+            trailers: trailers.map(owned_headers).unwrap_or_default(),
         };
         self.redactor.redact_request(&mut request);
         request

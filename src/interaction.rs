@@ -58,6 +58,12 @@ pub struct RecordedRequest {
     pub headers: Vec<HeaderPair>,
     /// Decoded, redacted body.
     pub body: Bytes,
+    /// Trailer fields the request body ended with (an HTTP/2 trailing
+    /// HEADERS frame, HTTP/1.1 chunked trailers), redacted as headers are.
+    /// Not part of the request's identity (rfcs/0002). Empty when there
+    /// were none, in a version 1 record, and in a version 2 record written
+    /// before they were kept (rfcs/0001, item 13).
+    pub trailers: Vec<HeaderPair>,
 }
 
 /// A piece of a response body and when it arrived, in microseconds after the

@@ -21,8 +21,8 @@
 //! checkout, so it is not used here.
 
 use bytes::Bytes;
-use http::{Request, Response, Uri};
-use http_body_util::Full;
+use http::{HeaderMap, Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
@@ -30,14 +30,64 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+/// The body of a request sent upstream: the client's body, collected
+/// whole, in one frame, then the client's trailers (if it sent any) in a
+/// trailers frame. Without trailers its length is exact, as `Full`'s is:
+/// HTTP/1.1 sends it with a `content-length`. With trailers it has no
+/// declared length: HTTP/1.1 sends it chunked, the only framing with room
+/// for trailers (the caller names them in a `Trailer` header, without which
+/// hyper writes none), HTTP/2 in a trailing HEADERS frame.
+#[derive(Debug, Default)]
+pub struct RequestBody {
+    data: Option<Bytes>,
+    trailers: Option<HeaderMap>,
+}
+
+impl RequestBody {
+    /// `data` (none when empty), then `trailers` (none when empty).
+    pub fn new(data: Bytes, trailers: Option<HeaderMap>) -> RequestBody {
+        RequestBody {
+            data: (!data.is_empty()).then_some(data),
+            trailers: trailers.filter(|t| !t.is_empty()),
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let frame = match self.data.take() {
+            Some(data) => Some(Frame::data(data)),
+            None => self.trailers.take().map(Frame::trailers),
+        };
+        std::task::Poll::Ready(frame.map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.data.is_none() && self.trailers.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.trailers.is_some() {
+            return SizeHint::default();
+        }
+        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
+    }
+}
+
 /// Dials an upstream: TCP, then TLS for `https`.
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 /// One upstream HTTP/1 connection's request side.
-type Sender = SendRequest<Full<Bytes>>;
+type Sender = SendRequest<RequestBody>;
 
 /// An upstream HTTP/2 connection's request side (cloned for each request).
-type H2Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+type H2Sender = hyper::client::conn::http2::SendRequest<RequestBody>;
 
 /// A dialed upstream connection: TCP, TLS for `https`.
 type Dialed = hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>;
@@ -164,7 +214,7 @@ impl Upstream {
         endpoint: usize,
         upstream: &Uri,
         held: &HeldConnection,
-        build: impl Fn() -> Request<Full<Bytes>>,
+        build: impl Fn() -> Request<RequestBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         if let Some(mut shared) = self.shared_h2(endpoint) {
             match shared.try_send_request(as_h2(build(), upstream)).await {
@@ -276,7 +326,7 @@ impl Upstream {
     pub async fn upgrade(
         &self,
         upstream: &Uri,
-        request: Request<Full<Bytes>>,
+        request: Request<http_body_util::Full<Bytes>>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let io = Box::pin(self.dial(&self.connector_h1, upstream)).await?;
         let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
@@ -333,7 +383,7 @@ impl Upstream {
 /// An origin-form request with `Host` (HTTP/1's shape) in HTTP/2's: the
 /// target absolute (`:scheme`, `:authority`, `:path`), the authority the
 /// `Host` that would have been sent, and no `Host` field beside it.
-fn as_h2(mut request: Request<Full<Bytes>>, upstream: &Uri) -> Request<Full<Bytes>> {
+fn as_h2(mut request: Request<RequestBody>, upstream: &Uri) -> Request<RequestBody> {
     let host = request.headers_mut().remove(http::header::HOST);
     let authority = host
         .and_then(|host| http::uri::Authority::try_from(host.as_bytes()).ok())

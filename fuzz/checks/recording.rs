@@ -290,6 +290,7 @@ fn interaction(input: &mut Input<'_>) -> Interaction {
         target: bytes(input.short()),
         headers: headers(input),
         body: bytes(input.long()),
+        trailers: Vec::new(),
     };
     let response = RecordedResponse {
         status: input.u16(),

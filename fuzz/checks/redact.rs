@@ -262,6 +262,7 @@ fn request(
             ),
         ],
         body: Bytes::from(body.to_vec()),
+        trailers: Vec::new(),
     };
     redactor.redact_request(&mut request);
     no_secret(&request.target, secrets, "redact_request target");

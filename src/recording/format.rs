@@ -5,6 +5,10 @@
 //! [`FORMAT_VERSION_2`] (which adds a response's time to first byte and its
 //! trailers); which items a payload holds is its file's version, so the
 //! encoder, [`layout`] and [`decode`] each take it ([`Layout::version`]).
+//! A version 2 payload may end with one optional item, the request's
+//! trailers (item 13, written only when there are some): a reader that
+//! predates it ignores the bytes after the last item it knows, and loses
+//! nothing replay needs (request trailers take no part in the identity).
 
 use super::{RecordLocation, RecordingError};
 use crate::interaction::{
@@ -226,6 +230,7 @@ pub fn check_limits(interaction: &Interaction) -> Result<(), String> {
     field("the target", request.target.len())?;
     headers("the request", &request.headers)?;
     field("the request body", request.body.len())?;
+    headers("the request trailers", &request.trailers)?;
     let response = match &interaction.exchange {
         Exchange::Http(response) => response,
         Exchange::WebSocket { response, frames } => {
@@ -249,7 +254,8 @@ pub fn check_limits(interaction: &Interaction) -> Result<(), String> {
 /// Encodes one record (header, payload, padding) of format `version` ready
 /// to append; its kind follows from the exchange. A version 1 record has no
 /// room for the time to first byte or trailers: they are left out (the
-/// caller says so). The caller has checked [`check_limits`]; the record may
+/// caller says so). Request trailers, when there are any, are item 13 of a
+/// version 2 payload: its last, optional item. The caller has checked [`check_limits`]; the record may
 /// still exceed [`RECORD_BYTES_MAX`] (checked on the result).
 pub fn encode_record(ordinal: u32, interaction: &Interaction, version: u32) -> Vec<u8> {
     let kind = match interaction.exchange {
@@ -297,6 +303,9 @@ pub fn encode_record(ordinal: u32, interaction: &Interaction, version: u32) -> V
             put_bytes(payload, &frame.payload);
         }
     }
+    if v2 && !request.trailers.is_empty() {
+        put_headers(payload, &request.trailers);
+    }
     let header = RecordHeader {
         magic: U32::new(RECORD_MAGIC),
         kind: U16::new(kind),
@@ -324,6 +333,7 @@ fn interaction_bytes_hint(interaction: &Interaction) -> usize {
         + request.target.len()
         + request.body.len()
         + headers(&request.headers)
+        + headers(&request.trailers)
         + headers(&response.headers)
         + headers(&response.trailers)
         + response
@@ -603,6 +613,9 @@ pub struct Layout {
     pub body_len: u64,
     /// Where the trailer pair list starts (version 2 only).
     pub trailers_start: Option<usize>,
+    /// Where the request trailers' pair list (item 13) starts: only in a
+    /// version 2 record that has one.
+    pub request_trailers_start: Option<usize>,
 }
 
 /// Walks a payload (relative to the record start) of a file of format
@@ -647,6 +660,19 @@ pub fn layout(record: &[u8], kind: u16, version: u32) -> Option<Layout> {
             c.field()?;
         }
     }
+    // Item 13 is there when payload bytes are left after the last item
+    // (the slice may go on with the record's zero padding: not payload).
+    let payload_end = RecordHeader::read_from_prefix(record)
+        .ok()
+        .and_then(|(header, _)| usize::try_from(header.payload_len.get()).ok())
+        .and_then(|len| len.checked_add(RECORD_HEADER_LEN as usize))?;
+    let request_trailers_start = (v2 && c.pos < payload_end).then_some(c.pos);
+    if request_trailers_start.is_some() {
+        skip_headers(&mut c)?;
+        if c.pos > payload_end {
+            return None;
+        }
+    }
     Some(Layout {
         version,
         canonical,
@@ -658,6 +684,7 @@ pub fn layout(record: &[u8], kind: u16, version: u32) -> Option<Layout> {
         chunk_count,
         body_len,
         trailers_start,
+        request_trailers_start,
     })
 }
 
@@ -731,6 +758,16 @@ pub fn decode(record: &Bytes, header: &RecordHeader, layout: &Layout) -> Option<
     } else {
         Exchange::Http(response)
     };
+    let request_trailers = match layout.request_trailers_start {
+        Some(start) => {
+            let mut c = Cursor {
+                bytes: record,
+                pos: start,
+            };
+            read_headers(&mut c, record)?
+        }
+        None => Vec::new(),
+    };
     Some(Interaction {
         fingerprint: Fingerprint(header.fingerprint),
         chain_link: Fingerprint(header.chain_link),
@@ -742,6 +779,7 @@ pub fn decode(record: &Bytes, header: &RecordHeader, layout: &Layout) -> Option<
             target,
             headers,
             body,
+            trailers: request_trailers,
         },
         exchange,
     })

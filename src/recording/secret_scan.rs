@@ -219,6 +219,11 @@ impl Record {
             named.push((format!("request header {label}"), value.clone()));
         }
         named.push(("request body".to_owned(), interaction.request.body.clone()));
+        for (i, (name, value)) in interaction.request.trailers.iter().enumerate() {
+            let label = header_label(scan, i, name);
+            named.push((format!("request trailer {label} (name)"), name.clone()));
+            named.push((format!("request trailer {label}"), value.clone()));
+        }
         let (response, frames) = match &interaction.exchange {
             Exchange::Http(response) => (response, &[][..]),
             Exchange::WebSocket { response, frames } => (response, &frames[..]),

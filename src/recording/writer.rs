@@ -336,6 +336,15 @@ impl RecordingWriter {
                 interaction.fingerprint
             );
         }
+        if !interaction.request.trailers.is_empty() {
+            tracing::info!(
+                "{}: format version {} keeps no request trailers: {} of {} left out",
+                self.path.display(),
+                self.version,
+                interaction.request.trailers.len(),
+                interaction.fingerprint
+            );
+        }
     }
 
     /// The group-commit point of an every-interaction writer.

@@ -520,10 +520,18 @@ impl Redactor {
         if let Cow::Owned(target) = self.redact_bytes(&request.target) {
             request.target = Bytes::from(target);
         }
+        // Trailers are header fields sent late: the same rules.
         request
             .headers
             .retain(|(name, _)| !self.drops_request_header(name));
-        for (_, value) in request.headers.iter_mut() {
+        request
+            .trailers
+            .retain(|(name, _)| !self.drops_request_header(name));
+        for (_, value) in request
+            .headers
+            .iter_mut()
+            .chain(request.trailers.iter_mut())
+        {
             if let Cow::Owned(v) = self.redact_header_value(value) {
                 *value = Bytes::from(v);
             }
@@ -1152,11 +1160,23 @@ mod tests {
                 ),
             ],
             body: Bytes::from_static(br#"{"user":"u","PassWord":"hunter2"}"#),
+            // Trailers follow the headers' rules: a dropped name goes.
+            trailers: vec![
+                (
+                    Bytes::from_static(b"Authorization"),
+                    Bytes::from_static(b"Bearer late"),
+                ),
+                (Bytes::from_static(b"x-sum"), Bytes::from_static(b"abc")),
+            ],
         };
         r.redact_request(&mut request);
         assert_eq!(&request.body[..], br#"{"user":"u","PassWord":"REDACTED"}"#);
         assert_eq!(request.headers.len(), 1);
         assert_eq!(request.headers[0].1, request.body.len().to_string());
+        assert_eq!(
+            request.trailers,
+            [(Bytes::from_static(b"x-sum"), Bytes::from_static(b"abc"))]
+        );
     }
 }
 

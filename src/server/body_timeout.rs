@@ -9,7 +9,7 @@
 use super::response::{BoxError, ResponseBody, error_response};
 use crate::config::Limits;
 use bytes::{Bytes, BytesMut};
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Limited};
 use std::pin::Pin;
@@ -20,7 +20,8 @@ use tokio::time::{Instant, Sleep};
 /// The collect stage: a body declared longer than
 /// `limits.request_body_bytes_max` is refused at once (the client may wait
 /// for the answer before sending it); else the head, and the body collected
-/// by [`collect_request_body`].
+/// by [`collect_request_body`]; trailers it ended with go into the head's
+/// extensions (`trailers::RequestTrailers`).
 pub(super) async fn collect<B>(
     request: http::Request<B>,
     limits: &Limits,
@@ -33,45 +34,55 @@ where
     if request.body().size_hint().lower() > limit as u64 {
         return Err(super::body_too_large(limit));
     }
-    let (parts, body) = request.into_parts();
-    let body = collect_request_body(body, limits).await?;
+    let (mut parts, body) = request.into_parts();
+    let grpc = super::response::is_grpc(&parts.headers);
+    let (body, trailers) = collect_request_body(body, limits, grpc).await?;
+    if let Some(trailers) = trailers.and_then(super::trailers::RequestTrailers::bounded) {
+        parts.extensions.insert(trailers);
+    }
     Ok((parts, body))
 }
 
 /// The request body, collected under `limits.request_body_bytes_max` and
-/// both time limits; the refusal, ready to send, when it breaks one.
+/// both time limits, and the trailers it ended with; the refusal, ready to
+/// send, when it breaks one (to a gRPC call, `grpc`, a time limit is
+/// answered as a gRPC status: [`grpc_timed_out`]).
 pub(super) async fn collect_request_body<B>(
     body: B,
     limits: &Limits,
-) -> Result<Bytes, Response<ResponseBody>>
+    grpc: bool,
+) -> Result<(Bytes, Option<HeaderMap>), Response<ResponseBody>>
 where
     B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
     // Most requests have no body: no timer, no buffer.
     if body.is_end_stream() {
-        return Ok(Bytes::new());
+        return Ok((Bytes::new(), None));
     }
     let size_max = limits.request_body_bytes_max;
     let idle = Duration::from_millis(limits.request_body_idle_timeout_ms);
     let deadline = Instant::now() + Duration::from_millis(limits.request_body_timeout_ms);
     let mut body = Limited::new(body, size_max);
     let mut chunks: Vec<Bytes> = Vec::new();
+    let mut trailers = None;
     while !body.is_end_stream() {
         let wait_until = (Instant::now() + idle).min(deadline);
         let frame = match tokio::time::timeout_at(wait_until, body.frame()).await {
             Ok(Some(Ok(frame))) => frame,
             Ok(None) => break,
             Ok(Some(Err(error))) => return Err(body_error(&error, size_max)),
+            Err(_elapsed) if grpc => return Err(grpc_timed_out(limits)),
             Err(_elapsed) => return Err(timed_out(Instant::now() >= deadline, limits)),
         };
-        if let Ok(data) = frame.into_data()
-            && !data.is_empty()
-        {
-            chunks.push(data);
+        match frame.into_data() {
+            Ok(data) if !data.is_empty() => chunks.push(data),
+            Ok(_) => {}
+            // A body ends with one trailers frame at most.
+            Err(frame) => trailers = frame.into_trailers().ok(),
         }
     }
-    Ok(join(chunks))
+    Ok((join(chunks), trailers))
 }
 
 /// One chunk as it came (no copy), more joined.
@@ -122,6 +133,36 @@ fn timed_out(deadline_passed: bool, limits: &Limits) -> Response<ResponseBody> {
         "body-timeout",
         message,
     );
+    response
+        .headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// A gRPC call whose request stream did not end in time. ouli needs a
+/// call's request messages whole (the client half-closed) before it
+/// forwards or replays the call, so a bidirectional call whose client
+/// waits for an answer before it sends its last message can never end
+/// its stream here: the client gets `UNIMPLEMENTED` naming that
+/// limitation (and the limit that ended the wait), a status it reads as
+/// the call's, not a 408 it would report as a transport failure.
+fn grpc_timed_out(limits: &Limits) -> Response<ResponseBody> {
+    use super::response::{grpc_code, grpc_status_response};
+    let message = format!(
+        "ouli needs a gRPC call's request stream whole (half-closed) before it forwards or \
+         replays the call: this one did not end within limits.request_body_idle_timeout_ms = \
+         {} ms (or request_body_timeout_ms = {} ms). A bidirectional call whose client waits \
+         for answers before it half-closes cannot go through ouli",
+        limits.request_body_idle_timeout_ms, limits.request_body_timeout_ms
+    );
+    tracing::info!("{message}: answered grpc-status 12");
+    let mut response = grpc_status_response(
+        grpc_code::UNIMPLEMENTED,
+        "grpc-stream-not-half-closed",
+        &message,
+    );
+    // Over HTTP/1.1, what is left of the body would be read as the next
+    // request (HTTP/2 ends the stream alone; hyper drops this header there).
     response
         .headers_mut()
         .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
@@ -241,7 +282,25 @@ mod tests {
             .body(StreamBody::new(frames))
             .unwrap();
         let (parts, body) = collect(request, &limits(4)).await.unwrap();
+        assert!(super::super::trailers::RequestTrailers::of(&parts).is_none());
         assert_eq!((parts.method, parts.uri.path()), (http::Method::PUT, "/x"));
         assert_eq!(&body[..], b"abcd");
+    }
+
+    #[tokio::test]
+    async fn collect_keeps_the_trailers_a_body_ended_with_in_the_head() {
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-checksum", HeaderValue::from_static("c0ffee"));
+        let frames = futures_util::stream::iter([
+            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"ab"))),
+            Ok(Frame::trailers(trailers)),
+        ]);
+        let request = http::Request::post("/")
+            .body(StreamBody::new(frames))
+            .unwrap();
+        let (parts, body) = collect(request, &limits(4)).await.unwrap();
+        assert_eq!(&body[..], b"ab");
+        let kept = super::super::trailers::RequestTrailers::of(&parts).unwrap();
+        assert_eq!(kept["x-checksum"], "c0ffee");
     }
 }

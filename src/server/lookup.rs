@@ -173,6 +173,7 @@ mod tests {
                 target: Bytes::from_static(b"/"),
                 headers: Vec::new(),
                 body: Bytes::new(),
+                trailers: Vec::new(),
             },
             exchange: Exchange::Http(RecordedResponse {
                 status: 200,

@@ -234,11 +234,15 @@ impl Server {
         {
             return self.serve_record(recording.read(last), answer).await;
         }
-        self.miss(endpoint, &missed)
+        self.miss(endpoint, &missed, super::response::is_grpc(headers))
     }
 
-    /// The miss report (module doc).
-    fn miss(&self, endpoint: &Endpoint, missed: &Missed<'_>) -> Response<ResponseBody> {
+    /// The miss report (module doc). To a gRPC call (`grpc`) it is
+    /// answered as the call's status, `NOT_FOUND` with the report's short
+    /// summary, which a gRPC client shows as it shows any status (an HTTP
+    /// 404 it would report as a transport error with no message); the
+    /// whole report is logged and kept for `/__ouli/misses` all the same.
+    fn miss(&self, endpoint: &Endpoint, missed: &Missed<'_>, grpc: bool) -> Response<ResponseBody> {
         let Missed {
             session,
             lookup,
@@ -341,6 +345,17 @@ impl Server {
             true => super::metrics::Outcome::Exhausted,
             false => super::metrics::Outcome::Miss,
         };
+        if grpc {
+            let summary = format!("ouli {kind}: {message}; {} {path}", got.method);
+            return super::metrics::mark(
+                super::response::grpc_status_response(
+                    super::response::grpc_code::NOT_FOUND,
+                    kind,
+                    &endpoint.redactor.redact_str(&summary),
+                ),
+                outcome,
+            );
+        }
         super::metrics::mark(json_response(StatusCode::NOT_FOUND, kind, report), outcome)
     }
 }

@@ -8,9 +8,10 @@ use super::response::{ResponseBody, error_response};
 use super::{Endpoint, Outgoing, Proxy, Server};
 use crate::identity::RequestHead;
 pub(super) use crate::identity::owned_headers;
+use crate::upstream::RequestBody;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use std::time::Duration;
 
 impl Server {
@@ -52,9 +53,11 @@ impl Server {
             }
         };
         let hop_by_hop = hop_by_hop_headers(&parts.headers);
+        let request_trailers = super::trailers::RequestTrailers::of(&parts);
         // Built again only if a reused connection fails it (`Upstream::send`).
         let upstream_request = || {
-            let mut request = Request::new(Full::new(body.clone()));
+            let body = RequestBody::new(body.clone(), request_trailers.cloned());
+            let mut request = Request::new(body);
             *request.method_mut() = parts.method.clone();
             // Origin-form on the wire; the scheme and authority pick the connection.
             *request.uri_mut() = http::Uri::from(path_and_query.clone());
@@ -66,6 +69,9 @@ impl Server {
             }
             headers.insert(http::header::HOST, route.host.clone());
             headers.insert(http::header::TE, super::trailers::TE_TRAILERS);
+            if let Some(trailers) = request_trailers {
+                super::trailers::forwarded(headers, trailers);
+            }
             request
         };
         let upstream = &proxy.upstream;
@@ -156,7 +162,10 @@ impl Server {
         let limits = config.limits.clone();
         let on_end: crate::record::OnBodyEnd = Box::new(move |captured| {
             let crate::record::Captured { chunks, trailers } = captured;
-            let request = identified.stored_request(RequestHead::of(&parts));
+            let request = identified.stored_request_with_trailers(
+                RequestHead::of(&parts),
+                super::trailers::RequestTrailers::of(&parts),
+            );
             let encoding = response_parts
                 .headers
                 .get(http::header::CONTENT_ENCODING)

@@ -11,7 +11,16 @@
 //! `TE: trailers` (RFC 9110 §6.5.1; hyper writes no trailer to another),
 //! in chunked framing, with a `Trailer` header naming them (hyper writes
 //! only the fields it names).
+//!
+//! A request may end with trailers too (a gRPC client sends none, but
+//! HTTP allows them). The collect stage keeps them with the request's head
+//! ([`RequestTrailers`], an extension of its `Parts`: they travel through
+//! identify and forward with it); record forwards them to the upstream
+//! after the body ([`forwarded`]) and stores them, redacted as headers are.
+//! They take no part in the request's identity (rfcs/0002, "Request
+//! trailers"); replay reads and ignores them.
 
+use crate::record::TRAILERS_MAX;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
@@ -75,6 +84,50 @@ pub(super) fn replayed<'a>(
     Some((trailers, announce))
 }
 
+/// The trailers a request body ended with, kept in its head's extensions
+/// by the collect stage: at most [`TRAILERS_MAX`] fields (the rest are
+/// dropped, logged), never empty.
+#[derive(Clone, Debug)]
+pub(super) struct RequestTrailers(pub HeaderMap);
+
+impl RequestTrailers {
+    /// `trailers` bounded by [`TRAILERS_MAX`]; `None` when there is none.
+    pub(super) fn bounded(trailers: HeaderMap) -> Option<RequestTrailers> {
+        if trailers.is_empty() {
+            return None;
+        }
+        if trailers.len() <= TRAILERS_MAX {
+            return Some(RequestTrailers(trailers));
+        }
+        tracing::warn!(
+            "request with {} trailer fields, over TRAILERS_MAX = {TRAILERS_MAX}: the rest are dropped",
+            trailers.len()
+        );
+        let mut kept = HeaderMap::new();
+        for (name, value) in trailers.iter().take(TRAILERS_MAX) {
+            kept.append(name.clone(), value.clone());
+        }
+        Some(RequestTrailers(kept))
+    }
+
+    /// The request trailers `parts` carries, if any.
+    pub(super) fn of(parts: &http::request::Parts) -> Option<&HeaderMap> {
+        parts.extensions.get::<RequestTrailers>().map(|t| &t.0)
+    }
+}
+
+/// Readies a request going upstream for `trailers`: over HTTP/1.1 they
+/// need chunked framing (no `content-length`) and a `Trailer` header
+/// naming them (hyper writes only the fields it names). The request's own
+/// `Trailer` header was hop-by-hop and did not come along.
+pub(super) fn forwarded(headers: &mut HeaderMap, trailers: &HeaderMap) {
+    headers.remove(http::header::CONTENT_LENGTH);
+    let names: Vec<&str> = trailers.keys().map(HeaderName::as_str).collect();
+    if let Ok(announce) = HeaderValue::from_str(&names.join(", ")) {
+        headers.insert(http::header::TRAILER, announce);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +165,26 @@ mod tests {
         assert_eq!(trailers["grpc-status"], "0");
         assert_eq!(announce, "grpc-status, grpc-message");
         assert!(replayed(std::iter::empty()).is_none());
+    }
+
+    #[test]
+    fn request_trailers_are_bounded_and_announced_upstream() {
+        assert!(RequestTrailers::bounded(HeaderMap::new()).is_none());
+        let mut many = HeaderMap::new();
+        for i in 0..TRAILERS_MAX + 3 {
+            let name = HeaderName::from_bytes(format!("x-t{i}").as_bytes()).unwrap();
+            many.insert(name, HeaderValue::from_static("v"));
+        }
+        let kept = RequestTrailers::bounded(many).unwrap();
+        assert_eq!(kept.0.len(), TRAILERS_MAX);
+
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-checksum", HeaderValue::from_static("abc"));
+        trailers.insert("x-count", HeaderValue::from_static("2"));
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        forwarded(&mut headers, &trailers);
+        assert!(!headers.contains_key(http::header::CONTENT_LENGTH));
+        assert_eq!(headers[http::header::TRAILER], "x-checksum, x-count");
     }
 }

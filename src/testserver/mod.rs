@@ -618,6 +618,7 @@ impl Converter {
                 target: Bytes::from_static(WEBSOCKET_TARGET.as_bytes()),
                 headers: vec![pair("upgrade", "websocket"), pair("connection", "Upgrade")],
                 body: Bytes::new(),
+                trailers: Vec::new(),
             },
             exchange: Exchange::WebSocket {
                 response: RecordedResponse {

@@ -5,7 +5,9 @@
 //! text form), text, or binary (a hex dump in the text form, base64 in
 //! `--json`). A response with more than one chunk is shown chunk by chunk
 //! with each chunk's arrival offset; a WebSocket conversation frame by frame
-//! (direction, opcode, offset, payload).
+//! (direction, opcode, offset, payload). The trailers a request or
+//! response body ended with follow it, one `trailer name: value` a line
+//! (`"trailers"` in `--json`).
 //!
 //! Output is bounded unless `--full`: each body shows its first
 //! [`SHOW_BODY_BYTES_MAX`] bytes and says how many were cut. A stream's
@@ -215,6 +217,7 @@ pub fn to_json(interaction: &Interaction, ordinal: usize, full: bool) -> Value {
             "target": String::from_utf8_lossy(&request.target),
             "headers": headers_json(&request.headers),
             "body": body_json(&request.body, &mut Budget::new(full)),
+            "trailers": headers_json(&request.trailers),
         },
         "response": {
             "status": response.status,
@@ -222,6 +225,7 @@ pub fn to_json(interaction: &Interaction, ordinal: usize, full: bool) -> Value {
             "original_encoding": String::from_utf8_lossy(&response.original_encoding),
             "body": body_json(&body, &mut Budget::new(full)),
             "chunks": chunks,
+            "trailers": headers_json(&response.trailers),
         },
     });
     if let Some(frames) = frames {
@@ -299,6 +303,7 @@ fn write_text(
     writeln!(out, "{method} {target}")?;
     write_headers(&request.headers, out)?;
     write_body(&request.body, &mut Budget::new(full), out)?;
+    write_trailers(&request.trailers, out)?;
     writeln!(out, "--- response ---")?;
     let reason = http::StatusCode::from_u16(response.status)
         .ok()
@@ -336,6 +341,7 @@ fn write_text(
             }
         }
     }
+    write_trailers(&response.trailers, out)?;
     if let Some(frames) = frames {
         writeln!(out, "--- websocket: {} frame(s) ---", frames.len())?;
         let mut budget = Budget::new(full);
@@ -364,6 +370,20 @@ fn write_headers(headers: &[HeaderPair], out: &mut dyn Write) -> std::io::Result
         writeln!(
             out,
             "{}: {}",
+            String::from_utf8_lossy(name),
+            String::from_utf8_lossy(value)
+        )?;
+    }
+    Ok(())
+}
+
+/// Trailer fields after the body they ended, one `trailer name: value` a
+/// line (nothing when there are none).
+fn write_trailers(trailers: &[HeaderPair], out: &mut dyn Write) -> std::io::Result<()> {
+    for (name, value) in trailers {
+        writeln!(
+            out,
+            "trailer {}: {}",
             String::from_utf8_lossy(name),
             String::from_utf8_lossy(value)
         )?;

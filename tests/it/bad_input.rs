@@ -1281,6 +1281,7 @@ fn write_replay_recordings(dir: &Path, port: u16) {
                         target: Bytes::copy_from_slice(request_path.as_bytes()),
                         headers: Vec::new(),
                         body: Bytes::new(),
+                        trailers: Vec::new(),
                     },
                     exchange: Exchange::Http(RecordedResponse {
                         status: 200,

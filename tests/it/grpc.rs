@@ -5,6 +5,11 @@
 //! port, h2c by prior knowledge): a unary call, a server-streaming call, a
 //! call that fails with a status (trailers-only, and after messages), the
 //! session taken from `test-name` metadata, and a deadline that changed.
+//! A client-streaming call (several messages, then half-close) records and
+//! replays; so does a bidirectional one whose client half-closes before it
+//! reads. A bidirectional call whose client waits for an answer before it
+//! half-closes cannot work (ouli collects a request stream whole): it ends
+//! with `UNIMPLEMENTED` naming the limitation, not a hang.
 
 use crate::support::config;
 use crate::support::ouli::{Log, Ouli, Start};
@@ -28,6 +33,10 @@ const STREAM_GAP: Duration = Duration::from_millis(20);
 const SERVICE: &str = "ouli.test.Greeter";
 const GREET: &str = "/ouli.test.Greeter/Greet";
 const COUNT: &str = "/ouli.test.Greeter/Count";
+/// Client streaming: every name sent, greeted in one answer.
+const COLLECT: &str = "/ouli.test.Greeter/Collect";
+/// Bidirectional: each name answered as it arrives.
+const CHAT: &str = "/ouli.test.Greeter/Chat";
 /// The name the server has no greeting for: NOT_FOUND.
 const NOBODY: &str = "nobody";
 /// Its status message: spaces and a non-ASCII letter, which `grpc-message`
@@ -93,6 +102,8 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for Greeter {
             Ok(match request.uri().path() {
                 GREET => grpc.unary(GreetMethod(greeter), request).await,
                 COUNT => grpc.server_streaming(CountMethod(greeter), request).await,
+                COLLECT => grpc.client_streaming(CollectMethod(greeter), request).await,
+                CHAT => grpc.streaming(ChatMethod(greeter), request).await,
                 _ => Status::unimplemented("no such method").into_http(),
             })
         })
@@ -154,6 +165,56 @@ impl tonic::server::ServerStreamingService<Hello> for CountMethod {
             }
         });
         Box::pin(async move { Ok(tonic::Response::new(Box::pin(stream) as GreetingStream)) })
+    }
+}
+
+/// `Collect`: reads every message to the client's half-close, then one
+/// greeting naming them all, `seq` their count.
+struct CollectMethod(Greeter);
+
+impl tonic::server::ClientStreamingService<Hello> for CollectMethod {
+    type Response = Greeting;
+    type Future = BoxFuture<tonic::Response<Greeting>, Status>;
+
+    fn call(&mut self, request: tonic::Request<tonic::Streaming<Hello>>) -> Self::Future {
+        let call = self.0.next_call();
+        let mut messages = request.into_inner();
+        Box::pin(async move {
+            let mut names = Vec::new();
+            while let Some(hello) = messages.message().await? {
+                names.push(hello.name);
+            }
+            Ok(tonic::Response::new(Greeting {
+                text: format!("hello {}", names.join(", ")),
+                call,
+                seq: names.len() as u32,
+            }))
+        })
+    }
+}
+
+/// `Chat`: a greeting for each message as soon as it arrives.
+struct ChatMethod(Greeter);
+
+impl tonic::server::StreamingService<Hello> for ChatMethod {
+    type Response = Greeting;
+    type ResponseStream = GreetingStream;
+    type Future = BoxFuture<tonic::Response<GreetingStream>, Status>;
+
+    fn call(&mut self, request: tonic::Request<tonic::Streaming<Hello>>) -> Self::Future {
+        let call = self.0.next_call();
+        let messages = request.into_inner();
+        let answers =
+            futures_util::stream::unfold((messages, 0), move |(mut messages, seq)| async move {
+                let hello = messages.message().await.transpose()?;
+                let item = hello.map(|hello| Greeting {
+                    text: format!("hi {}", hello.name),
+                    call,
+                    seq: seq + 1,
+                });
+                Some((item, (messages, seq + 1)))
+            });
+        Box::pin(async move { Ok(tonic::Response::new(Box::pin(answers) as GreetingStream)) })
     }
 }
 
@@ -255,6 +316,60 @@ async fn count(
             Err(status) => return (got, Some(status)),
         }
     }
+}
+
+/// `names` as a request stream in `session`, [`STREAM_GAP`] apart (each
+/// in its own DATA frame), then the half-close.
+fn name_stream(
+    session: &str,
+    names: &[&str],
+) -> tonic::Request<impl futures_util::Stream<Item = Hello> + Send + 'static> {
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let stream = futures_util::stream::unfold(names.into_iter(), |mut names| async move {
+        let name = names.next()?;
+        tokio::time::sleep(STREAM_GAP).await;
+        Some((Hello { name, count: 0 }, names))
+    });
+    let mut request = tonic::Request::new(stream);
+    request
+        .metadata_mut()
+        .insert("test-name", session.parse().unwrap());
+    request
+}
+
+/// `Collect` over `channel`.
+async fn collect(channel: &Channel, names: &[&str]) -> Result<Greeting, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static(COLLECT);
+    let codec = ProstCodec::<Hello, Greeting>::default();
+    let call = grpc.client_streaming(name_stream("collect", names), path, codec);
+    tokio::time::timeout(SAFETY_NET, call)
+        .await
+        .expect("an answer within the safety net")
+        .map(tonic::Response::into_inner)
+}
+
+/// `Chat` over `channel`, the client half-closing after `names`: every
+/// answer read.
+async fn chat(channel: &Channel, names: &[&str]) -> Result<Vec<Greeting>, Status> {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready().await.unwrap();
+    let path = http::uri::PathAndQuery::from_static(CHAT);
+    let codec = ProstCodec::<Hello, Greeting>::default();
+    let call = grpc.streaming(name_stream("chat", names), path, codec);
+    let mut answers = tokio::time::timeout(SAFETY_NET, call)
+        .await
+        .expect("a head within the safety net")?
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(answer) = tokio::time::timeout(SAFETY_NET, answers.message())
+        .await
+        .expect("a message within the safety net")?
+    {
+        got.push(answer);
+    }
+    Ok(got)
 }
 
 // --- record, then replay -------------------------------------------------------
@@ -365,11 +480,20 @@ async fn sessions_from_test_name_metadata_replay_their_own_answers() {
         greet(&client, request("alpha", "ada", 0)).await.unwrap(),
         alpha
     );
-    // A session that recorded nothing misses: the match is real.
-    // (ouli's 404 miss: a failed call whose metadata names it).
+    // A session that recorded nothing misses: the match is real. A miss
+    // is the call's status, NOT_FOUND with the miss's summary (not an HTTP
+    // 404 the client would report as a transport error).
     let missed = greet(&client, request("gamma", "ada", 0))
         .await
         .unwrap_err();
+    assert_eq!(missed.code(), Code::NotFound, "{missed:?}");
+    assert!(
+        missed
+            .message()
+            .starts_with("ouli replay-miss: no recording for session gamma")
+            && missed.message().ends_with(&format!("POST {GREET}")),
+        "{missed:?}"
+    );
     assert_eq!(
         missed.metadata().get("x-ouli-error").unwrap(),
         "replay-miss"
@@ -377,7 +501,29 @@ async fn sessions_from_test_name_metadata_replay_their_own_answers() {
     // Another message body in a recorded session misses too.
     let other = greet(&client, request("alpha", "bob", 0)).await;
     let other = other.unwrap_err();
+    assert_eq!(other.code(), Code::NotFound, "{other:?}");
+    assert!(
+        other
+            .message()
+            .contains("session alpha: no recorded request matches"),
+        "{other:?}"
+    );
     assert_eq!(other.metadata().get("x-ouli-error").unwrap(), "replay-miss");
+    // The full reports are kept as for any miss.
+    let (status, _, misses) =
+        crate::support::client::send(&ouli.addr, "GET", "/__ouli/misses", &[], Vec::new()).await;
+    assert_eq!(status, 200);
+    let misses: serde_json::Value = serde_json::from_slice(&misses).unwrap();
+    let sessions: Vec<&str> = misses["misses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["session"].as_str())
+        .collect();
+    assert!(
+        sessions.contains(&"gamma") && sessions.contains(&"alpha"),
+        "{misses}"
+    );
     ouli.stop().assert_success();
 }
 
@@ -401,4 +547,94 @@ async fn a_call_with_another_deadline_replays_the_same_reply() {
     let replayed = greet(&channel(&ouli.addr).await, replayed).await.unwrap();
     assert_eq!(replayed, live);
     ouli.stop().assert_success();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_streaming_call_replays_the_reply_to_its_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, replayed) = live_then_replayed(dir.path(), |channel| async move {
+        // Two calls that differ in their messages only: two interactions.
+        let all = collect(&channel, &["ada", "bob", "cy"]).await.unwrap();
+        let fewer = collect(&channel, &["ada", "bob"]).await.unwrap();
+        (all, fewer)
+    })
+    .await;
+    let (all, fewer) = &live;
+    assert_eq!((all.text.as_str(), all.seq), ("hello ada, bob, cy", 3));
+    assert_eq!((fewer.text.as_str(), fewer.call), ("hello ada, bob", 2));
+    assert_eq!(replayed, live);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bidirectional_call_that_half_closes_first_replays_its_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (live, replayed) = live_then_replayed(dir.path(), |channel| async move {
+        chat(&channel, &["ada", "bob"]).await.unwrap()
+    })
+    .await;
+    let texts: Vec<&str> = live.iter().map(|g| g.text.as_str()).collect();
+    assert_eq!(texts, ["hi ada", "hi bob"]);
+    assert_eq!(replayed, live);
+}
+
+/// Request streams idle this long end the wait in the test below.
+const IDLE_TIMEOUT_MS: u64 = 400;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bidirectional_call_waiting_for_an_answer_ends_unimplemented_not_hung() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = start_upstream().await;
+    let yaml = config(
+        upstream.port,
+        &format!(
+            "    target_protocol: h2c\nlimits:\n  request_body_idle_timeout_ms: {IDLE_TIMEOUT_MS}\n"
+        ),
+    );
+    for mode in ["record", "replay"] {
+        let ouli = Start::new(mode, dir.path(), &yaml)
+            .log(Log::Create(dir.path().join(format!("ouli-{mode}.log"))))
+            .spawn();
+        let channel = channel(&ouli.addr).await;
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.unwrap();
+        // One message, then the client waits for its answer before it
+        // sends more: the stream stays open.
+        let (more, waiting) = tokio::sync::mpsc::channel::<Hello>(1);
+        more.send(Hello {
+            name: "ada".into(),
+            count: 0,
+        })
+        .await
+        .unwrap();
+        let messages = futures_util::stream::unfold(waiting, |mut waiting| async move {
+            waiting.recv().await.map(|hello| (hello, waiting))
+        });
+        let mut request = tonic::Request::new(messages);
+        request
+            .metadata_mut()
+            .insert("test-name", "ping-pong".parse().unwrap());
+        let path = http::uri::PathAndQuery::from_static(CHAT);
+        let codec = ProstCodec::<Hello, Greeting>::default();
+        let started = std::time::Instant::now();
+        let call = tokio::time::timeout(SAFETY_NET, grpc.streaming(request, path, codec));
+        let status = call
+            .await
+            .expect("answered within the safety net")
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(status.code(), Code::Unimplemented, "{mode}: {status:?}");
+        assert!(
+            status.message().contains("bidirectional")
+                && status.message().contains("request_body_idle_timeout_ms"),
+            "{mode}: {status:?}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(IDLE_TIMEOUT_MS));
+        assert_eq!(
+            status.metadata().get("x-ouli-error").unwrap(),
+            "grpc-stream-not-half-closed"
+        );
+        drop(more);
+        ouli.stop().assert_success();
+    }
+    upstream.stop().await;
 }

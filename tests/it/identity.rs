@@ -906,6 +906,7 @@ fn configured_headers_are_dropped_whatever_their_case() {
         target: Bytes::from_static(b"/"),
         headers: pairs(&[("X-API-TOKEN", "t"), ("COOKIE", "c"), ("Accept", "*/*")]),
         body: Bytes::new(),
+        trailers: Vec::new(),
     };
     r.redact_request(&mut recorded);
     assert_eq!(recorded.headers, pairs(&[("Accept", "*/*")]));
@@ -923,6 +924,7 @@ fn secrets_are_replaced_in_every_part_of_a_request() {
             ("content-length", "27"),
         ]),
         body: Bytes::from_static(b"data=s3cr3t&more=hunter%202"),
+        trailers: Vec::new(),
     };
     r.redact_request(&mut request);
     assert_eq!(

@@ -65,6 +65,7 @@ fn http(label: &str, body: impl Into<Vec<u8>>) -> Interaction {
             target: b(format!("/{label}?q=1")),
             headers: vec![(b("host"), b("example.test"))],
             body: Bytes::new(),
+            trailers: Vec::new(),
         },
         exchange: Exchange::Http(RecordedResponse {
             status: 200,
@@ -974,6 +975,7 @@ fn arb_interaction() -> impl Strategy<Value = Interaction> {
                         target,
                         headers,
                         body,
+                        trailers: Vec::new(),
                     },
                     exchange,
                 }

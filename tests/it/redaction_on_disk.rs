@@ -107,6 +107,7 @@ proptest! {
                 (Bytes::from_static(b"x-note"), secret_text(2)),
             ],
             body: Bytes::from(body.clone()),
+            trailers: Vec::new(),
         };
         redactor.redact_request(&mut request);
         let mut headers = HeaderMap::new();

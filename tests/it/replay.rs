@@ -90,6 +90,7 @@ impl SessionWriter {
                     })
                     .collect(),
                 body: Bytes::copy_from_slice(body.as_bytes()),
+                trailers: Vec::new(),
             },
             exchange: Exchange::Http(RecordedResponse {
                 status,
@@ -773,7 +774,7 @@ async fn a_request_on_a_connection_the_upstream_just_closed_goes_on_a_new_one() 
     let get = || {
         http::Request::get("/")
             .header(http::header::HOST, format!("127.0.0.1:{port}"))
-            .body(Full::new(Bytes::new()))
+            .body(ouli::upstream::RequestBody::default())
             .unwrap()
     };
     let first = upstream_client

@@ -561,6 +561,7 @@ fn injected_interaction() -> ouli::interaction::Interaction {
             target: Bytes::from_static(b"/old"),
             headers: vec![],
             body: Bytes::new(),
+            trailers: Vec::new(),
         },
         exchange: Exchange::Http(RecordedResponse {
             status: 200,

@@ -2,7 +2,9 @@
 //! trailers (gRPC's `grpc-status` and `grpc-message`, and one carrying a
 //! secret); the real binary records them, and replays them with the
 //! upstream stopped, read by a hyper client that sees them as a trailers
-//! `Frame`. The secret never reaches the file.
+//! `Frame`. The secret never reaches the file. A client sending request
+//! trailers over h2c: forwarded to the upstream, recorded redacted, shown by
+//! `ouli show`, and no part of the request's identity.
 
 use crate::support::config;
 use crate::support::files::{assert_nowhere_under, interactions};
@@ -11,7 +13,7 @@ use crate::support::upstream::{self, Options};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -193,4 +195,197 @@ async fn a_client_that_did_not_ask_for_trailers_gets_the_body_without_them() {
     assert_eq!(replayed.body, CHUNKS.concat().as_bytes());
     assert!(replayed.trailers.is_none());
     server.stop().assert_success();
+}
+
+// --- request trailers ----------------------------------------------------------
+
+const REQUEST_BODY: &str = "{\"upload\":\"part\"}";
+const CHECKSUM: &str = "sha256=c0ffee";
+
+/// What the upstream saw of each request: its body and trailers.
+type Seen = Arc<Mutex<Vec<(Vec<u8>, Option<http::HeaderMap>)>>>;
+
+/// An HTTP/1.1 upstream that keeps each request's body and trailers and
+/// answers `stored`.
+async fn trailer_reading_upstream() -> (upstream::Upstream, Seen) {
+    let seen: Seen = Arc::default();
+    let keep = seen.clone();
+    let upstream = upstream::start(
+        Options::default(),
+        move |_, request: http::Request<hyper::body::Incoming>| {
+            let keep = keep.clone();
+            async move {
+                let collected = request.into_body().collect().await.unwrap();
+                let trailers = collected.trailers().cloned();
+                keep.lock()
+                    .unwrap()
+                    .push((collected.to_bytes().to_vec(), trailers));
+                Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(
+                    b"stored",
+                ))))
+            }
+        },
+    )
+    .await;
+    (upstream, seen)
+}
+
+/// `POST /v1/upload` over HTTP/2 in clear (prior knowledge): the body in
+/// one data frame, then `trailers` in a trailing HEADERS frame. Status
+/// and body of the answer.
+async fn post_with_trailers(addr: &str, trailers: &[(&str, &str)]) -> (u16, Vec<u8>) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut map = http::HeaderMap::new();
+    for (name, value) in trailers {
+        map.insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let mut frames: Vec<Result<hyper::body::Frame<Bytes>, Infallible>> = vec![Ok(
+        hyper::body::Frame::data(Bytes::from_static(REQUEST_BODY.as_bytes())),
+    )];
+    if !map.is_empty() {
+        frames.push(Ok(hyper::body::Frame::trailers(map)));
+    }
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+    let request = http::Request::post(format!("http://{addr}/v1/upload"))
+        .header("test-name", "request-trailers")
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap();
+    let response = tokio::time::timeout(SAFETY_NET, sender.send_request(request))
+        .await
+        .expect("an answer within the safety net")
+        .unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, body.to_vec())
+}
+
+fn run_show(args: &[&str]) -> String {
+    let output = std::process::Command::new(crate::support::ouli::OULI)
+        .arg("show")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "ouli show {args:?}: {output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_trailers_are_forwarded_recorded_redacted_shown_and_not_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream, seen) = trailer_reading_upstream().await;
+    let port = upstream.port;
+    let server = start("record", dir.path(), port);
+    let sent = [("x-checksum", CHECKSUM), ("x-token", SECRET)];
+    let (status, body) = post_with_trailers(&server.addr, &sent).await;
+    assert_eq!((status, &body[..]), (200, &b"stored"[..]));
+    server.stop().assert_success();
+    upstream.stop().await;
+
+    // Over HTTP/1.1 to the upstream: chunked, the trailers after the last
+    // chunk, as the client sent them (the secret too: only the file is
+    // redacted).
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    let (upstream_body, upstream_trailers) = &seen[0];
+    assert_eq!(upstream_body, REQUEST_BODY.as_bytes());
+    let upstream_trailers = upstream_trailers.as_ref().expect("trailers upstream");
+    assert_eq!(upstream_trailers["x-checksum"], CHECKSUM);
+    assert_eq!(upstream_trailers["x-token"], SECRET);
+
+    let recordings = dir.path().join("recordings");
+    assert!(assert_nowhere_under(&recordings, SECRET.as_bytes()) > 0);
+    let file = recordings.join("request-trailers.ouli");
+    let recorded = interactions(&file);
+    assert_eq!(recorded.len(), 1);
+    let names: Vec<(&[u8], &[u8])> = recorded[0]
+        .request
+        .trailers
+        .iter()
+        .map(|(n, v)| (&n[..], &v[..]))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (&b"x-checksum"[..], CHECKSUM.as_bytes()),
+            (b"x-token", b"REDACTED")
+        ]
+    );
+
+    let file = file.to_str().unwrap();
+    let text = run_show(&[file, "1"]);
+    assert!(
+        text.contains(&format!("trailer x-checksum: {CHECKSUM}")),
+        "{text}"
+    );
+    assert!(text.contains("trailer x-token: REDACTED"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&run_show(&["--json", file, "1"])).unwrap();
+    let trailers = json["request"]["trailers"].to_string();
+    assert!(trailers.contains(CHECKSUM), "{json}");
+
+    // Replay: trailers take no part in the identity; the same request
+    // with other trailers, or none, is the recorded one.
+    let server = start("replay", dir.path(), port);
+    for trailers in [&[("x-checksum", "sha256=other")][..], &[]] {
+        let (status, body) = post_with_trailers(&server.addr, trailers).await;
+        assert_eq!((status, &body[..]), (200, &b"stored"[..]), "{trailers:?}");
+        // The same request again is the chain's next position: back to
+        // its head for the next one.
+        let reset = "/__ouli/sessions/request-trailers/reset";
+        let (status, _, _) =
+            crate::support::client::send(&server.addr, "POST", reset, &[], Vec::new()).await;
+        assert_eq!(status, 200);
+    }
+    server.stop().assert_success();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_http1_request_trailers_reach_the_upstream_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream, seen) = trailer_reading_upstream().await;
+    let server = start("record", dir.path(), upstream.port);
+    let request = format!(
+        "POST /v1/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nTest-Name: chunked-trailers\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\
+         Trailer: x-checksum\r\nConnection: close\r\n\r\n\
+         {:x}\r\n{REQUEST_BODY}\r\n0\r\nx-checksum: {CHECKSUM}\r\n\r\n",
+        REQUEST_BODY.len()
+    );
+    let addr = server.addr.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        crate::support::raw::exchange(&addr, request.as_bytes(), false)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (answer.status, &answer.body[..]),
+        (200, &b"stored"[..]),
+        "{answer:?}"
+    );
+    server.stop().assert_success();
+    upstream.stop().await;
+
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].0, REQUEST_BODY.as_bytes());
+    let trailers = seen[0].1.as_ref().expect("trailers upstream");
+    assert_eq!(trailers["x-checksum"], CHECKSUM);
+
+    let file = dir.path().join("recordings/chunked-trailers.ouli");
+    let recorded = interactions(&file);
+    assert_eq!(
+        recorded[0].request.trailers,
+        [(
+            Bytes::from_static(b"x-checksum"),
+            Bytes::from_static(CHECKSUM.as_bytes())
+        )]
+    );
 }

@@ -32,6 +32,7 @@ fn interaction(i: usize) -> Interaction {
             target: b(&format!("/{label}")),
             headers: vec![(b("host"), b("example.test"))],
             body: Bytes::new(),
+            trailers: Vec::new(),
         },
         exchange: Exchange::Http(RecordedResponse {
             status: 200,
