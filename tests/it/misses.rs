@@ -224,7 +224,13 @@ async fn the_record_command_names_the_binary_as_it_was_invoked() {
     let command = record_command(start().program(&link)).await;
     let quoted = format!("'{}' record-missing --config ", link.display());
     assert!(command.starts_with(&quoted), "{command}");
-    assert!(command.ends_with(&format!(" --recording-dir {}", dir.path().join("recordings").display())), "{command}");
+    assert!(
+        command.ends_with(&format!(
+            " --recording-dir {}",
+            dir.path().join("recordings").display()
+        )),
+        "{command}"
+    );
 
     // A relative path, as a shell in `dir` ran it: made absolute.
     let relative = start()
@@ -237,7 +243,11 @@ async fn the_record_command_names_the_binary_as_it_was_invoked() {
     assert!(word.contains("sdk bin/test-server"), "{word}");
 
     // A bare name found on PATH: the executable itself.
-    let path = format!("{}:{}", folder.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        folder.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let bare = start()
         .program(std::path::Path::new("test-server"))
         .env("PATH", &path);
