@@ -179,7 +179,8 @@ def format_misses(name: str, misses: List[Dict[str, Any]]) -> str:
         if isinstance(differences, str):
             lines.append(f"    {differences}")
         elif differences:
-            closest = (miss.get("closest_recorded") or [{}])[0]
+            recorded = miss.get("closest_recorded")
+            closest = recorded[0] if isinstance(recorded, list) and recorded else {}
             lines.append(f"    closest recorded: {closest.get('method')} {closest.get('path')}")
             for difference in differences[:DIFFERENCES_SHOWN_MAX]:
                 lines.append(
