@@ -132,6 +132,16 @@ impl ChainState {
         }
     }
 
+    /// How far the chain of a canonical form (by its SHA-256) has gone:
+    /// its occurrences taken so far (`chain: request`), or the session's
+    /// requests taken (`chain: session`, whatever the form).
+    pub fn position_of(&self, canonical_hash: &[u8; 32]) -> u32 {
+        match self.mode {
+            ChainMode::Request => self.by_request.get(canonical_hash).map_or(0, |&(_, n)| n),
+            ChainMode::Session => self.count,
+        }
+    }
+
     /// Back to the head: the session can be served again from the start.
     pub fn reset(&mut self) {
         self.by_request.clear();

@@ -104,6 +104,11 @@ pub struct ServeArgs {
     /// temporary directory. The ready line names it (`ca=PATH`).
     #[arg(long, value_name = "FILE")]
     pub tls_ca_out: Option<PathBuf>,
+    /// At shutdown, write the report of recorded interactions never served
+    /// in this run (JSON: per session, its interactions, how many were
+    /// served, and the unused ones) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub unused_report: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -489,10 +494,22 @@ fn serve(args: ServeArgs, mode: Mode) -> Result<(Command, Vec<String>), CliError
         // Records nothing: the dir is neither needed nor created.
         Mode::Passthrough => args.recording_dir,
     };
+    // Checked now: a typo must fail at start, not after the run.
+    if let Some(report) = &args.unused_report
+        && let Some(folder) = report.parent()
+        && !folder.as_os_str().is_empty()
+        && !folder.is_dir()
+    {
+        return Err(CliError::Input {
+            path: report.clone(),
+            why: "--unused-report: no such folder for the report".into(),
+        });
+    }
     let options = ServeOptions {
         config,
         mode,
         recording_dir,
+        unused_report: args.unused_report,
     };
     Ok((Command::Serve(options), warnings))
 }

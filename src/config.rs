@@ -294,6 +294,29 @@ pub struct Config {
     pub tls_ca_out: Option<PathBuf>,
     /// Top-level `replay_timing`: every endpoint's unless it sets its own.
     pub replay_timing: ReplayTiming,
+    /// `admin_token`: what a peer off loopback sends (`Authorization:
+    /// Bearer <token>`) to use the admin API; without it such a peer gets
+    /// 403 (`server/admin.rs`).
+    pub admin_token: Option<AdminToken>,
+}
+
+/// Longest `admin_token` accepted, in bytes.
+pub const ADMIN_TOKEN_BYTES_MAX: usize = 256;
+
+/// The admin token: never printed (its `Debug` says only that it is set).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    pub fn as_bytes(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(set)")
+    }
 }
 
 /// A config that cannot be used; names the file, the key and what is wrong.
@@ -341,6 +364,7 @@ impl Default for Config {
             ca_file: None,
             tls_ca_out: None,
             replay_timing: ReplayTiming::default(),
+            admin_token: None,
         }
     }
 }
@@ -443,6 +467,7 @@ struct RawConfig {
     tls_cert_file: Option<PathBuf>,
     tls_key_file: Option<PathBuf>,
     tls_ca_out: Option<PathBuf>,
+    admin_token: Option<String>,
 }
 
 /// `replay_timing` as written: a word or a number.
@@ -529,6 +554,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "tls_cert_file",
     "tls_key_file",
     "tls_ca_out",
+    "admin_token",
 ];
 const ENDPOINT_KEYS: &[&str] = &[
     "target_host",
@@ -867,6 +893,10 @@ fn validate(
         (None, None) => None,
     };
     let tls_ca_out = raw.tls_ca_out.map(|file| relative_to(path, &file));
+    let admin_token = raw
+        .admin_token
+        .map(|token| admin_token(&check, token))
+        .transpose()?;
 
     Ok(Config {
         source: Some(path.to_path_buf()),
@@ -884,7 +914,26 @@ fn validate(
         ca_file,
         tls_ca_out,
         replay_timing,
+        admin_token,
     })
+}
+
+/// `admin_token`: 1..=[`ADMIN_TOKEN_BYTES_MAX`] bytes of visible ASCII, as
+/// a bearer token in an `Authorization` header must be.
+fn admin_token(check: &Checker<'_>, token: String) -> Result<AdminToken, ConfigError> {
+    if token.is_empty() || token.len() > ADMIN_TOKEN_BYTES_MAX {
+        return Err(check.invalid(
+            "admin_token",
+            format!("must be 1 to {ADMIN_TOKEN_BYTES_MAX} bytes long"),
+        ));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(check.invalid(
+            "admin_token",
+            "must be visible ASCII (no spaces or control characters): it is sent as `Authorization: Bearer <token>`",
+        ));
+    }
+    Ok(AdminToken(token))
 }
 
 fn endpoint(

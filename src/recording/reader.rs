@@ -682,6 +682,22 @@ impl RecordView {
     pub fn response_status(&self) -> u16 {
         self.layout.status
     }
+    /// The record's 0-based place in its file (the writer's count of records
+    /// before it).
+    pub fn ordinal(&self) -> u32 {
+        self.header.ordinal.get()
+    }
+    /// The recorded request's method and target (path and query), as
+    /// stored (redacted); empty where the payload lacks them.
+    pub fn request_method_and_target(&self) -> (&[u8], &[u8]) {
+        let mut c = format::Cursor {
+            bytes: &self.record,
+            pos: self.layout.request_start,
+        };
+        let method = c.field().map_or(&[][..], |range| &self.record[range]);
+        let target = c.field().map_or(&[][..], |range| &self.record[range]);
+        (method, target)
+    }
     /// Response headers in recorded order.
     pub fn response_headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         let mut c = format::Cursor {

@@ -99,7 +99,7 @@ impl Server {
             "client",
             "unknown-control-path",
             redacted(format!(
-                "{CONTROL_PREFIX}{path} is not an ouli control path (health, misses, sessions/<name>/reset, sessions/<name>/end)"
+                "{CONTROL_PREFIX}{path} is not an ouli control path (health, ready, sessions, sessions/<name>, sessions/<name>/reset, sessions/<name>/end, misses, mode, session, debug/pprof)"
             )),
         )
     }
@@ -107,7 +107,7 @@ impl Server {
 
 /// A control path's session name, percent-decoded: it must be UTF-8, as the
 /// session header's value must (a lossy decoding would name another session).
-fn session_name(encoded: &str) -> Result<SessionName, String> {
+pub(super) fn session_name(encoded: &str) -> Result<SessionName, String> {
     let decoded = percent_encoding::percent_decode_str(encoded)
         .decode_utf8()
         .map_err(|_| "the session name in the path is not UTF-8 once percent-decoded".to_owned())?;

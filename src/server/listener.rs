@@ -2,8 +2,10 @@
 //! accepts connections (up to `limits.connections_max`; out of descriptors
 //! it backs off and sheds, `shed`), hands each to [`connection`] (TLS,
 //! HTTP/1.1 or HTTP/2, with the configured limits), and on SIGINT/SIGTERM
-//! stops accepting, lets in-flight requests finish, and closes the
-//! recordings.
+//! fails readiness (`/__ouli/ready` answers 503), lets in-flight requests
+//! finish while still taking connections (so that a load balancer's probe
+//! is answered, not refused), then stops accepting, closes the recordings
+//! and writes the unused report (`usage.rs`).
 
 mod connection;
 
@@ -81,6 +83,8 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     // with upgrades, which WebSocket replay needs).
     let mut connections = tokio::task::JoinSet::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Accepting stops after the drain (below), not with the connections.
+    let (accept_stop_tx, accept_stop_rx) = tokio::sync::watch::channel(false);
     let mut accept_tasks = Vec::new();
     // Before the ready line: a SIGTERM sent as soon as it is read must stop
     // the server gracefully, not find the default action (death) in place.
@@ -117,7 +121,7 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             index,
             listener,
             conn_tx.clone(),
-            stop_rx.clone(),
+            accept_stop_rx.clone(),
             spare.clone(),
             (health_paths.clone(), is_tls[index]),
         )));
@@ -154,10 +158,10 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
+    // Readiness fails first, so that a load balancer drains this process
+    // while its in-flight requests finish.
+    server.admin.not_ready();
     let _ = stop_tx.send(true);
-    for task in accept_tasks {
-        let _ = task.await;
-    }
     let timeout = Duration::from_millis(options.config.limits.shutdown_timeout_ms);
     let all_closed = async {
         // Upgraded connections have left `connections`: their
@@ -167,8 +171,50 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             server.conversations.stop()
         );
     };
-    if tokio::time::timeout(timeout, all_closed).await.is_err() {
-        tracing::warn!("shutdown: connections still open after {timeout:?}; closing them");
+    // Meanwhile connections are still taken, so that a probe of
+    // `/__ouli/ready` is answered 503 rather than refused.
+    let (late_stop_tx, late_stop_rx) = tokio::sync::watch::channel(false);
+    let mut late = tokio::task::JoinSet::new();
+    let accepting = async {
+        while let Some((index, stream)) = conn_rx.recv().await {
+            let Some((slot, stream)) = slots.admit(index, stream) else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let connection = connection::Connection {
+                server: server.clone(),
+                index,
+                options: options.clone(),
+                tls: tls.acceptor(index).cloned(),
+                stop: late_stop_rx.clone(),
+                peer: stream.peer_addr().ok().map(|addr| addr.ip()),
+            };
+            late.spawn(async move {
+                let _slot = slot;
+                connection.serve(stream).await;
+            });
+        }
+        std::future::pending::<()>().await;
+    };
+    tokio::select! {
+        closed = tokio::time::timeout(timeout, all_closed) => {
+            if closed.is_err() {
+                tracing::warn!("shutdown: connections still open after {timeout:?}; closing them");
+            }
+        }
+        () = accepting => {}
+    }
+    let _ = accept_stop_tx.send(true);
+    for task in accept_tasks {
+        let _ = task.await;
+    }
+    let _ = late_stop_tx.send(true);
+    let late_closed = async { while late.join_next().await.is_some() {} };
+    if tokio::time::timeout(LATE_CONNECTIONS_GRACE, late_closed)
+        .await
+        .is_err()
+    {
+        late.abort_all();
     }
     if let Some(writer) = server.recorder().cloned() {
         let errors = tokio::task::spawn_blocking(move || writer.finish_all())
@@ -181,8 +227,20 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             )));
         }
     }
-    Ok(())
+    // After the recordings are closed: the report reads them as they are.
+    let replayed = server
+        .admin
+        .replayed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let reporter = server.clone();
+    tokio::task::spawn_blocking(move || reporter.report_unused(replayed))
+        .await
+        .map_err(|e| ServeError::Setup(format!("unused report: {e}")))?
 }
+
+/// How long connections opened during the shutdown drain (probes of
+/// `/__ouli/ready`, mostly) get to finish once the drain is over.
+const LATE_CONNECTIONS_GRACE: Duration = Duration::from_secs(1);
 
 /// Accepts one listener's connections and hands them to the serving loop.
 /// An error that is the process's (out of descriptors or memory) pauses the

@@ -18,10 +18,14 @@
 //! | answer | `replay::answer_hit`, `miss::answer_miss`, `websocket` | a lookup | the recorded answer, from the map; a miss report | 404 miss, 502 damaged record (recording) |
 //! | forward, capture, store | `proxy`, `websocket_record`, `crate::record` | head, body as sent, identity and chain step | the upstream's answer, streamed back while captured; appended at its end | 502, 504 (upstream); 500 recording not started (recording) |
 //!
-//! Which stages run is chosen once, from the mode, as the server's `Side`:
+//! Which stages run is chosen from the mode, as the server's `Side`, at
+//! start; the admin API (`admin.rs`) may switch between replay,
+//! record-missing and passthrough at run time, and each request then reads
+//! the mode with one atomic load (`Server::proxy_now`):
 //! - **replay**: admit → collect → identify → session → lookup →
 //!   `answer_hit` | `answer_miss`. `Side::Replay` holds no upstream client:
-//!   this mode cannot reach the network by construction.
+//!   this mode cannot reach the network by construction, until the admin
+//!   API is asked to switch to a proxy mode and builds one.
 //! - **record**: admit → collect → identify → session → chain step →
 //!   forward → capture → store.
 //! - **record-missing**: as replay up to the lookup; a hit is answered from
@@ -32,6 +36,7 @@
 //! proxied and its conversation recorded (`websocket_record`), or played
 //! from the recording (`websocket`).
 
+mod admin;
 mod body_timeout;
 mod control;
 mod listener;
@@ -45,6 +50,7 @@ mod response;
 mod session;
 mod shed;
 mod trailers;
+mod usage;
 mod websocket;
 mod websocket_record;
 
@@ -100,6 +106,9 @@ pub struct ServeOptions {
     pub config: Config,
     pub mode: Mode,
     pub recording_dir: PathBuf,
+    /// `--unused-report FILE`: where the report of recorded interactions
+    /// never served is written at shutdown (`usage.rs`).
+    pub unused_report: Option<PathBuf>,
 }
 
 /// Why ouli could not start or stopped with an error.
@@ -118,6 +127,12 @@ pub enum ServeError {
     RecordingDir { path: PathBuf, why: String },
     #[error("{0}")]
     Setup(String),
+    #[error("unused report {path}: {source}")]
+    Report {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Header marking every answer ouli makes itself (errors, misses).
@@ -264,6 +279,9 @@ struct Server {
     conversations: websocket_record::Conversations,
     /// The last misses, for `/__ouli/misses`.
     misses: Arc<misses::Misses>,
+    /// What the admin API changes at run time: the mode, the active
+    /// sessions, readiness (`admin.rs`).
+    admin: admin::AdminState,
 }
 
 impl Server {
@@ -291,7 +309,7 @@ impl Server {
         let side = match options.mode {
             Mode::Replay => Side::Replay,
             Mode::Record | Mode::RecordMissing | Mode::Passthrough => {
-                Side::Proxy(Self::proxy_side(options, routes, &secrets)?)
+                Side::Proxy(Self::proxy_side(options, options.mode, routes, &secrets)?)
             }
         };
         Ok(Server {
@@ -304,12 +322,15 @@ impl Server {
             side,
             conversations: websocket_record::Conversations::new(),
             misses: Arc::new(misses::Misses::new()),
+            admin: admin::AdminState::new(options.mode, config.endpoints.len()),
         })
     }
 
-    /// The upstream client and, in the record modes, the recorder.
+    /// The upstream client and, in the record modes, the recorder, of
+    /// `mode` (the start mode, or one the admin API switches to).
     fn proxy_side(
         options: &ServeOptions,
+        mode: Mode,
         routes: Vec<Route>,
         secrets: &[Vec<u8>],
     ) -> Result<Proxy, ServeError> {
@@ -323,11 +344,11 @@ impl Server {
             Arc::new(crate::record::Recorder::new(
                 options.recording_dir.clone(),
                 config.durability,
-                options.mode == Mode::RecordMissing,
+                mode == Mode::RecordMissing,
                 secrets,
             ))
         };
-        let store = match options.mode {
+        let store = match mode {
             Mode::Record => Store::All(recorder()),
             Mode::RecordMissing => Store::Missing(recorder()),
             Mode::Passthrough | Mode::Replay => Store::Nothing,
@@ -339,19 +360,50 @@ impl Server {
         })
     }
 
-    /// The upstream client (proxy modes only: replay has none).
+    /// The upstream client (proxy modes only: replay has none, until the
+    /// admin API switches to a proxy mode).
     fn upstream(&self) -> Option<&crate::upstream::Upstream> {
         match &self.side {
-            Side::Replay => None,
+            Side::Replay => self.switched_proxies().next().map(|p| &p.upstream),
             Side::Proxy(proxy) => Some(&proxy.upstream),
         }
     }
 
-    /// Where recordings are appended (record modes only).
+    /// Where recordings are appended (record modes only, or record-missing
+    /// once switched to).
     fn recorder(&self) -> Option<&Arc<crate::record::Recorder>> {
+        let switched = self.admin.record_missing.get().and_then(Proxy::recorder);
         match &self.side {
-            Side::Replay => None,
-            Side::Proxy(proxy) => proxy.recorder(),
+            Side::Replay => switched,
+            Side::Proxy(proxy) => proxy.recorder().or(switched),
+        }
+    }
+
+    /// The proxy sides built by mode switches.
+    fn switched_proxies(&self) -> impl Iterator<Item = &Proxy> {
+        self.admin
+            .record_missing
+            .get()
+            .into_iter()
+            .chain(self.admin.passthrough.get())
+    }
+
+    /// The side of the mode now: `None` for replay. One atomic load; the
+    /// start mode's side unless the admin API switched.
+    fn proxy_now(&self) -> Option<&Proxy> {
+        let mode = self.admin.mode();
+        if mode == self.options.mode {
+            return match &self.side {
+                Side::Replay => None,
+                Side::Proxy(proxy) => Some(proxy),
+            };
+        }
+        match mode {
+            Mode::Replay => None,
+            Mode::RecordMissing => self.admin.record_missing.get(),
+            Mode::Passthrough => self.admin.passthrough.get(),
+            // A record run never switches.
+            Mode::Record => None,
         }
     }
 }
@@ -383,11 +435,11 @@ impl Server {
             Ok(collected) => collected,
             Err(refused) => return refused,
         };
-        match &self.side {
-            Side::Replay => self.replay_request(endpoint, admitted, parts, body).await,
+        match self.proxy_now() {
+            None => self.replay_request(endpoint, admitted, parts, body).await,
             // Boxed: the proxy's future is large, and hyper keeps the
             // service's future inline in every connection's idle state.
-            Side::Proxy(proxy) => {
+            Some(proxy) => {
                 Box::pin(self.proxy_request(proxy, endpoint, held, admitted, parts, body)).await
             }
         }
@@ -416,17 +468,19 @@ impl Server {
         if let Some(refused) = refuse_request_form(request) {
             return Err(Box::new(refused));
         }
-        let session = self.session_name(request.headers()).map_err(|error| {
-            Box::new(error_response(
-                StatusCode::BAD_REQUEST,
-                "client",
-                "bad-test-name",
-                endpoint
-                    .redactor
-                    .redact_str(&error.to_string())
-                    .into_owned(),
-            ))
-        })?;
+        let session = self
+            .session_name(endpoint.index, request.headers())
+            .map_err(|error| {
+                Box::new(error_response(
+                    StatusCode::BAD_REQUEST,
+                    "client",
+                    "bad-test-name",
+                    endpoint
+                        .redactor
+                        .redact_str(&error.to_string())
+                        .into_owned(),
+                ))
+            })?;
         // A WebSocket upgrade is identified like any request; its IO is
         // taken here, before the request is split.
         let mut upgrade = None;
@@ -442,7 +496,7 @@ impl Server {
             upgrade = Some(hyper::upgrade::on(&mut *request));
         }
         // Only the modes that replay use it.
-        let timing = match self.options.mode {
+        let timing = match self.admin.mode() {
             Mode::Replay | Mode::RecordMissing => {
                 replay::replay_timing(endpoint, request.headers())
                     .map_err(|why| Box::new(replay::bad_replay_timing(why)))?
@@ -472,6 +526,7 @@ impl Server {
             Ok(state) => state,
             Err(error) => return error.into_response(),
         };
+        state.usage.note_endpoint(endpoint.index);
         // Hashed before the session's lock is taken (`lookup`).
         let hashed = HashedCanonical::new(&identified.canonical);
         let reset = parts.headers.contains_key(CHAIN_RESET_HEADER);
@@ -483,9 +538,16 @@ impl Server {
         } = found
         {
             return self
-                .answer_hit(endpoint, admitted, &parts, recording, location)
+                .answer_hit(
+                    endpoint,
+                    admitted,
+                    &parts,
+                    (recording, &state.usage),
+                    location,
+                )
                 .await;
         }
+        state.usage.note_miss(endpoint.index);
         let answer = replay::ReplayAnswer {
             head: parts.method == http::Method::HEAD,
             timing: admitted.timing,
@@ -538,6 +600,7 @@ impl Server {
             Ok(state) => state,
             Err(error) => return error.into_response(),
         };
+        state.usage.note_endpoint(endpoint.index);
         let hashed = HashedCanonical::new(&identified.canonical);
         let reset = parts.headers.contains_key(CHAIN_RESET_HEADER);
         let step = if missing_only {
@@ -553,7 +616,13 @@ impl Server {
                     ..
                 } => {
                     return self
-                        .answer_hit(endpoint, admitted, &parts, recording, location)
+                        .answer_hit(
+                            endpoint,
+                            admitted,
+                            &parts,
+                            (recording, &state.usage),
+                            location,
+                        )
                         .await;
                 }
                 // Not recorded yet: upstream, and recorded.
@@ -623,23 +692,6 @@ struct Outgoing {
     /// A request to record: its identity and chain step (`None` in
     /// passthrough).
     identity: Option<(Identified, ChainStep)>,
-}
-
-/// A CPU profile of the next N seconds (`--features profiling` builds only;
-/// loopback peers only): `go tool pprof http://127.0.0.1:PORT/__ouli/debug/pprof?seconds=10`.
-#[cfg(feature = "profiling")]
-pub(super) const PPROF_PATH: &str = "/__ouli/debug/pprof";
-
-#[cfg(feature = "profiling")]
-async fn profile_answer(
-    peer: Option<std::net::IpAddr>,
-    query: Option<&str>,
-) -> Response<ResponseBody> {
-    // A peer whose address cannot be read is not known to be on loopback.
-    let peer = peer.unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-    crate::profile::debug_pprof_response(peer, query)
-        .await
-        .map(self::response::full)
 }
 
 /// Requests ouli is not the server for, refused before anything else: a

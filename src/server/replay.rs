@@ -368,7 +368,7 @@ impl Server {
         endpoint: &Endpoint,
         admitted: Admitted,
         parts: &http::request::Parts,
-        recording: &Recording,
+        (recording, usage): (&Recording, &super::usage::Usage),
         location: RecordLocation,
     ) -> Response<ResponseBody> {
         let Admitted {
@@ -382,6 +382,9 @@ impl Server {
             trailers: super::trailers::client_takes_trailers(&parts.headers, parts.version),
         };
         let view = recording.read(location);
+        if let Ok(view) = &view {
+            usage.mark_served(view.ordinal());
+        }
         if let (Some(upgrade), Ok(view)) = (upgrade, &view)
             && view.is_websocket()
         {

@@ -24,6 +24,8 @@ pub struct Session {
     /// Where a miss looks for the closest recorded requests; built at the
     /// session's first miss.
     pub(super) miss_index: std::sync::OnceLock<super::miss::MissIndex>,
+    /// Which recorded interactions were served, misses (`usage.rs`).
+    pub(super) usage: super::usage::Usage,
 }
 
 impl Session {
@@ -31,6 +33,7 @@ impl Session {
     /// chain at the head.
     pub fn new(recording: Option<Recording>, chain: ChainMode) -> Session {
         Session {
+            usage: super::usage::Usage::new(recording.as_ref().map_or(0, Recording::len)),
             recording,
             late_recording: std::sync::OnceLock::new(),
             chain: Mutex::new(ChainState::new(chain)),
@@ -66,8 +69,11 @@ impl Session {
 }
 
 impl Server {
+    /// The request's own session header, else the endpoint's active
+    /// session (`admin.rs`), else the default session.
     pub(super) fn session_name(
         &self,
+        endpoint: usize,
         headers: &HeaderMap,
     ) -> Result<SessionName, crate::session_name::SessionNameError> {
         let configured = self.options.config.session_header.as_deref();
@@ -77,7 +83,10 @@ impl Server {
             .find_map(|name| headers.get(name));
         match value {
             Some(value) => SessionName::parse_bytes(value.as_bytes()),
-            None => Ok(SessionName::default_session()),
+            None => Ok(self
+                .admin
+                .active_session(endpoint)
+                .unwrap_or_else(SessionName::default_session)),
         }
     }
 
@@ -145,7 +154,9 @@ impl Server {
         let dir = &self.options.recording_dir;
         let path = name.recording_path(dir);
         let partial = path.with_extension("ouli.partial");
-        let recording = if !matches!(self.options.mode, Mode::Replay | Mode::RecordMissing) {
+        // Every mode but record serves from recordings, or may once the
+        // admin API switches it (passthrough opens no session).
+        let recording = if self.options.mode == Mode::Record {
             None
         } else if path.is_file() {
             Some(Recording::open(&path, self.backend).map_err(|e| e.to_string())?)

@@ -2,6 +2,7 @@
 //! ripgrep's are (one link instead of one per file). What the modules
 //! share (the real binary, upstreams, clients) is in `support/`, not copied.
 
+mod admin;
 mod bad_input;
 mod cli;
 mod config;

@@ -253,8 +253,8 @@ async fn opening(stream: &TcpStream, timeout: Duration) -> Opening {
     }
 }
 
-/// One request of either protocol, to `Server::handle` (and the CPU
-/// profile path of `--features profiling` builds).
+/// One request of either protocol, to `Server::handle`, or under
+/// `/__ouli/` to `Server::admin`.
 async fn answer(
     server: Arc<Server>,
     index: usize,
@@ -262,12 +262,14 @@ async fn answer(
     held: Option<&HeldConnection>,
     peer: Option<std::net::IpAddr>,
 ) -> Response<ResponseBody> {
-    #[cfg(feature = "profiling")]
-    if request.uri().path() == super::super::PPROF_PATH {
-        return super::super::profile_answer(peer, request.uri().query()).await;
+    // The admin API decides by the peer (`admin.rs`).
+    if request
+        .uri()
+        .path()
+        .starts_with(super::super::CONTROL_PREFIX)
+    {
+        return server.admin(index, request, held, peer).await;
     }
-    #[cfg(not(feature = "profiling"))]
-    let _ = peer;
     server.handle(index, request, held).await
 }
 
