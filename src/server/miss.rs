@@ -279,7 +279,7 @@ impl Server {
             .config
             .source
             .as_ref()
-            .map(|p| format!(" --config {}", p.display()))
+            .map(|p| format!(" --config {}", shell_word(&p.to_string_lossy())))
             .unwrap_or_default();
         let kind = if exhausted {
             "chain-exhausted"
@@ -329,8 +329,9 @@ impl Server {
                 "request": request,
                 "closest_recorded": closest,
                 "record_command": format!(
-                    "ouli record-missing{config_arg} --recording-dir {}",
-                    self.options.recording_dir.display()
+                    "{} record-missing{config_arg} --recording-dir {}",
+                    invoked_binary(),
+                    shell_word(&self.options.recording_dir.to_string_lossy())
                 ),
         });
         if serde_json::to_vec_pretty(&report).map_or(0, |b| b.len()) > MISS_ANSWER_BYTES_MAX {
@@ -358,6 +359,35 @@ impl Server {
         }
         super::metrics::mark(json_response(StatusCode::NOT_FOUND, kind, report), outcome)
     }
+}
+
+/// The binary a miss's `record_command` runs: this one, as it was invoked
+/// (an SDK runs it as `test-server`, a wheel or npm package from a folder
+/// that may not be on PATH), so that the command works when pasted. A
+/// path with a `/` is made absolute; a bare name (found on PATH) becomes
+/// the executable's own path, PATH being the invoker's.
+fn invoked_binary() -> &'static str {
+    static BINARY: OnceLock<String> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let invoked = std::env::args_os().next().map(std::path::PathBuf::from);
+        let path = match invoked {
+            Some(path) if path.as_os_str().as_encoded_bytes().contains(&b'/') => {
+                std::path::absolute(&path).ok()
+            }
+            _ => std::env::current_exe().ok(),
+        };
+        path.map_or_else(|| "ouli".to_owned(), |p| shell_word(&p.to_string_lossy()))
+    })
+}
+
+/// `word` as one POSIX shell word: as it is when it holds nothing the shell
+/// reads, else single-quoted.
+fn shell_word(word: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._+-=:@,%".contains(c);
+    if !word.is_empty() && word.chars().all(plain) {
+        return word.to_owned();
+    }
+    format!("'{}'", word.replace('\'', "'\\''"))
 }
 
 /// `value` with every secret replaced, in any string of it. Its JSON text is
@@ -456,6 +486,14 @@ pub(super) fn canonical_json(c: &CanonicalRequest) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shell_word_is_quoted_only_when_the_shell_would_read_it() {
+        assert_eq!(shell_word("/usr/bin/ouli"), "/usr/bin/ouli");
+        assert_eq!(shell_word("/a b/ouli"), "'/a b/ouli'");
+        assert_eq!(shell_word("/it's/$HOME"), "'/it'\\''s/$HOME'");
+        assert_eq!(shell_word(""), "''");
+    }
 
     #[test]
     fn an_echo_is_cut_to_its_bounds_whatever_its_shape() {

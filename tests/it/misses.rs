@@ -185,3 +185,73 @@ async fn past_kept_max_only_the_newest_misses_are_kept_and_secrets_never_show() 
     );
     server.stop().assert_success();
 }
+
+/// The first shell word of `command` (single-quoted or plain), unquoted.
+fn first_word(command: &str) -> String {
+    match command.strip_prefix('\'') {
+        Some(rest) => rest[..rest.find('\'').unwrap()].to_owned(),
+        None => command.split(' ').next().unwrap().to_owned(),
+    }
+}
+
+/// A miss's `record_command`, from a replay of an empty recording dir.
+async fn record_command(start: Start) -> String {
+    let server = start.create_recording_dir().spawn();
+    let (status, _, body) = send_text(&server.addr, "GET", "/v1/x", &[], "").await;
+    assert_eq!(status, 404, "{body}");
+    server.stop().assert_success();
+    let report: serde_json::Value = serde_json::from_str(&body).unwrap();
+    report["record_command"].as_str().unwrap().to_owned()
+}
+
+/// The command a miss says would record the request runs this very binary
+/// as it was invoked (an SDK runs it as `test-server`, a wheel or an npm
+/// package from a folder that need not be on PATH), never a bare `ouli`:
+/// a path is made absolute (and quoted when it needs it), a bare name found
+/// on PATH becomes the executable's own path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_record_command_names_the_binary_as_it_was_invoked() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("sdk bin");
+    std::fs::create_dir(&folder).unwrap();
+    let link = folder.join("test-server");
+    std::os::unix::fs::symlink(crate::support::ouli::OULI, &link).unwrap();
+    let ouli = std::fs::canonicalize(crate::support::ouli::OULI).unwrap();
+    let yaml = config(crate::support::free_port(), "");
+    let start = || Start::new("replay", dir.path(), &yaml);
+
+    // An absolute path, with a space: quoted as one shell word.
+    let command = record_command(start().program(&link)).await;
+    let quoted = format!("'{}' record-missing --config ", link.display());
+    assert!(command.starts_with(&quoted), "{command}");
+    assert!(
+        command.ends_with(&format!(
+            " --recording-dir {}",
+            dir.path().join("recordings").display()
+        )),
+        "{command}"
+    );
+
+    // A relative path, as a shell in `dir` ran it: made absolute.
+    let relative = start()
+        .program(std::path::Path::new("./sdk bin/test-server"))
+        .shell_prefix("")
+        .current_dir(dir.path());
+    let word = first_word(&record_command(relative).await);
+    assert!(std::path::Path::new(&word).is_absolute(), "{word}");
+    assert_eq!(std::fs::canonicalize(&word).unwrap(), ouli, "{word}");
+    assert!(word.contains("sdk bin/test-server"), "{word}");
+
+    // A bare name found on PATH: the executable itself.
+    let path = format!(
+        "{}:{}",
+        folder.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let bare = start()
+        .program(std::path::Path::new("test-server"))
+        .env("PATH", &path);
+    let word = first_word(&record_command(bare).await);
+    assert!(std::path::Path::new(&word).is_absolute(), "{word}");
+    assert_eq!(std::fs::canonicalize(&word).unwrap(), ouli, "{word}");
+}
