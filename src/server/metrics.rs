@@ -196,6 +196,22 @@ impl Metrics {
         self.count(endpoint, mode, outcome, started.elapsed());
     }
 
+    /// Counts a request the replay lane answered (`listener/replay_lane.rs`:
+    /// replay mode, no hyper `Response` on its fast path), with the body
+    /// bytes it wrote.
+    pub(super) fn count_lane_answer(
+        &self,
+        endpoint: usize,
+        outcome: Outcome,
+        started: Instant,
+        body_bytes: u64,
+    ) {
+        self.count(endpoint, Mode::Replay, outcome, started.elapsed());
+        self.endpoint(endpoint)
+            .response_bytes
+            .fetch_add(body_bytes, Ordering::Relaxed);
+    }
+
     fn count(&self, endpoint: usize, mode: Mode, outcome: Outcome, elapsed: Duration) {
         let counters = &self.endpoints[endpoint];
         counters.requests[mode_index(mode)][outcome as usize].fetch_add(1, Ordering::Relaxed);

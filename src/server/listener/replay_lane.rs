@@ -22,6 +22,7 @@
 //! compares both on the same recordings.
 
 use super::super::lookup::{Lookup, Policy, lookup};
+use super::super::metrics::Outcome;
 use super::super::replay::ReplayAnswer;
 use super::super::response::ResponseBody;
 use super::super::session::Session;
@@ -192,6 +193,7 @@ impl<'a> Lane<'a> {
 
     /// One request: identified (remembered or anew), looked up, answered.
     async fn answer(&mut self, stream: &mut TcpStream, request: &LaneRequest<'_>) -> Served {
+        let started = std::time::Instant::now();
         let Some(remembered) = self.identified(request) else {
             return Served::NotLane;
         };
@@ -229,6 +231,7 @@ impl<'a> Lane<'a> {
             state.usage.mark_served(view.ordinal());
         }
         let key = (std::ptr::from_ref(recording) as usize, location.offset);
+        let mut outcome = Outcome::Hit;
         let (written, close) = match (&view, self.cached_head(&state, key, head_request)) {
             (Ok(view), Some(head)) => (
                 write_answer(stream, &head, view.response_chunks()).await,
@@ -242,6 +245,10 @@ impl<'a> Lane<'a> {
                 };
                 let cacheable = view.is_ok();
                 let response = self.server.serve_record_now(view, answer);
+                // A damaged record's answer is marked (`recording_error`).
+                if let Some(marked) = response.extensions().get::<Outcome>() {
+                    outcome = *marked;
+                }
                 let head = Arc::new(encode_head(&response, head_request));
                 if cacheable {
                     self.keep_head(state.clone(), key, head_request, head.clone());
@@ -249,10 +256,16 @@ impl<'a> Lane<'a> {
                 (write_response(stream, &head, response).await, head.close)
             }
         };
-        match written {
-            Ok(()) if !close => Served::Answered,
-            _ => Served::Close,
+        let Ok(body_bytes) = written else {
+            return Served::Close;
+        };
+        self.server
+            .metrics
+            .count_lane_answer(self.endpoint, outcome, started, body_bytes);
+        if close {
+            return Served::Close;
         }
+        Served::Answered
     }
 
     /// What `request` identifies as (remembered, or identified now);
@@ -516,12 +529,12 @@ pub(super) fn encode_head(response: &Response<ResponseBody>, head_request: bool)
     }
 }
 
-/// Writes a head and the recorded chunks of its body.
+/// Writes a head and the recorded chunks of its body; the body's bytes.
 async fn write_answer(
     stream: &mut TcpStream,
     head: &EncodedHead,
     chunks: impl Iterator<Item = (u64, Bytes)>,
-) -> std::io::Result<()> {
+) -> std::io::Result<u64> {
     let mut parts: Vec<Bytes> = Vec::with_capacity(4);
     head_parts(head, &mut parts);
     match head.body {
@@ -538,12 +551,12 @@ async fn write_answer(
 }
 
 /// Writes a head and `response`'s body (not a cached head: the body's
-/// frames are the response's own).
+/// frames are the response's own); the body's bytes.
 async fn write_response(
     stream: &mut TcpStream,
     head: &EncodedHead,
     response: Response<ResponseBody>,
-) -> std::io::Result<()> {
+) -> std::io::Result<u64> {
     let mut parts: Vec<Bytes> = Vec::with_capacity(4);
     head_parts(head, &mut parts);
     let mut body = response.into_body();
@@ -588,8 +601,9 @@ fn chunk_parts(data: Bytes, parts: &mut Vec<Bytes>) {
     parts.push(Bytes::from_static(b"\r\n"));
 }
 
-/// Writes every part, in as few `writev` calls as the socket takes.
-async fn write_all(stream: &mut TcpStream, parts: &[Bytes]) -> std::io::Result<()> {
+/// Writes every part, in as few `writev` calls as the socket takes; the
+/// bytes after the head's two parts (the body, framed).
+async fn write_all(stream: &mut TcpStream, parts: &[Bytes]) -> std::io::Result<u64> {
     let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
     let mut slices = &mut slices[..];
     while !slices.is_empty() {
@@ -599,7 +613,7 @@ async fn write_all(stream: &mut TcpStream, parts: &[Bytes]) -> std::io::Result<(
         }
         IoSlice::advance_slices(&mut slices, written);
     }
-    Ok(())
+    Ok(parts.iter().skip(2).map(|p| p.len() as u64).sum())
 }
 
 /// The current time as an IMF-fixdate, formatted once a second per thread
