@@ -106,10 +106,13 @@ build_release() {
     fi
     (cd "$REPO_ROOT" && cargo build --release --locked "${features[@]}" --bin ouli \
         --example ceiling --example upstream --example gen-recording >&2)
-    OULI_BIN="$REPO_ROOT/target/release/ouli"
-    CEILING_BIN="$REPO_ROOT/target/release/examples/ceiling"
-    UPSTREAM_BIN="$REPO_ROOT/target/release/examples/upstream"
-    GEN_RECORDING_BIN="$REPO_ROOT/target/release/examples/gen-recording"
+    # cargo's own target dir setting is honoured (a second one keeps a
+    # release build beside a debug build in progress).
+    local target=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
+    OULI_BIN="$target/release/ouli"
+    CEILING_BIN="$target/release/examples/ceiling"
+    UPSTREAM_BIN="$target/release/examples/upstream"
+    GEN_RECORDING_BIN="$target/release/examples/gen-recording"
 }
 
 # ---------------------------------------------------------------- processes
