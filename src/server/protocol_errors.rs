@@ -223,6 +223,10 @@ pub(super) struct ProtocolErrorIo {
     /// Bytes read before hyper took the connection (the replay lane's),
     /// given to hyper first.
     prefix: bytes::Bytes,
+    /// Whether `prefix` came after the lane's last answer (else it was read
+    /// with the answered requests, as hyper reads pipelined ones, and does
+    /// not count as read since that write).
+    prefix_after_write: bool,
     state: Arc<ConnectionState>,
     /// Bytes were read since the last write: a request (part of one) is in.
     read_since_write: bool,
@@ -241,13 +245,14 @@ pub(super) struct ProtocolErrorIo {
 impl ProtocolErrorIo {
     pub(super) fn new(
         stream: TcpStream,
-        prefix: bytes::Bytes,
+        (prefix, prefix_after_write): (bytes::Bytes, bool),
         state: Arc<ConnectionState>,
         header_bytes_max: usize,
     ) -> ProtocolErrorIo {
         ProtocolErrorIo {
             stream,
             prefix,
+            prefix_after_write,
             state,
             read_since_write: false,
             read_count: 0,
@@ -407,17 +412,19 @@ impl AsyncRead for ProtocolErrorIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
+        let mut counts = true;
         let polled = if self.prefix.is_empty() {
             Pin::new(&mut self.stream).poll_read(cx, buf)
         } else {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix.split_to(n));
+            counts = self.prefix_after_write;
             Poll::Ready(Ok(()))
         };
         let read = &buf.filled()[before..];
         if !read.is_empty() {
             let this = &mut *self;
-            this.read_since_write = true;
+            this.read_since_write |= counts;
             this.read_count = this.read_count.saturating_add(read.len());
             // Keep the last RECENT_BYTES_MAX bytes (a short copy per read).
             let tail = &read[read.len().saturating_sub(RECENT_BYTES_MAX)..];

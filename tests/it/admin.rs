@@ -444,8 +444,17 @@ async fn the_profile_route_answers_as_the_build_allows() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("recordings")).unwrap();
     let ouli = Ouli::start("replay", dir.path(), &config(1, ""));
+    // Work to sample: an idle process takes no CPU samples in a second.
+    let busy_addr = ouli.addr.clone();
+    let busy = tokio::spawn(async move {
+        let until = std::time::Instant::now() + Duration::from_millis(1500);
+        while std::time::Instant::now() < until {
+            send_text(&busy_addr, "GET", "/__ouli/health", &[], "").await;
+        }
+    });
     let (status, _, body) =
         send_text(&ouli.addr, "GET", "/__ouli/debug/pprof?seconds=1", &[], "").await;
+    busy.await.unwrap();
     if cfg!(feature = "profiling") {
         assert_eq!(status, 200, "{body}");
     } else {

@@ -1085,12 +1085,16 @@ impl Run {
                 .keys()
                 .filter(|k| !before[dir].contains_key(*k))
                 .filter(|k| {
-                    // A folder on the way to an allowed recording is allowed.
+                    // A folder on the way to an allowed recording is allowed,
+                    // and the recording's writer lock (held while the run
+                    // has the session open, removed when it finishes).
                     !(served
-                        && case
-                            .may_create
-                            .iter()
-                            .any(|allowed| Path::new(allowed).starts_with(k)))
+                        && case.may_create.iter().any(|allowed| {
+                            Path::new(allowed).starts_with(k)
+                                || allowed.strip_suffix(".partial").is_some_and(|file| {
+                                    k.as_os_str().to_str() == Some(format!("{file}.lock").as_str())
+                                })
+                        }))
                 })
                 .collect();
             if !new.is_empty() {

@@ -109,9 +109,12 @@ fn read_answer_head(reader: &mut BufReader<std::net::TcpStream>) -> Answer {
 /// The recordings, and the upstream's port (part of every fingerprint: the
 /// replay's config names it too).
 async fn recorded_dir() -> (tempfile::TempDir, u16) {
-    let upstream = upstream::start(Options::default(), |_, request: http::Request<_>| async move {
-        Ok::<_, Infallible>(upstream_answer(request.method(), request.uri().path()))
-    })
+    let upstream = upstream::start(
+        Options::default(),
+        |_, request: http::Request<_>| async move {
+            Ok::<_, Infallible>(upstream_answer(request.method(), request.uri().path()))
+        },
+    )
     .await;
     let dir = tempfile::tempdir().unwrap();
     let recorder = Ouli::start("record", dir.path(), &config(upstream.port, ""));
@@ -171,7 +174,10 @@ async fn the_lane_answers_what_hypers_path_answers_byte_for_byte() {
                     without_date(&by_hyper),
                     "round {round}, {method} {target}"
                 );
-                assert_eq!(by_lane.body, by_hyper.body, "round {round}, {method} {target}");
+                assert_eq!(
+                    by_lane.body, by_hyper.body,
+                    "round {round}, {method} {target}"
+                );
                 assert!(
                     by_lane.head.to_ascii_lowercase().contains("\ndate: "),
                     "{}",
@@ -189,7 +195,11 @@ async fn the_lane_answers_what_hypers_path_answers_byte_for_byte() {
             .unwrap();
         let item = read_answer(&mut lane_reader);
         assert_eq!(item.body, br#"{"id":42,"name":"widget"}"#);
-        assert!(item.head.contains("x-trace: a\r\nx-trace: b\r\n"), "{}", item.head);
+        assert!(
+            item.head.contains("x-trace: a\r\nx-trace: b\r\n"),
+            "{}",
+            item.head
+        );
     })
     .await
     .unwrap();
@@ -216,14 +226,22 @@ async fn pipelined_requests_a_miss_after_hits_and_a_silent_half_head() {
             .write_all(&request_bytes(&addr, "GET", "/v1/never-recorded", ""))
             .unwrap();
         let missed = read_answer(&mut reader);
-        assert_eq!(missed.header("x-ouli-error"), Some("replay-miss"), "{missed:?}");
+        assert_eq!(
+            missed.header("x-ouli-error"),
+            Some("replay-miss"),
+            "{missed:?}"
+        );
         assert!(missed.json()["message"].is_string(), "{missed:?}");
         // Exhausted (no repeat-last): the stages answer that too.
         stream
             .write_all(&request_bytes(&addr, "GET", "/v1/items/42", ""))
             .unwrap();
         let again = read_answer(&mut reader);
-        assert_eq!(again.header("x-ouli-error"), Some("chain-exhausted"), "{again:?}");
+        assert_eq!(
+            again.header("x-ouli-error"),
+            Some("chain-exhausted"),
+            "{again:?}"
+        );
     })
     .await
     .unwrap();
@@ -244,7 +262,9 @@ async fn a_head_that_stops_halfway_is_408_after_the_header_timeout() {
             .write_all(&request_bytes(&addr, "GET", "/v1/items/42", ""))
             .unwrap();
         assert_eq!(read_answer(&mut reader).status, 200);
-        stream.write_all(b"GET /v1/items/42 HTTP/1.1\r\nHo").unwrap();
+        stream
+            .write_all(b"GET /v1/items/42 HTTP/1.1\r\nHo")
+            .unwrap();
         let started = std::time::Instant::now();
         let answer = crate::support::raw::read_to_close(&mut reader);
         answer.assert_ouli_error(408, "header-timeout");

@@ -98,13 +98,15 @@ impl Connection {
     /// (`protocol_errors.rs`).
     async fn serve_h1_cleartext(self, mut stream: TcpStream) {
         let limits = &self.options.config.limits;
-        let mut prefix = Bytes::new();
+        let mut prefix = (Bytes::new(), true);
         if super::replay_lane::serves(&self.server, self.index) {
             let lane = super::replay_lane::Lane::new(&self.server, self.index, limits);
             let mut stop = self.stop.clone();
             match lane.serve(&mut stream, &mut stop).await {
                 super::replay_lane::LaneEnd::Closed => return,
-                super::replay_lane::LaneEnd::HandOff(read) => prefix = read,
+                super::replay_lane::LaneEnd::HandOff(read, after_answer) => {
+                    prefix = (read, after_answer);
+                }
             }
         }
         let protocol = Arc::new(ConnectionState::default());

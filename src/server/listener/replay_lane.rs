@@ -72,8 +72,9 @@ const FIELDS_NOT_IN_LANE: &[&[u8]] = &[
 pub(super) enum LaneEnd {
     /// Closed (by the client, a timeout or the server's stop).
     Closed,
-    /// Hyper serves it from here; these bytes were read and not consumed.
-    HandOff(Bytes),
+    /// Hyper serves it from here; these bytes were read and not consumed,
+    /// and whether any of them came after the lane's last answer.
+    HandOff(Bytes, bool),
 }
 
 /// Whether the lane may serve `endpoint`'s connections at all: replay mode,
@@ -147,6 +148,9 @@ impl<'a> Lane<'a> {
         stop: &mut watch::Receiver<bool>,
     ) -> LaneEnd {
         let mut buffer = BytesMut::with_capacity(LANE_READ_BYTES);
+        // Bytes came after the last answer (hyper answers a head error only
+        // then: `protocol_errors.rs`).
+        let mut read_since_answer = true;
         let timeout = Duration::from_millis(self.limits.header_read_timeout_ms);
         loop {
             // hyper's header timeout runs from the end of the last answer
@@ -166,15 +170,20 @@ impl<'a> Lane<'a> {
                     Parsed::Partial => Step::ReadMore,
                 };
                 match step {
-                    Step::Answered(len) => break len,
-                    Step::HandOff => return LaneEnd::HandOff(buffer.freeze()),
+                    Step::Answered(len) => {
+                        read_since_answer = false;
+                        break len;
+                    }
+                    Step::HandOff => return LaneEnd::HandOff(buffer.freeze(), read_since_answer),
                     Step::ReadMore => {}
                 }
                 match read_more(stream, &mut buffer, deadline, stop).await {
-                    Read::More => {}
+                    Read::More => read_since_answer = true,
                     Read::Closed => return LaneEnd::Closed,
                     // Half a head at the end of input: hyper says what is wrong.
-                    Read::EndedInHead => return LaneEnd::HandOff(buffer.freeze()),
+                    Read::EndedInHead => {
+                        return LaneEnd::HandOff(buffer.freeze(), read_since_answer);
+                    }
                     Read::TimedOut => {
                         let answer = super::super::protocol_errors::header_timeout_answer(
                             self.limits.header_read_timeout_ms,
@@ -422,7 +431,9 @@ fn parse<'b>(buffer: &'b [u8], limits: &Limits, server: &Server, endpoint: usize
     let mut headers = Vec::with_capacity(request.headers.len());
     for field in request.headers.iter() {
         let name = field.name.as_bytes();
-        if FIELDS_NOT_IN_LANE.iter().any(|n| name.eq_ignore_ascii_case(n))
+        if FIELDS_NOT_IN_LANE
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n))
             || (name.len() >= 7 && name[..7].eq_ignore_ascii_case(b"x-ouli-"))
         {
             return Parsed::Other;
@@ -644,7 +655,11 @@ mod tests {
     use super::*;
     use crate::server::response::full;
 
-    fn response(status: u16, headers: &[(&str, &str)], body: &'static [u8]) -> Response<ResponseBody> {
+    fn response(
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &'static [u8],
+    ) -> Response<ResponseBody> {
         let mut response = Response::new(full(Bytes::from_static(body)));
         *response.status_mut() = StatusCode::from_u16(status).unwrap();
         for (name, value) in headers {
@@ -658,7 +673,10 @@ mod tests {
 
     #[test]
     fn a_head_is_encoded_as_hyper_encodes_it() {
-        let head = encode_head(&response(200, &[("content-type", "application/json")], b"{}"), false);
+        let head = encode_head(
+            &response(200, &[("content-type", "application/json")], b"{}"),
+            false,
+        );
         assert_eq!(
             &head.bytes[..],
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n"
@@ -675,13 +693,19 @@ mod tests {
         assert_eq!(&no_content.bytes[..], b"HTTP/1.1 204 No Content\r\n");
         assert_eq!(no_content.body, BodyFraming::None);
         let odd = encode_head(&response(599, &[], b""), false);
-        assert_eq!(&odd.bytes[..], b"HTTP/1.1 599 <none>\r\ncontent-length: 0\r\n");
+        assert_eq!(
+            &odd.bytes[..],
+            b"HTTP/1.1 599 <none>\r\ncontent-length: 0\r\n"
+        );
     }
 
     #[test]
     fn a_head_request_gets_the_recorded_length_and_no_body() {
         let head = encode_head(&response(200, &[("content-length", "42")], b""), true);
-        assert_eq!(&head.bytes[..], b"HTTP/1.1 200 OK\r\ncontent-length: 42\r\n");
+        assert_eq!(
+            &head.bytes[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: 42\r\n"
+        );
         assert_eq!(head.body, BodyFraming::None);
         let without = encode_head(&response(200, &[], b""), true);
         assert_eq!(&without.bytes[..], b"HTTP/1.1 200 OK\r\n");
@@ -690,7 +714,11 @@ mod tests {
     #[test]
     fn the_date_has_the_imf_fixdate_shape() {
         let date = http_date_now();
-        assert!(date.ends_with(b" GMT"), "{}", String::from_utf8_lossy(&date));
+        assert!(
+            date.ends_with(b" GMT"),
+            "{}",
+            String::from_utf8_lossy(&date)
+        );
         assert_eq!(date[3], b',');
     }
 }
