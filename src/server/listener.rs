@@ -44,6 +44,26 @@ pub fn run(options: ServeOptions) -> Result<(), ServeError> {
     runtime.block_on(serve(options))
 }
 
+/// An accepted stream's connection (`connection.rs`), stopped by `stop`.
+fn new_connection(
+    server: &Arc<Server>,
+    options: &Arc<ServeOptions>,
+    tls: &crate::tls::ListenerTls,
+    index: usize,
+    stream: &tokio::net::TcpStream,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> connection::Connection {
+    let _ = stream.set_nodelay(true);
+    connection::Connection {
+        server: server.clone(),
+        index,
+        options: options.clone(),
+        tls: tls.acceptor(index).cloned(),
+        stop: stop.clone(),
+        peer: stream.peer_addr().ok().map(|addr| addr.ip()),
+    }
+}
+
 pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let options = Arc::new(options);
     let config = &options.config;
@@ -141,15 +161,7 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                 let Some((index, stream)) = next else { break };
                 // Over the limit, the stream is answered 503 and closed.
                 let Some((slot, stream)) = slots.admit(index, stream) else { continue };
-                let _ = stream.set_nodelay(true);
-                let connection = connection::Connection {
-                    server: server.clone(),
-                    index,
-                    options: options.clone(),
-                    tls: tls.acceptor(index).cloned(),
-                    stop: stop_rx.clone(),
-                    peer: stream.peer_addr().ok().map(|addr| addr.ip()),
-                };
+                let connection = new_connection(&server, &options, &tls, index, &stream, &stop_rx);
                 connections.spawn(async move {
                     // Freed when this connection closes.
                     let _slot = slot;
@@ -181,15 +193,7 @@ pub(super) async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             let Some((slot, stream)) = slots.admit(index, stream) else {
                 continue;
             };
-            let _ = stream.set_nodelay(true);
-            let connection = connection::Connection {
-                server: server.clone(),
-                index,
-                options: options.clone(),
-                tls: tls.acceptor(index).cloned(),
-                stop: late_stop_rx.clone(),
-                peer: stream.peer_addr().ok().map(|addr| addr.ip()),
-            };
+            let connection = new_connection(&server, &options, &tls, index, &stream, &late_stop_rx);
             late.spawn(async move {
                 let _slot = slot;
                 connection.serve(stream).await;

@@ -51,8 +51,8 @@ pub(super) struct Usage {
     /// at most [`SERVED_LATE_MAX`]; off the replay path of a recording
     /// opened whole.
     late: Mutex<BTreeSet<u32>>,
-    /// Bit `i`: a request of this session came on endpoint `i` (at most
-    /// `config::ENDPOINTS_MAX` = 64 of them).
+    /// One bit per endpoint index, set when a request of this session came
+    /// on that endpoint (a config has at most 64 endpoints: asserted below).
     endpoints_seen: AtomicU64,
     /// Misses by endpoint (a miss is the slow path: a lock is fine).
     misses: Mutex<Vec<(usize, u64)>>,
